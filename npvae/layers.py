@@ -1,0 +1,149 @@
+"""The dense (affine) layer, the MLP that stacks layers, and flat storage.
+
+Every layer keeps its parameters and their gradients side by side, in two
+dicts with the same keys (``params["W"]`` and ``grads["W"]``), so an optimizer
+is a loop over keys and never needs to know what a layer is. ``backward``
+overwrites ``grads`` (it does not accumulate) and returns the gradient for
+the layer's input.
+
+Derivations: ``tutorials/derivations.md``, section "Dense layer".
+"""
+
+import numpy as np
+
+from .activations import ACTIVATIONS
+from .errors import ConfigError
+
+INITS = ("he", "glorot", "pytorch")
+
+
+def init_weights(n_in, n_out, init, rng):
+    """Initial ``(W, b)`` as float64 host arrays of shapes (n_in, n_out), (n_out,).
+
+    - ``he``: W ~ N(0, 2 / n_in), b = 0. Keeps the activations' variance
+      through ReLU layers (He et al., 2015).
+    - ``glorot``: W ~ U(-a, a), a = sqrt(6 / (n_in + n_out)), b = 0. For tanh
+      and sigmoid (Glorot and Bengio, 2010).
+    - ``pytorch``: W, b ~ U(-1/sqrt(n_in), 1/sqrt(n_in)), what ``torch.nn.Linear``
+      does by default; used to reproduce PyTorch's VAE example.
+    """
+    if init == "he":
+        return rng.normal(0.0, np.sqrt(2.0 / n_in), (n_in, n_out)), np.zeros(n_out)
+    if init == "glorot":
+        a = np.sqrt(6.0 / (n_in + n_out))
+        return rng.uniform(-a, a, (n_in, n_out)), np.zeros(n_out)
+    if init == "pytorch":
+        a = 1.0 / np.sqrt(n_in)
+        return rng.uniform(-a, a, (n_in, n_out)), rng.uniform(-a, a, n_out)
+    raise ConfigError(f"init={init!r} is unknown; choose one of {', '.join(INITS)}")
+
+
+class Dense:
+    """Affine layer: out = x @ W + b.
+
+    Shapes: x (B, n_in), W (n_in, n_out), b (n_out,), out (B, n_out).
+
+    Backward (``derivations.md#dense-layer``), from dout = dL/dout (B, n_out):
+        dW = x^T @ dout        (n_in, n_out)
+        db = sum_i dout[i]     (n_out,)
+        dx = dout @ W^T        (B, n_in)
+    """
+
+    def __init__(self, n_in, n_out, *, rng, init="he", dtype=np.float32, xp=np):
+        W, b = init_weights(n_in, n_out, init, rng)
+        self.params = {"W": xp.asarray(W, dtype=dtype), "b": xp.asarray(b, dtype=dtype)}
+        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.xp = xp
+
+    def forward(self, x):
+        self.x = x
+        out = self.xp.matmul(x, self.params["W"])
+        out += self.params["b"]
+        return out
+
+    def backward(self, dout, need_dx=True):
+        """Fill ``grads`` from ``dout`` (B, n_out); return dx (B, n_in), or None.
+
+        ``need_dx=False`` skips dx (a first layer's input is data, and
+        dout @ W^T would be a fifth of the model's matrix work for nothing).
+        """
+        self.xp.matmul(self.x.T, dout, out=self.grads["W"])
+        dout.sum(axis=0, out=self.grads["b"])
+        return self.xp.matmul(dout, self.params["W"].T) if need_dx else None
+
+    def __repr__(self):
+        n_in, n_out = self.params["W"].shape
+        return f"Dense({n_in}, {n_out})"
+
+
+class MLP:
+    """Dense layers with an activation between them (none after the last).
+
+    ``MLP([784, 400, 40], "relu")`` is Dense(784, 400), ReLU, Dense(400, 40).
+    Shapes: x (B, sizes[0]) -> out (B, sizes[-1]).
+
+    ``params`` and ``grads`` name each tensor ``"{layer}.{key}"``, e.g.
+    ``"0.W"``; they are the layers' own arrays, not copies.
+    """
+
+    def __init__(self, sizes, activation="relu", *, rng, init=None, dtype=np.float32, xp=np):
+        if len(sizes) < 2 or any(int(n) != n or n < 1 for n in sizes):
+            raise ConfigError(f"MLP sizes={list(sizes)!r} must be two or more positive integers")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        if init is None:
+            init = "he" if activation in ("relu", "leaky_relu") else "glorot"
+        self.layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            self.layers.append(Dense(n_in, n_out, rng=rng, init=init, dtype=dtype, xp=xp))
+            self.layers.append(ACTIVATIONS[activation]())
+        self.layers.pop()  # no activation after the output layer
+
+    @property
+    def params(self):
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    @property
+    def grads(self):
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout, need_dx=True):
+        """Backpropagate dout (B, sizes[-1]) through every layer; return dx or None."""
+        for layer in reversed(self.layers[1:]):
+            dout = layer.backward(dout)
+        return self.layers[0].backward(dout, need_dx=need_dx)
+
+    def __repr__(self):
+        return f"MLP({', '.join(map(repr, self.layers))})"
+
+
+def flatten_parameters(layers, xp=np):
+    """Move every parameter and gradient of ``layers`` into two flat buffers.
+
+    Returns ``(theta, dtheta)``: 1-D arrays holding all parameters and all
+    gradients, in layer order. Each layer's ``params[k]`` and ``grads[k]``
+    become reshaped views into them, so layers read and write exactly as
+    before, while an optimizer can update every parameter in one vectorised
+    pass over ``theta`` (and a global norm is one reduction over ``dtheta``).
+    """
+    tensors = [(layer, k) for layer in layers for k in layer.params]
+    dtype = tensors[0][0].params[tensors[0][1]].dtype
+    total = sum(layer.params[k].size for layer, k in tensors)
+    theta = xp.empty(total, dtype=dtype)
+    dtheta = xp.zeros(total, dtype=dtype)
+    offset = 0
+    for layer, k in tensors:
+        p = layer.params[k]
+        view = slice(offset, offset + p.size)
+        theta[view] = p.ravel()
+        layer.params[k] = theta[view].reshape(p.shape)
+        layer.grads[k] = dtheta[view].reshape(p.shape)
+        offset += p.size
+    return theta, dtheta

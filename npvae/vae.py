@@ -1,0 +1,174 @@
+"""The variational autoencoder: encoder, reparameterization, decoder, loss.
+
+    x (B, D) --encoder MLP--> [mu | logvar] (B, 2Z)
+    z = mu + exp(logvar / 2) * eps                        (B, Z)
+    z --decoder MLP--> out (B, D): logits (Bernoulli) or means (Gaussian)
+
+    recon = mean_i  -log p(x_i | z_i)        summed over the D pixels
+    kl    = mean_i  KL(q(z | x_i) || N(0, I)) summed over the Z latents
+    loss  = recon + beta * kl                (the negative ELBO when beta = 1)
+
+All three are in nats per example: summed over pixels and latents, averaged
+over the batch. ``forward`` computes them; ``backward`` fills every
+parameter's gradient. The gradient of the loss with respect to the encoder
+output collects two paths: through z (the reconstruction) and directly (the
+KL). Derivation: ``tutorials/derivations.md``, section "The whole ELBO".
+"""
+
+from collections import namedtuple
+from functools import partial
+
+import numpy as np
+
+from .activations import ACTIVATIONS, sigmoid
+from .backend import get_xp
+from .errors import ConfigError
+from .layers import INITS, MLP, flatten_parameters
+from .losses import (
+    LIKELIHOODS,
+    bernoulli_nll,
+    bernoulli_nll_backward,
+    gaussian_kl,
+    gaussian_kl_backward,
+    gaussian_nll,
+    gaussian_nll_backward,
+)
+from .reparam import reparameterize, reparameterize_backward
+
+LossTerms = namedtuple("LossTerms", ["loss", "recon", "kl"])
+LossTerms.__doc__ = "The batch loss and its two terms, in nats per example (0-d arrays)."
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+class VAE:
+    """A VAE with MLP encoder and decoder.
+
+    Parameters
+    ----------
+    x_dim : pixels per example, D (784 for MNIST).
+    hidden : encoder hidden sizes, e.g. ``(400,)`` or ``(128, 64)``.
+    latent : latent size Z.
+    decoder_hidden : decoder hidden sizes; default ``hidden`` reversed, so
+        ``hidden=(128, 64)`` gives 784-128-64 / 20 / 64-128-784.
+    activation : ``relu``, ``leaky_relu``, ``tanh``, ``sigmoid`` or ``softplus``.
+    likelihood : ``bernoulli`` (decoder gives logits) or ``gaussian`` (decoder
+        gives means; fixed standard deviation ``sigma``).
+    beta : weight of the KL term (1 gives the ELBO).
+    init : ``he``, ``glorot`` or ``pytorch``; default by activation.
+    dtype : ``float32`` for training, ``float64`` for gradient checks.
+    backend : ``numpy`` or ``cupy``.
+    seed : seeds the initial weights.
+    """
+
+    def __init__(self, x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
+                 activation="relu", likelihood="bernoulli", sigma=1.0, beta=1.0,
+                 init=None, dtype="float32", backend="numpy", seed=0):
+        x_dim = _positive_int("x_dim", x_dim)
+        latent = _positive_int("latent", latent)
+        hidden = [_positive_int("hidden", n) for n in hidden]
+        decoder_hidden = hidden[::-1] if decoder_hidden is None else [
+            _positive_int("decoder_hidden", n) for n in decoder_hidden]
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
+        if likelihood not in LIKELIHOODS:
+            raise ConfigError(f"likelihood={likelihood!r} is unknown; choose one of {', '.join(LIKELIHOODS)}")
+        if init is not None and init not in INITS:
+            raise ConfigError(f"init={init!r} is unknown; choose one of {', '.join(INITS)}")
+        if not (isinstance(sigma, (int, float)) and np.isfinite(sigma) and sigma > 0):
+            raise ConfigError(f"sigma={sigma!r} must be a positive number")
+        if not (isinstance(beta, (int, float)) and np.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"beta={beta!r} must be a non-negative number")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError as err:
+            raise ConfigError(f"dtype={dtype!r} is not a dtype; use float32 or float64") from err
+        if dtype not in (np.float32, np.float64):
+            raise ConfigError(f"dtype={dtype.name!r} is not supported; use float32 or float64")
+
+        self.config = dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
+                           activation=activation, likelihood=likelihood, sigma=float(sigma),
+                           beta=float(beta), init=init, dtype=dtype.name)
+        self.xp = xp = get_xp(backend)
+        self.backend = backend
+        self.x_dim, self.latent, self.beta, self.dtype = x_dim, latent, float(beta), dtype
+        rng = np.random.default_rng(seed)
+        layer_args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
+        self.encoder = MLP([x_dim, *hidden, 2 * latent], activation, **layer_args)
+        self.decoder = MLP([latent, *decoder_hidden, x_dim], activation, **layer_args)
+        self.theta, self.dtheta = flatten_parameters(self.encoder.layers + self.decoder.layers, xp)
+        if likelihood == "bernoulli":
+            self.nll, self.nll_backward, self.mean = bernoulli_nll, bernoulli_nll_backward, sigmoid
+        else:
+            self.nll = partial(gaussian_nll, sigma=sigma)
+            self.nll_backward = partial(gaussian_nll_backward, sigma=sigma)
+            self.mean = lambda out: out
+
+    @property
+    def params(self):
+        """Every parameter by name (``"encoder.0.W"``, ...): views into ``theta``."""
+        return {**{f"encoder.{k}": v for k, v in self.encoder.params.items()},
+                **{f"decoder.{k}": v for k, v in self.decoder.params.items()}}
+
+    @property
+    def grads(self):
+        """Every gradient, with the same names as ``params``: views into ``dtheta``."""
+        return {**{f"encoder.{k}": v for k, v in self.encoder.grads.items()},
+                **{f"decoder.{k}": v for k, v in self.decoder.grads.items()}}
+
+    def check_input(self, x):
+        """``x`` as a (B, x_dim) array of the model's dtype, or a ConfigError."""
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) != 2 or shape[1] != self.x_dim or shape[0] < 1:
+            raise ConfigError(f"x must have shape (batch, {self.x_dim}); got shape {shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ConfigError(f"x must be a floating array; got dtype {x.dtype} (scale pixels to [0, 1])")
+        return x.astype(self.dtype, copy=False)
+
+    def encode(self, x):
+        """q(z | x): ``(mu, logvar)``, each (B, Z)."""
+        h = self.encoder.forward(x)
+        return h[:, :self.latent], h[:, self.latent:]
+
+    def decode(self, z):
+        """The decoder's mean of p(x | z): probabilities or means, (B, D)."""
+        return self.mean(self.decoder.forward(z))
+
+    def forward(self, x, *, eps=None, rng=None, beta=None):
+        """The loss terms of batch ``x`` (B, D) for noise ``eps`` or one drawn from ``rng``.
+
+        ``beta`` overrides the configured weight of the KL (KL warm-up).
+        Returns ``LossTerms(loss, recon, kl)`` and keeps what ``backward`` needs.
+        """
+        x = self.check_input(x)
+        self.x = x
+        self.beta_now = self.beta if beta is None else beta
+        self.mu, self.logvar = self.encode(x)
+        self.z, self.eps = reparameterize(self.mu, self.logvar, eps, rng)
+        self.out = self.decoder.forward(self.z)
+        recon = self.nll(self.out, x).mean()
+        kl = gaussian_kl(self.mu, self.logvar).mean()
+        return LossTerms(recon + self.beta_now * kl, recon, kl)
+
+    def backward(self):
+        """Fill ``grads`` (and so ``dtheta``) with d loss / d parameter.
+
+        Per example, d loss / d (its term) is 1/B: the batch mean.
+        Derivation: ``derivations.md#the-whole-elbo``.
+        """
+        dout = 1.0 / self.x.shape[0]
+        dz = self.decoder.backward(self.nll_backward(dout, self.out, self.x))
+        dmu, dlogvar = reparameterize_backward(dz, self.logvar, self.eps)
+        dmu_kl, dlogvar_kl = gaussian_kl_backward(self.beta_now * dout, self.mu, self.logvar)
+        dh = self.xp.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)
+        self.encoder.backward(dh, need_dx=False)
+
+    def __repr__(self):
+        c = self.config
+        return (f"VAE({c['x_dim']}-{'-'.join(map(str, c['hidden']))} / {c['latent']} / "
+                f"{'-'.join(map(str, c['decoder_hidden']))}-{c['x_dim']}, {c['activation']}, "
+                f"{c['likelihood']}, beta={c['beta']}, {c['dtype']})")
