@@ -9,12 +9,17 @@ with a random weighting ``dout`` (L = sum(dout * out)), so that every entry
 of every gradient is exercised, and
 
     numeric_j  = (L(x + h e_j) - L(x - h e_j)) / (2 h)        error O(h^2)
-    rel_error  = max_j |a_j - n_j| / max(1e-12, max_j |a_j| + max_j |n_j|)
+    rel_error  = max_j |a_j - n_j| / max(floor, max_j |a_j| + max_j |n_j|)
 
 The relative error is taken against the scale of the whole gradient, so an
-entry that is tiny by cancellation does not dominate. In float64 with
-h = 1e-6 a correct backward gives about 1e-9 or less; a wrong sign gives 1,
-a factor of two 1/3, a transpose a number of order 1.
+entry that is tiny by cancellation does not dominate. The ``floor`` is the
+finite differences' own noise: each evaluation of L is rounded to about
+2e-16 |L|, so with h = 1e-5 the numeric gradient carries about 2e-11 |L| of
+noise whatever the truth. The checks set floor = 1e-4 max(1, |L|), which
+turns the bound for a gradient that is itself tiny (a dead ReLU path, a
+posterior equal to the prior) into an absolute one, tol * 1e-4 |L|, five
+times the noise. A correct backward gives about 1e-9 or less; a wrong sign
+gives 1, a factor of two 1/3, a transpose a number of order 1.
 """
 
 from dataclasses import dataclass
@@ -23,18 +28,23 @@ import numpy as np
 
 from .backend import to_numpy
 
-DEFAULT_H = 1e-6
+DEFAULT_H = 1e-5
 DEFAULT_TOL = 1e-6
 
 
-def rel_error(analytic, numeric):
-    """max |a - n| / max(1e-12, max |a| + max |n|): 0 when equal, 1 for a sign flip."""
+def rel_error(analytic, numeric, floor=1e-8):
+    """max |a - n| / max(floor, max |a| + max |n|): 0 when equal, 1 for a sign flip."""
     a = np.asarray(to_numpy(analytic), dtype=np.float64)
     n = np.asarray(to_numpy(numeric), dtype=np.float64)
     if a.shape != n.shape:
         raise ValueError(f"gradient shapes differ: {a.shape} vs {n.shape}")
-    scale = max(1e-12, np.abs(a).max(initial=0.0) + np.abs(n).max(initial=0.0))
+    scale = max(floor, np.abs(a).max(initial=0.0) + np.abs(n).max(initial=0.0))
     return float(np.abs(a - n).max(initial=0.0) / scale)
+
+
+def noise_floor(loss_scale):
+    """The ``floor`` of ``rel_error`` for a loss of magnitude ``loss_scale``."""
+    return 1e-4 * max(1.0, float(loss_scale))
 
 
 def numerical_gradient(f, x, h=DEFAULT_H):
@@ -43,6 +53,9 @@ def numerical_gradient(f, x, h=DEFAULT_H):
     ``x`` is perturbed in place, one entry at a time, and restored; ``f``
     takes no arguments and must read ``x`` (so it also works for a layer's
     parameters, which the layer reads itself). Returns an array like ``x``.
+    The step is relative for large entries, h * max(1, |x_j|): at x_j = 1e4
+    an absolute step of 1e-5 would lose most of its digits to rounding
+    (x_j + h has only about 2e-12 of absolute precision).
     """
     grad = np.zeros(x.shape, dtype=np.float64)
     flat = x.reshape(-1)  # a view: writing to it perturbs x
@@ -50,12 +63,13 @@ def numerical_gradient(f, x, h=DEFAULT_H):
         raise ValueError("numerical_gradient needs a contiguous array to perturb")
     for j in range(flat.size):
         saved = flat[j].copy()
-        flat[j] = saved + h
-        plus = float(f())
-        flat[j] = saved - h
-        minus = float(f())
+        step = h * max(1.0, abs(float(saved)))
+        flat[j] = saved + step
+        up, plus = float(flat[j]), float(f())
+        flat[j] = saved - step
+        down, minus = float(flat[j]), float(f())
         flat[j] = saved
-        grad.reshape(-1)[j] = (plus - minus) / (2 * h)
+        grad.reshape(-1)[j] = (plus - minus) / (up - down)  # the step actually taken
     return grad
 
 
@@ -83,13 +97,15 @@ def check_function(forward, backward, inputs, rng, h=DEFAULT_H, tol=DEFAULT_TOL)
     dict with (some of) the same names. ``inputs`` are float64 arrays; ``rng``
     draws ``dout``. Returns one ``CheckResult`` per gradient returned.
     """
-    dout = rng.standard_normal(np.shape(forward(**inputs)))
+    out = forward(**inputs)
+    dout = rng.standard_normal(np.shape(out))
     analytic = backward(dout, **inputs)
+    floor = noise_floor(np.sum(np.abs(dout * out)))
 
     def loss():
         return np.sum(dout * forward(**inputs))
 
-    return [CheckResult(name, rel_error(analytic[name], numerical_gradient(loss, inputs[name], h)), tol)
+    return [CheckResult(name, rel_error(analytic[name], numerical_gradient(loss, inputs[name], h), floor), tol)
             for name in analytic]
 
 
@@ -100,16 +116,18 @@ def check_layer(layer, x, rng, h=DEFAULT_H, tol=DEFAULT_TOL):
     ``grads`` dicts (float64). Returns ``CheckResult``s named ``x`` and each
     parameter's key.
     """
-    dout = rng.standard_normal(np.shape(layer.forward(x)))
+    out = layer.forward(x)
+    dout = rng.standard_normal(np.shape(out))
     dx = layer.backward(dout)
     analytic = {"x": dx, **{k: g.copy() for k, g in layer.grads.items()}}
+    floor = noise_floor(np.sum(np.abs(dout * out)))
 
     def loss():
         return np.sum(dout * layer.forward(x))
 
     numeric = {"x": numerical_gradient(loss, x, h)}
     numeric.update({k: numerical_gradient(loss, p, h) for k, p in layer.params.items()})
-    return [CheckResult(k, rel_error(analytic[k], numeric[k]), tol) for k in analytic]
+    return [CheckResult(k, rel_error(analytic[k], numeric[k], floor), tol) for k in analytic]
 
 
 def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL):
@@ -119,14 +137,15 @@ def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL):
     the loss is a deterministic function of the parameters. Returns one
     ``CheckResult`` per parameter (``encoder.0.W``, ...).
     """
-    model.forward(x, eps=eps, beta=beta)
+    terms = model.forward(x, eps=eps, beta=beta)
     model.backward()
     analytic = {k: g.copy() for k, g in model.grads.items()}
+    floor = noise_floor(abs(terms.recon) + abs(terms.kl))
 
     def loss():
         return model.forward(x, eps=eps, beta=beta).loss
 
-    return [CheckResult(k, rel_error(analytic[k], numerical_gradient(loss, p, h)), tol)
+    return [CheckResult(k, rel_error(analytic[k], numerical_gradient(loss, p, h), floor), tol)
             for k, p in model.params.items()]
 
 

@@ -16,7 +16,7 @@ Derivations: ``tutorials/derivations.md``, sections "Bernoulli likelihood",
 
 import math
 
-from .activations import sigmoid, softplus
+from .activations import sigmoid
 from .backend import xp_of
 
 LOG_2PI = math.log(2 * math.pi)
@@ -33,13 +33,18 @@ def _per_example(dout, like):
 def bernoulli_nll(logits, x):
     """-log p(x | logits) for Bernoulli pixels, summed over pixels.
 
-        nll = sum_j softplus(l_j) - x_j * l_j
+        nll = sum_j -x_j log p_j - (1 - x_j) log(1 - p_j),   p = sigmoid(l)
+            = sum_j x_j softplus(-l_j) + (1 - x_j) softplus(l_j)
 
-    which equals sum_j -x_j log p_j - (1 - x_j) log(1 - p_j) with
-    p = sigmoid(l), but never takes log(0) nor overflows (logits of +/-1e4
-    give exact, finite values). Shapes: logits, x (B, D) -> (B,).
+    since -log sigmoid(l) = softplus(-l) and -log(1 - sigmoid(l)) = softplus(l).
+    With softplus(+/-l) = max(+/-l, 0) + log1p(exp(-|l|)) nothing takes log(0)
+    or overflows (logits of +/-1e4 give exact, finite values), and every term
+    is non-negative, so nothing cancels (the shorter softplus(l) - x l loses
+    digits when x = 1 and l is large). Shapes: logits, x (B, D) -> (B,).
     """
-    return (softplus(logits) - x * logits).sum(axis=-1)
+    xp = xp_of(logits)
+    shared = xp.log1p(xp.exp(-xp.abs(logits)))
+    return (x * xp.maximum(-logits, 0) + (1 - x) * xp.maximum(logits, 0) + shared).sum(axis=-1)
 
 
 def bernoulli_nll_backward(dout, logits, x):
@@ -84,8 +89,10 @@ def gaussian_kl_per_dim(mu, logvar):
     Shapes: mu, logvar (B, Z) -> (B, Z). Summing over Z gives ``gaussian_kl``;
     averaging over B shows which dimensions carry information (active units).
     """
+    # exp(logvar) - 1 as expm1(logvar): exact near logvar = 0, where a
+    # posterior that has collapsed onto the prior sits.
     xp = xp_of(mu)
-    return 0.5 * (xp.exp(logvar) + mu * mu - 1 - logvar)
+    return 0.5 * (xp.expm1(logvar) - logvar + mu * mu)
 
 
 def gaussian_kl(mu, logvar):
@@ -108,7 +115,7 @@ def gaussian_kl_backward(dout, mu, logvar):
     """
     xp = xp_of(mu)
     dout = _per_example(dout, mu)
-    return dout * mu, dout * (0.5 * (xp.exp(logvar) - 1))
+    return dout * mu, dout * (0.5 * xp.expm1(logvar))
 
 
 # --- log densities, for the importance-weighted bound (no gradients needed)

@@ -1,0 +1,76 @@
+"""The backend seam: NumPy by default, CuPy optional, and no stray NumPy call.
+
+A stand-in array module (tests/strict_xp.py) refuses implicit conversion to
+NumPy arrays the way CuPy does; a full training step through it proves that
+every array operation goes through the backend's ``xp``. The step's numbers
+must equal NumPy's exactly.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from npvae import VAE, ConfigError
+from npvae.backend import get_xp, register_backend, to_numpy, xp_of
+from npvae.optim import Adam, clip_grad_norm
+from tests.strict_xp import StrictArray, make_module
+from tests.strict_xp import to_numpy as strict_to_numpy
+
+register_backend("strict", make_module(), StrictArray, strict_to_numpy)
+
+
+def test_stand_in_refuses_numpy():
+    x = get_xp("strict").zeros(3)
+    with pytest.raises(TypeError):
+        np.exp(x)
+    with pytest.raises(TypeError):
+        np.asarray(x)
+    with pytest.raises(TypeError):
+        np.concatenate([x, x])
+
+
+@pytest.mark.parametrize("likelihood, activation", [("bernoulli", "relu"), ("gaussian", "tanh"),
+                                                    ("bernoulli", "softplus")])
+def test_training_step_through_stand_in_matches_numpy(likelihood, activation):
+    rng = np.random.default_rng(0)
+    x_host = rng.random((8, 16)).astype(np.float32)
+    results = {}
+    for backend in ("numpy", "strict"):
+        xp = get_xp(backend)
+        model = VAE(16, (12,), 3, activation=activation, likelihood=likelihood, backend=backend, seed=1)
+        opt = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=1e-2)
+        x = xp.asarray(x_host)
+        noise = xp.random.default_rng(2)
+        for _ in range(3):
+            terms = model.forward(x, rng=noise)
+            model.backward()
+            clip_grad_norm({"theta": model.dtheta}, 5.0)
+            opt.step()
+        assert xp_of(model.theta) is xp
+        results[backend] = (to_numpy(model.theta), float(terms.loss), to_numpy(model.decode(model.mu)))
+    np.testing.assert_array_equal(results["numpy"][0], results["strict"][0])
+    assert results["numpy"][1] == results["strict"][1]
+    np.testing.assert_array_equal(results["numpy"][2], results["strict"][2])
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ConfigError, match="backend='tpu' is unknown"):
+        get_xp("tpu")
+
+
+def test_importing_npvae_does_not_import_cupy():
+    code = "import sys, npvae, npvae.vae, npvae.optim, npvae.gradcheck; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cupy_backend_without_cupy_names_the_fix():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="needs CuPy"):
+            get_xp("cupy")
+    else:  # pragma: no cover - only on a GPU machine
+        assert get_xp("cupy").__name__ == "cupy"
