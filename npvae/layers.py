@@ -115,7 +115,12 @@ class MLP:
         return x
 
     def backward(self, dout, need_dx=True):
-        """Backpropagate dout (B, sizes[-1]) through every layer; return dx or None."""
+        """Backpropagate dout (B, sizes[-1]) through every layer; return dx or None.
+
+        The chain rule, applied layer by layer from the last: each backward
+        turns the gradient for its output into the gradient for its input.
+        Derivation: ``derivations.md#dense-layer``.
+        """
         for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
         return self.layers[0].backward(dout, need_dx=need_dx)

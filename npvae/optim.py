@@ -63,7 +63,10 @@ class Adam:
         self._tmp = {k: xp_of(p).empty_like(p) for k, p in params.items()}
 
     def step(self):
-        """One update of every parameter from its gradient, in place."""
+        """One update of every parameter from its gradient, in place.
+
+        Derivation: ``derivations.md#adam``.
+        """
         self.t += 1
         b1, b2, t = self.beta1, self.beta2, self.t
         # lr m_hat / (sqrt(v_hat) + eps) == step m / (sqrt(v) + eps_hat):
@@ -124,7 +127,10 @@ class SGD:
         self.velocity = {k: xp_of(p).zeros_like(p) for k, p in params.items()}
 
     def step(self):
-        """One update of every parameter from its gradient, in place."""
+        """One update of every parameter from its gradient, in place.
+
+        Derivation: ``derivations.md#adam`` (its part on SGD with momentum).
+        """
         self.t += 1
         for k, theta in self.params.items():
             g, velocity = self.grads[k], self.velocity[k]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .layers import INITS, MLP, flatten_parameters
 from .losses import (
     LIKELIHOODS,
@@ -120,13 +120,25 @@ class VAE:
         return {**{f"encoder.{k}": v for k, v in self.encoder.grads.items()},
                 **{f"decoder.{k}": v for k, v in self.decoder.grads.items()}}
 
-    def check_input(self, x):
-        """``x`` as a (B, x_dim) array of the model's dtype, or a ConfigError."""
+    def check_input(self, x, values=True):
+        """``x`` as a (B, x_dim) array of the model's dtype, or a clear error.
+
+        Shape and dtype problems are ConfigErrors; with ``values``, NaN or
+        infinite entries, and pixels outside [0, 1] under the Bernoulli
+        likelihood, are DataErrors. (The trainer checks its whole data set
+        once and skips the per-batch value check.)
+        """
         shape = getattr(x, "shape", None)
         if shape is None or len(shape) != 2 or shape[1] != self.x_dim or shape[0] < 1:
             raise ConfigError(f"x must have shape (batch, {self.x_dim}); got shape {shape}")
         if not np.issubdtype(x.dtype, np.floating):
             raise ConfigError(f"x must be a floating array; got dtype {x.dtype} (scale pixels to [0, 1])")
+        if values:
+            if not bool(self.xp.isfinite(x).all()):
+                raise DataError("x contains NaN or infinite values")
+            if self.config["likelihood"] == "bernoulli" and not bool(((x >= 0) & (x <= 1)).all()):
+                raise DataError(f"the bernoulli likelihood needs pixels in [0, 1]; x has min "
+                                f"{float(x.min())} and max {float(x.max())}")
         return x.astype(self.dtype, copy=False)
 
     def encode(self, x):
@@ -138,13 +150,18 @@ class VAE:
         """The decoder's mean of p(x | z): probabilities or means, (B, D)."""
         return self.mean(self.decoder.forward(z))
 
-    def forward(self, x, *, eps=None, rng=None, beta=None):
+    def forward(self, x, *, eps=None, rng=None, beta=None, check=True):
         """The loss terms of batch ``x`` (B, D) for noise ``eps`` or one drawn from ``rng``.
 
         ``beta`` overrides the configured weight of the KL (KL warm-up).
-        Returns ``LossTerms(loss, recon, kl)`` and keeps what ``backward`` needs.
+        ``check=False`` skips the scan of x for NaN and out-of-range pixels
+        (for data already checked once). Returns ``LossTerms(loss, recon, kl)``
+        and keeps what ``backward`` needs.
         """
-        x = self.check_input(x)
+        x = self.check_input(x, values=check)
+        if eps is not None and getattr(eps, "shape", None) != (x.shape[0], self.latent):
+            raise ConfigError(f"eps must have shape ({x.shape[0]}, {self.latent}); "
+                              f"got shape {getattr(eps, 'shape', None)}")
         self.x = x
         self.beta_now = self.beta if beta is None else beta
         self.mu, self.logvar = self.encode(x)

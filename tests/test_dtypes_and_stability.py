@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npvae import VAE, ConfigError
+from npvae import VAE, ConfigError, DataError
 from npvae.activations import ACTIVATIONS
 from npvae.layers import MLP, Dense
 from npvae.losses import (
@@ -99,6 +99,27 @@ def test_all_zero_and_all_one_images(fill):
 def test_bad_input_is_a_clear_error(bad, match):
     with pytest.raises(ConfigError, match=match):
         VAE().forward(bad, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("value, likelihood, match", [
+    (np.nan, "bernoulli", "NaN or infinite"), (np.inf, "gaussian", "NaN or infinite"),
+    (1.5, "bernoulli", r"pixels in \[0, 1\].*max 1.5"), (-0.5, "bernoulli", "min -0.5"),
+])
+def test_bad_values_are_a_clear_error(value, likelihood, match):
+    x = np.full((2, 784), 0.5, np.float32)
+    x[1, 3] = value
+    with pytest.raises(DataError, match=match):
+        VAE(likelihood=likelihood).forward(x, rng=np.random.default_rng(0))
+
+
+def test_pixels_outside_unit_interval_are_fine_for_gaussian():
+    x = np.full((2, 784), 1.5, np.float32)
+    assert np.isfinite(float(VAE(likelihood="gaussian").forward(x, rng=np.random.default_rng(0)).loss))
+
+
+def test_eps_of_the_wrong_shape_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"eps must have shape \(2, 20\)"):
+        VAE().forward(np.zeros((2, 784), np.float32), eps=np.zeros((2, 3), np.float32))
 
 
 @pytest.mark.parametrize("kwargs, match", [
