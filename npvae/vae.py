@@ -45,6 +45,21 @@ def _positive_int(name, value):
     return int(value)
 
 
+def _sizes(name, value):
+    """A list of positive layer sizes from a sequence such as (400,) or [128, 64]."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name}={value!r} must be a sequence of positive integers, e.g. (400,)")
+    return [_positive_int(name, n) for n in value]
+
+
+def _number(name, value, low, allow_low):
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+          and np.isfinite(value) and (value >= low if allow_low else value > low))
+    if not ok:
+        raise ConfigError(f"{name}={value!r} must be a number {'>=' if allow_low else '>'} {low}")
+    return float(value)
+
+
 class VAE:
     """A VAE with MLP encoder and decoder.
 
@@ -70,32 +85,25 @@ class VAE:
                  init=None, dtype="float32", backend="numpy", seed=0):
         x_dim = _positive_int("x_dim", x_dim)
         latent = _positive_int("latent", latent)
-        hidden = [_positive_int("hidden", n) for n in hidden]
-        decoder_hidden = hidden[::-1] if decoder_hidden is None else [
-            _positive_int("decoder_hidden", n) for n in decoder_hidden]
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
-        if likelihood not in LIKELIHOODS:
-            raise ConfigError(f"likelihood={likelihood!r} is unknown; choose one of {', '.join(LIKELIHOODS)}")
-        if init is not None and init not in INITS:
-            raise ConfigError(f"init={init!r} is unknown; choose one of {', '.join(INITS)}")
-        if not (isinstance(sigma, (int, float)) and np.isfinite(sigma) and sigma > 0):
-            raise ConfigError(f"sigma={sigma!r} must be a positive number")
-        if not (isinstance(beta, (int, float)) and np.isfinite(beta) and beta >= 0):
-            raise ConfigError(f"beta={beta!r} must be a non-negative number")
-        try:
-            dtype = np.dtype(dtype)
-        except TypeError as err:
-            raise ConfigError(f"dtype={dtype!r} is not a dtype; use float32 or float64") from err
-        if dtype not in (np.float32, np.float64):
-            raise ConfigError(f"dtype={dtype.name!r} is not supported; use float32 or float64")
+        hidden = _sizes("hidden", hidden)
+        decoder_hidden = hidden[::-1] if decoder_hidden is None else _sizes("decoder_hidden", decoder_hidden)
+        for name, value, choices in [("activation", activation, ACTIVATIONS),
+                                     ("likelihood", likelihood, LIKELIHOODS),
+                                     ("init", init, (None, *INITS)),
+                                     ("dtype", dtype, ("float32", "float64", np.float32, np.float64))]:
+            if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
+                raise ConfigError(f"{name}={value!r} is unknown; choose one of "
+                                  f"{', '.join(str(c) for c in choices if isinstance(c, str))}")
+        sigma = _number("sigma", sigma, 0, allow_low=False)
+        beta = _number("beta", beta, 0, allow_low=True)
+        dtype = np.dtype(dtype)
 
         self.config = dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
-                           activation=activation, likelihood=likelihood, sigma=float(sigma),
-                           beta=float(beta), init=init, dtype=dtype.name)
+                           activation=activation, likelihood=likelihood, sigma=sigma,
+                           beta=beta, init=init, dtype=dtype.name)
         self.xp = xp = get_xp(backend)
         self.backend = backend
-        self.x_dim, self.latent, self.beta, self.dtype = x_dim, latent, float(beta), dtype
+        self.x_dim, self.latent, self.beta, self.dtype = x_dim, latent, beta, dtype
         rng = np.random.default_rng(seed)
         layer_args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
         self.encoder = MLP([x_dim, *hidden, 2 * latent], activation, **layer_args)

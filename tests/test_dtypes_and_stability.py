@@ -125,7 +125,7 @@ def test_eps_of_the_wrong_shape_is_a_clear_error():
 @pytest.mark.parametrize("kwargs, match", [
     ({"latent": 0}, "latent=0"), ({"hidden": (400, -1)}, "hidden=-1"), ({"x_dim": 2.5}, "x_dim=2.5"),
     ({"activation": "gelu"}, "activation='gelu'"), ({"likelihood": "poisson"}, "likelihood='poisson'"),
-    ({"beta": -1.0}, "beta=-1.0"), ({"sigma": 0.0}, "sigma=0.0"), ({"dtype": "int32"}, "dtype='int32'"),
+    ({"beta": -1.0}, "beta=-1.0"), ({"sigma": 0.0}, "sigma=0.0"), ({"dtype": "int32"}, "dtype='int32'"), ({"dtype": None}, "dtype=None"), ({"hidden": 400}, "hidden=400"),
     ({"init": "zeros"}, "init='zeros'"), ({"backend": "tpu"}, "backend='tpu'"),
 ])
 def test_bad_configuration_is_a_clear_error(kwargs, match):
