@@ -1,0 +1,282 @@
+"""Evaluation: the ELBO, the importance-weighted bound on log p(x), latent usage.
+
+Every function takes a model and data ``x`` (N, D) on the host or on the
+model's device, works batch by batch in the model's array module ``xp``, and
+moves only per-batch sums to the host (``to_numpy``), where they are
+accumulated in float64. Results are host values: floats, dicts of floats or
+NumPy arrays.
+
+Conventions, as in training: nats per example, summed over pixels and latent
+dimensions, **averaged over the N examples**.
+
+Noise ``eps`` comes from a ``numpy.random.Generator`` ``rng`` (a Generator of
+the model's backend works too), drawn in the model's dtype, batch by batch
+in order of the examples. Two calls with equally seeded generators and the
+same batching therefore use the same noise, which is how the tests show that
+the k = 1 importance-weighted bound is the (sampled-KL) ELBO exactly.
+
+Evaluation runs the encoder and decoder forward, which overwrites the
+activations the layers keep for ``backward``: evaluate between optimizer
+steps, never between a model's ``forward`` and its ``backward``.
+"""
+
+import math
+
+import numpy as np
+
+from .backend import to_numpy, xp_of
+from .errors import ConfigError
+from .losses import gaussian_kl, gaussian_kl_per_dim, log_normal, log_standard_normal
+from .reparam import reparameterize
+
+DEFAULT_SEED = 0
+"""Seed of the generator used when ``rng`` is None, so that evaluating the
+same model twice gives the same numbers."""
+
+CHUNK_BYTES = 64 * 2**20
+"""Memory budget of one chunk of importance samples: chunk * B * width floats,
+with width the widest decoder layer (at least D)."""
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _check_batch_size(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def _batches(model, x, batch_size):
+    """Yield the batches of ``x`` as (B, D) arrays of the model's module and dtype."""
+    batch_size = _check_batch_size("batch_size", batch_size)
+    n = getattr(x, "shape", (0,))[0]
+    if n < 1:
+        raise ConfigError(f"x must hold at least one example; got shape {getattr(x, 'shape', None)}")
+    for start in range(0, n, batch_size):
+        yield model.check_input(model.xp.asarray(x[start:start + batch_size]))
+
+
+def _draw_eps(model, rng, shape):
+    """Standard normal noise of ``shape`` in the model's dtype, on the model's device."""
+    return model.xp.asarray(rng.standard_normal(shape, dtype=model.dtype))
+
+
+def _decoder_out(model, z):
+    """The decoder's output (logits or means) for z of shape (..., Z): (..., D)."""
+    lead = z.shape[:-1]
+    # The layers work on (rows, features) batches: fold the sample axis into the rows.
+    out = model.decoder.forward(z.reshape(-1, model.latent))
+    return out.reshape(*lead, model.x_dim)
+
+
+def _host_sum(a):
+    """The sum of device array ``a`` (B,) as a host float (summed in float64)."""
+    return float(to_numpy(a.sum(dtype=np.float64)))
+
+
+def _host_sum_rows(a):
+    """Column sums of device array ``a`` (B, Z) as a host float64 array (Z,)."""
+    return to_numpy(a.sum(axis=0, dtype=np.float64))
+
+
+def logmeanexp(a, axis=0):
+    """log mean_j exp(a_j) along ``axis``, without overflow or underflow.
+
+        logmeanexp(a) = m + log mean_j exp(a_j - m),   m = max_j a_j
+
+    Every exp(a_j - m) is at most 1 and the largest is exactly 1, so log
+    weights of +/-1e6 give finite, exact answers. Works for any ``xp``.
+    """
+    xp = xp_of(a)
+    m = a.max(axis=axis, keepdims=True)
+    s = xp.exp(a - m).sum(axis=axis)
+    return m.reshape(s.shape) + xp.log(s) - math.log(a.shape[axis])
+
+
+class RunningLogSumExp:
+    """log sum_j exp(a_j) over values that arrive in chunks (k, B), per column.
+
+    Keeps the running maximum ``m`` (B,) and ``s = sum_j exp(a_j - m)``; when
+    a chunk raises the maximum, the old sum is rescaled by exp(m_old - m_new)
+    (at most 1, so nothing overflows). ``value()`` is m + log s, (B,).
+    """
+
+    def __init__(self):
+        self.m = None
+        self.s = None
+        self.count = 0
+
+    def add(self, a):
+        """Fold in a chunk of values ``a`` of shape (k, B)."""
+        xp = xp_of(a)
+        chunk_max = a.max(axis=0)
+        if self.m is None:
+            self.m = chunk_max
+            self.s = xp.exp(a - chunk_max).sum(axis=0)
+        else:
+            m_new = xp.maximum(self.m, chunk_max)
+            self.s = self.s * xp.exp(self.m - m_new) + xp.exp(a - m_new).sum(axis=0)
+            self.m = m_new
+        self.count += a.shape[0]
+
+    def value(self):
+        """log sum_j exp(a_j), (B,)."""
+        return self.m + xp_of(self.s).log(self.s)
+
+    def log_mean(self):
+        """log (1/k) sum_j exp(a_j), (B,), with k the number of values added."""
+        return self.value() - math.log(self.count)
+
+
+# ------------------------------------------------------------------ the ELBO
+
+
+def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analytic"):
+    """The loss terms over a data set: ``dict(loss=, recon=, kl=)``, host floats.
+
+        recon = mean_i -log p(x_i | z_i),   z_i = mu_i + exp(logvar_i / 2) * eps_i
+        kl    = mean_i KL(q(z | x_i) || N(0, I))
+        loss  = recon + beta * kl         (the negative ELBO when beta = 1)
+
+    One sample z per example, noise from ``rng`` (default
+    ``np.random.default_rng(DEFAULT_SEED)``), in batches of ``batch_size``.
+    ``beta`` defaults to the model's (so ``loss`` is the training objective);
+    pass ``beta=1`` for the negative ELBO.
+
+    ``kl="analytic"`` (default) uses the closed form, as training does.
+    ``kl="sampled"`` uses the single-sample estimate log q(z|x) - log p(z) at
+    the same z: equal to the closed form only in expectation, but it makes
+    ``-loss`` (beta = 1) exactly the k = 1 importance-weighted bound for the
+    same noise (see ``iw_bound``).
+
+    Shapes: x (N, D).
+    """
+    if kl not in ("analytic", "sampled"):
+        raise ConfigError(f"kl={kl!r} must be 'analytic' or 'sampled'")
+    rng = np.random.default_rng(DEFAULT_SEED) if rng is None else rng
+    beta = model.beta if beta is None else float(beta)
+    n, recon_sum, kl_sum = 0, 0.0, 0.0
+    for xb in _batches(model, x, batch_size):
+        mu, logvar = model.encode(xb)
+        z, _ = reparameterize(mu, logvar, _draw_eps(model, rng, mu.shape))
+        recon = model.nll(_decoder_out(model, z), xb)
+        if kl == "analytic":
+            kl_b = gaussian_kl(mu, logvar)
+        else:
+            kl_b = log_normal(z, mu, logvar) - log_standard_normal(z)
+        recon_sum += _host_sum(recon)
+        kl_sum += _host_sum(kl_b)
+        n += xb.shape[0]
+    recon, kl_mean = recon_sum / n, kl_sum / n
+    return dict(loss=recon + beta * kl_mean, recon=recon, kl=kl_mean)
+
+
+# ------------------------------------------------------------------ the importance-weighted bound
+
+
+def _log_weights(model, xb, mu, logvar, eps):
+    """log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x) for eps (k, B, Z): (k, B).
+
+    z_j = mu + exp(logvar / 2) * eps_j; xb, mu, logvar broadcast over the k samples.
+    """
+    z, _ = reparameterize(mu, logvar, eps)
+    log_px_z = -model.nll(_decoder_out(model, z), xb)
+    return log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
+
+
+def _default_chunk(model, k, batch):
+    """Samples per chunk so that chunk * batch * width floats stay under CHUNK_BYTES."""
+    width = max(model.x_dim, *model.config["decoder_hidden"])
+    per_sample = batch * width * model.dtype.itemsize
+    return max(1, min(k, CHUNK_BYTES // per_sample))
+
+
+def iw_log_weights(model, x, k, rng):
+    """The k log importance weights of every example in ``x`` (B, D): host (k, B).
+
+        log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x),   z_j ~ q(z | x)
+
+    All k samples in one piece (meant for tests and small k); the noise is
+    one draw of shape (k, B, Z) from ``rng``, the same noise ``iw_bound``
+    uses for one batch of examples.
+    """
+    k = _check_batch_size("k", k)
+    xb = model.check_input(model.xp.asarray(x))
+    mu, logvar = model.encode(xb)
+    eps = _draw_eps(model, rng, (k, *mu.shape))
+    return to_numpy(_log_weights(model, xb, mu, logvar, eps))
+
+
+def iw_bound(model, x, k, rng, batch_size=100, chunk=None):
+    """The importance-weighted estimate of log p(x), averaged over examples (a float).
+
+        L_k(x) = log (1/k) sum_j p(x | z_j) p(z_j) / q(z_j | x),   z_j ~ q(z | x)
+
+    (Burda, Grosse and Salakhutdinov, 2016). L_1 is the ELBO; E[L_k] rises
+    with k towards log p(x), so large k (5000) gives a tight estimate. The
+    value is negative: report NLL = -iw_bound(...) in nats per example.
+    Derivation: ``tutorials/derivations.md#importance-weighted-bound``.
+
+    Batched over examples (``batch_size``) and over samples: the k samples of
+    a batch come in chunks of ``chunk`` (default: as many as keep
+    chunk * batch * width floats under 64 MB) folded into a running
+    log-sum-exp, so memory does not grow with k. Noise: for each batch of
+    examples in turn, chunks of shape (chunk, B, Z) drawn from ``rng``; the
+    chunking does not change the noise, so any ``chunk`` gives the same value
+    up to rounding.
+
+    Shapes: x (N, D).
+    """
+    k = _check_batch_size("k", k)
+    total, n = 0.0, 0
+    for xb in _batches(model, x, batch_size):
+        mu, logvar = model.encode(xb)
+        size = _default_chunk(model, k, xb.shape[0]) if chunk is None else _check_batch_size("chunk", chunk)
+        acc = RunningLogSumExp()
+        for start in range(0, k, size):
+            eps = _draw_eps(model, rng, (min(size, k - start), *mu.shape))
+            acc.add(_log_weights(model, xb, mu, logvar, eps))
+        total += _host_sum(acc.log_mean())
+        n += xb.shape[0]
+    return total / n
+
+
+# ------------------------------------------------------------------ latent usage
+
+
+def encode_means(model, x, batch_size=1000):
+    """The encoder means mu(x) of every example: host (N, Z)."""
+    return np.concatenate([to_numpy(model.encode(xb)[0]) for xb in _batches(model, x, batch_size)])
+
+
+def kl_per_dim(model, x, batch_size=1000):
+    """The KL of each latent dimension, averaged over examples: host (Z,).
+
+        kl_u = mean_i 1/2 (exp(logvar_iu) + mu_iu^2 - 1 - logvar_iu)
+
+    Summed over u it is the ``kl`` of ``evaluate_elbo``. Dimensions with kl_u
+    near 0 match the prior for every x: they carry no information.
+    """
+    total, n = np.zeros(model.latent), 0
+    for xb in _batches(model, x, batch_size):
+        total += _host_sum_rows(gaussian_kl_per_dim(*model.encode(xb)))
+        n += xb.shape[0]
+    return total / n
+
+
+def latent_activity(model, x, batch_size=1000):
+    """A_u = Cov_x(E_q(z|x)[z_u]): the variance over the data of mu_u, host (Z,).
+
+    Computed on the host in float64 from ``encode_means`` (N x Z is small).
+    """
+    return encode_means(model, x, batch_size).astype(np.float64).var(axis=0)
+
+
+def active_units(model, x, threshold=0.01, batch_size=1000):
+    """How many latent dimensions are active: A_u > ``threshold`` (Burda et al., 2016).
+
+    A dimension whose mean does not move with x is ignored by the decoder,
+    whatever its variance; see ``latent_activity``.
+    """
+    return int((latent_activity(model, x, batch_size) > threshold).sum())

@@ -1,0 +1,369 @@
+"""Figures of a trained VAE: reconstructions, samples, curves, latent space.
+
+Each function draws one figure and writes it as a PNG to ``path``, returning
+the path as a ``pathlib.Path``. Files are written atomically: the PNG goes to
+a temporary file in the same folder, which then replaces ``path`` in one
+step, so a reader never sees half a file and a failure leaves no debris.
+
+Figures are ``matplotlib.figure.Figure`` objects drawn by the Agg canvas
+directly: no ``pyplot``, no global figure state, and the user's chosen
+matplotlib backend is left alone.
+
+Images: the model's ``x_dim`` must be a square number D = side * side (784 =
+28 * 28 for MNIST); each vector is shown as a side x side image. Decoded
+values are decoder means (probabilities or Gaussian means), clipped to
+[0, 1] for display because Gaussian means can leave that range.
+"""
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .backend import to_numpy
+from .errors import ConfigError
+from .evaluate import encode_means
+
+DPI = 100
+"""Dots per inch of every saved figure: a figure of w x h inches is w*DPI x h*DPI pixels."""
+
+MANIFOLD_RANGE = (0.05, 0.95)
+"""Probabilities whose inverse normal CDF gives the manifold grid's z values."""
+
+
+# ------------------------------------------------------------------ the inverse normal CDF
+
+# Acklam's rational approximation of the inverse standard normal CDF
+# (relative error below 1.15e-9), refined below by one Halley step.
+_A = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+      1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
+_B = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+      6.680131188771972e+01, -1.328068155288572e+01)
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+      -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+      3.754408661907416e+00)
+_P_LOW = 0.02425
+
+
+def _poly(coeffs, t):
+    out = np.zeros_like(t)
+    for c in coeffs:
+        out = out * t + c
+    return out
+
+
+def norm_cdf(x):
+    """Phi(x), the standard normal CDF, elementwise: 1/2 erfc(-x / sqrt 2).
+
+    Uses ``math.erfc`` (exact in the tails, where 1/2 (1 + erf) loses digits).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return np.vectorize(lambda v: 0.5 * math.erfc(-v / math.sqrt(2)), otypes=[np.float64])(x)
+
+
+def norm_ppf(p):
+    """Phi^-1(p), the inverse standard normal CDF, elementwise, for 0 < p < 1.
+
+    Acklam's rational approximation (central region |p - 1/2| <= 0.47575,
+    tails in terms of sqrt(-2 log p)), then one Halley step on
+    Phi(x) - p = 0, which brings it to about double precision. NumPy and
+    ``math`` only, no SciPy.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if not np.all((p > 0) & (p < 1)):
+        raise ConfigError("norm_ppf needs probabilities strictly between 0 and 1")
+    x = np.empty_like(p)
+    low, high = p < _P_LOW, p > 1 - _P_LOW
+    mid = ~(low | high)
+    q = p[mid] - 0.5
+    r = q * q
+    x[mid] = _poly(_A, r) * q / (_poly(_B, r) * r + 1)
+    for mask, tail, sign in ((low, p[low], 1.0), (high, 1 - p[high], -1.0)):
+        q = np.sqrt(-2 * np.log(tail))
+        x[mask] = sign * _poly(_C, q) / (_poly(_D, q) * q + 1)
+    # Halley: e = Phi(x) - p, u = e / phi(x), x <- x - u / (1 + x u / 2).
+    e = norm_cdf(x) - p
+    u = e * math.sqrt(2 * math.pi) * np.exp(0.5 * x * x)
+    return x - u / (1 + 0.5 * x * u)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _image_side(x_dim):
+    """The side of a square image of x_dim pixels, or a ConfigError (a ValueError)."""
+    side = math.isqrt(x_dim)
+    if side * side != x_dim:
+        raise ConfigError(f"x_dim={x_dim} is not a square number of pixels; "
+                         "plots show each example as a side x side image (784 = 28 x 28)")
+    return side
+
+
+def _images(a, side):
+    """Host images (N, side, side) in [0, 1] from vectors (N, D) on any device."""
+    return np.clip(to_numpy(a), 0, 1).reshape(-1, side, side)
+
+
+def _tile(images, rows, cols, pad=1):
+    """One (rows*(side+pad)-pad, cols*(side+pad)-pad) canvas of images, row by row.
+
+    Padding is 1 (white lines); empty cells past the last image stay white.
+    """
+    side = images.shape[1]
+    step = side + pad
+    canvas = np.ones((rows * step - pad, cols * step - pad))
+    for i, image in enumerate(images[:rows * cols]):
+        r, c = divmod(i, cols)
+        canvas[r * step:r * step + side, c * step:c * step + side] = image
+    return canvas
+
+
+def _show(ax, canvas):
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _new_figure(width, height):
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    """Write ``fig`` as a PNG to ``path`` atomically; return ``Path(path)``.
+
+    The temporary file sits in the same folder (so ``os.replace`` is a rename
+    on one file system) and is removed if anything fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _device(model, a):
+    """Host or device array ``a`` as the model's array of its dtype."""
+    return model.xp.asarray(a, dtype=model.dtype)
+
+
+def _decode(model, z):
+    return model.decode(_device(model, z))
+
+
+def _encode_mu(model, x):
+    """mu(x) on the model's device for examples x (B, D) on the host or device."""
+    return model.encode(model.check_input(model.xp.asarray(x)))[0]
+
+
+# ------------------------------------------------------------------ figures
+
+
+def plot_reconstructions(model, x, path, n=10):
+    """The first ``n`` inputs of ``x`` (N, D) (top row) above their reconstructions.
+
+    The reconstruction is decode(mu(x)): the decoder's mean at the encoder's
+    mean, with no sampling of z, so it is the model's best guess of x.
+    """
+    side = _image_side(model.x_dim)
+    x = x[:n]
+    recon = model.decode(_encode_mu(model, x))
+    canvas = _tile(np.concatenate([_images(x, side), _images(recon, side)]), 2, len(x))
+    fig = _new_figure(max(4.0, 0.8 * len(x)), 2.4)
+    ax = fig.add_axes([0.08, 0.02, 0.9, 0.8])
+    _show(ax, canvas)
+    ax.set_yticks([side / 2, side * 1.5 + 1], labels=["input", "recon"])
+    ax.set_title("Reconstructions: decode(mu(x)), the decoder mean at z = mu (no sampling)",
+                 fontsize=9)
+    return _save(fig, path)
+
+
+def plot_samples(model, path, rng, n=64):
+    """``n`` samples decode(z), z ~ N(0, I) from ``rng``, in a square-ish grid (8 x 8 for 64).
+
+    Shown are the decoder means, not Bernoulli draws of pixels: the usual
+    (and smoother) picture of what the model generates.
+    """
+    side = _image_side(model.x_dim)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    z = rng.standard_normal((n, model.latent))
+    canvas = _tile(_images(_decode(model, z), side), rows, cols)
+    fig = _new_figure(6, 6)
+    ax = fig.add_axes([0.02, 0.02, 0.96, 0.9])
+    _show(ax, canvas)
+    ax.set_title("Samples: decoder mean of p(x | z), z ~ N(0, I)", fontsize=10)
+    return _save(fig, path)
+
+
+CURVES = (("loss", "loss (the negative ELBO when beta = 1)"), ("recon", "reconstruction -log p(x|z)"), ("kl", "KL(q(z|x) || p(z))"))
+
+
+def plot_curves(metrics, path):
+    """Training curves: loss, reconstruction and KL, train vs test, against epoch.
+
+    ``metrics`` is a list of per-epoch dicts with keys ``epoch``,
+    ``train_loss``, ``test_loss``, ``train_recon``, ``test_recon``,
+    ``train_kl``, ``test_kl``; missing keys (or None values) are skipped, so
+    runs without a test set plot the train curves alone. Nats per example.
+    """
+    metrics = list(metrics)
+    if not metrics:
+        raise ConfigError("plot_curves needs at least one epoch of metrics")
+    epochs = np.array([m.get("epoch", i + 1) for i, m in enumerate(metrics)], dtype=float)
+    fig = _new_figure(12, 3.6)
+    axes = fig.subplots(1, 3)
+    for ax, (term, title) in zip(axes, CURVES):
+        for split, style in (("train", "-"), ("test", "--")):
+            values = np.array([np.nan if m.get(f"{split}_{term}") is None else m[f"{split}_{term}"]
+                               for m in metrics], dtype=float)
+            if np.isfinite(values).any():
+                ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("nats per example")
+        if ax.has_data():
+            ax.legend()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.9, wspace=0.3)
+    return _save(fig, path)
+
+
+def _project_2d(mu):
+    """Latent means (N, Z) to 2-D coordinates and axis labels.
+
+    Z == 2: the means themselves. Z > 2: the first two principal components
+    (SVD of the centred means). Z == 1: the mean against the label axis.
+    """
+    Z = mu.shape[1]
+    if Z == 2:
+        return mu, ("z_1 (encoder mean)", "z_2 (encoder mean)")
+    centred = mu - mu.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    share = s**2 / max((s**2).sum(), np.finfo(float).tiny)
+    coords = centred @ vt[:2].T
+    labels = [f"PC {i + 1} of the {Z}-d encoder means ({100 * share[i]:.0f}% of variance)"
+              for i in range(coords.shape[1])]
+    return coords, labels
+
+
+def plot_latents(model, x, y, path, batch_size=1000):
+    """Encoder means of ``x`` (N, D) as points coloured by label ``y`` (N,).
+
+    The first two latent dimensions if latent == 2, else a PCA projection to
+    2-D (NumPy SVD); latent == 1 puts the mean against the label. The axis
+    labels say which. Colours: the 10-class ``tab10`` colour map.
+    """
+    mu = encode_means(model, x, batch_size).astype(np.float64)
+    y = np.asarray(to_numpy(y)).reshape(-1)
+    if len(y) != len(mu):
+        raise ConfigError(f"x has {len(mu)} examples but y has {len(y)} labels")
+    fig = _new_figure(7, 6)
+    ax = fig.add_subplot()
+    if model.latent == 1:
+        coords = np.stack([mu[:, 0], y], axis=1)
+        labels = ("z_1 (encoder mean)", "label")
+        title = "Encoder means (1-d latent) by label"
+    else:
+        coords, labels = _project_2d(mu)
+        title = ("Encoder means of the test digits" if model.latent == 2
+                 else f"Encoder means of the test digits, PCA of {model.latent}-d latent")
+    norm = BoundaryNorm(np.arange(-0.5, 10.5), 10)
+    points = ax.scatter(coords[:, 0], coords[:, 1], c=y, cmap="tab10", norm=norm, s=4, alpha=0.7)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_manifold(model, path, n=20):
+    """The decoded 2-D latent space: an n x n grid of decode(z), for latent == 2 only.
+
+    z runs over Phi^-1(p) for n evenly spaced p in [0.05, 0.95] per axis
+    (equal prior mass between neighbours); z_1 grows left to right, z_2
+    bottom to top.
+    """
+    if model.latent != 2:
+        raise ConfigError(f"plot_manifold needs a 2-d latent space; this model has latent={model.latent} "
+                         "(use plot_latents, which projects any latent size to 2-d)")
+    side = _image_side(model.x_dim)
+    values = norm_ppf(np.linspace(*MANIFOLD_RANGE, n))
+    z1, z2 = np.meshgrid(values, values[::-1])  # row 0 at the top holds the largest z_2
+    z = np.stack([z1.ravel(), z2.ravel()], axis=1)
+    canvas = _tile(_images(_decode(model, z), side), n, n)
+    fig = _new_figure(7, 7.3)
+    ax = fig.add_axes([0.1, 0.08, 0.88, 0.86])
+    _show(ax, canvas)
+    step = side + 1
+    ticks = sorted({0, n - 1} | ({n // 2} if n % 2 else set()))  # the middle only when it is z = 0
+    ax.set_xticks([i * step + side / 2 for i in ticks], labels=[f"{values[i]:.2f}" for i in ticks])
+    ax.set_yticks([i * step + side / 2 for i in ticks], labels=[f"{values[::-1][i]:.2f}" for i in ticks])
+    ax.set_xlabel("z_1 = Phi^-1(p), p from 0.05 to 0.95")
+    ax.set_ylabel("z_2 = Phi^-1(p)")
+    ax.set_title("Latent manifold: decoder means on a grid of z", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_interpolation(model, x_a, x_b, path, steps=10):
+    """Decode z = (1 - t) mu(x_a) + t mu(x_b) for ``steps`` t from 0 to 1.
+
+    The row is: input x_a, the decoded steps, input x_b. ``x_a``, ``x_b``:
+    (D,) or (1, D).
+    """
+    side = _image_side(model.x_dim)
+    ends = np.concatenate([np.reshape(to_numpy(x_a), (1, -1)), np.reshape(to_numpy(x_b), (1, -1))])
+    mu = to_numpy(_encode_mu(model, ends.astype(model.dtype))).astype(np.float64)
+    t = np.linspace(0, 1, steps)[:, None]
+    decoded = _images(_decode(model, (1 - t) * mu[0] + t * mu[1]), side)
+    row = np.concatenate([_images(ends[:1], side), decoded, _images(ends[1:], side)])
+    fig = _new_figure(max(5.0, 0.75 * len(row)), 1.9)
+    ax = fig.add_axes([0.02, 0.2, 0.96, 0.6])
+    _show(ax, _tile(row, 1, len(row)))
+    labels = ["x_a", *(f"{v:.2f}" for v in t[:, 0]), "x_b"]
+    ax.set_xticks([i * (side + 1) + side / 2 for i in range(len(row))], labels=labels, fontsize=7)
+    ax.set_title("Interpolation: decode((1 - t) mu(x_a) + t mu(x_b)), t below", fontsize=9)
+    return _save(fig, path)
+
+
+def _interpolation_pair(x, y):
+    """Indices of two examples of different labels (the first, and the next that differs)."""
+    y = np.asarray(to_numpy(y)).reshape(-1)
+    different = np.flatnonzero(y != y[0])
+    return 0, int(different[0]) if len(different) else min(1, len(x) - 1)
+
+
+def save_all_figures(model, run_dir, x_test, y_test, metrics, rng):
+    """Write every figure for a run into ``run_dir``; return the list of paths.
+
+    reconstructions.png, samples.png, curves.png (if ``metrics``),
+    latents.png, manifold.png (only if latent == 2) and interpolation.png
+    (two test digits of different classes). ``rng`` draws the samples.
+    """
+    _image_side(model.x_dim)  # refuse before writing anything
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png"),
+             plot_samples(model, run_dir / "samples.png", rng)]
+    if metrics:
+        paths.append(plot_curves(metrics, run_dir / "curves.png"))
+    paths.append(plot_latents(model, x_test, y_test, run_dir / "latents.png"))
+    if model.latent == 2:
+        paths.append(plot_manifold(model, run_dir / "manifold.png"))
+    a, b = _interpolation_pair(x_test, y_test)
+    paths.append(plot_interpolation(model, x_test[a], x_test[b], run_dir / "interpolation.png"))
+    return paths

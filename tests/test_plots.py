@@ -1,0 +1,238 @@
+"""Tests for npvae.plots: every figure is a real PNG, written atomically.
+
+Tiny models on 4 x 4 "images" (x_dim 16) keep each figure fast; the PNGs are
+read back with matplotlib to check their size and that they are not blank.
+"""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from npvae import VAE
+from npvae import plots
+from npvae.backend import register_backend
+from npvae.errors import ConfigError
+from npvae.plots import (
+    DPI,
+    norm_cdf,
+    norm_ppf,
+    plot_curves,
+    plot_interpolation,
+    plot_latents,
+    plot_manifold,
+    plot_reconstructions,
+    plot_samples,
+    save_all_figures,
+)
+from tests.strict_xp import StrictArray, make_module
+from tests.strict_xp import to_numpy as strict_to_numpy
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def model_of(latent=2, x_dim=16, **kw):
+    return VAE(x_dim, (8,), latent, dtype="float64", seed=0, **kw)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return rng.random((60, 16)), rng.integers(0, 10, 60)
+
+
+METRICS = [dict(epoch=e, train_loss=20 - e, test_loss=21 - e, train_recon=15 - e,
+                test_recon=16 - e, train_kl=5 + 0.1 * e, test_kl=5 + 0.2 * e) for e in (1, 2, 3)]
+
+
+def read_png(path, size=None):
+    """The image at ``path`` after checking it is a non-blank PNG (of ``size`` inches)."""
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] >= 100 and image.shape[1] >= 100
+    assert image[..., :3].std() > 0.01                     # not a blank canvas
+    if size is not None:
+        assert image.shape[:2] == (round(size[1] * DPI), round(size[0] * DPI))
+    return image
+
+
+def only_files(folder):
+    return sorted(os.listdir(folder))
+
+
+# ------------------------------------------------------------------ each figure
+
+
+def test_reconstructions(tmp_path, data):
+    x, _ = data
+    path = plot_reconstructions(model_of(), x, tmp_path / "r.png", n=6)
+    assert path == tmp_path / "r.png"
+    read_png(path, size=(4.8, 2.4))
+
+
+def test_samples_grid(tmp_path):
+    path = plot_samples(model_of(latent=3), tmp_path / "s.png", np.random.default_rng(0))
+    read_png(path, size=(6, 6))
+
+
+def test_curves_with_and_without_test_keys(tmp_path):
+    read_png(plot_curves(METRICS, tmp_path / "c.png"), size=(12, 3.6))
+    train_only = [{k: v for k, v in m.items() if not k.startswith("test")} for m in METRICS]
+    train_only[1]["train_kl"] = None
+    read_png(plot_curves(train_only, tmp_path / "c2.png"))
+    with pytest.raises(ConfigError):
+        plot_curves([], tmp_path / "c3.png")
+
+
+@pytest.mark.parametrize("latent", [1, 2, 5])
+def test_latents(tmp_path, data, latent):
+    x, y = data
+    read_png(plot_latents(model_of(latent=latent), x, y, tmp_path / "l.png"), size=(7, 6))
+
+
+def test_latents_axis_labels_say_which_projection():
+    mu = np.random.default_rng(0).standard_normal((50, 2))
+    coords, labels = plots._project_2d(mu)
+    assert coords is mu and "z_1" in labels[0]
+    mu5 = np.random.default_rng(0).standard_normal((50, 5)) * [5, 1, 0.1, 0.1, 0.1]
+    coords, labels = plots._project_2d(mu5)
+    assert coords.shape == (50, 2) and "PC 1" in labels[0] and "PC 2" in labels[1]
+    # the first component carries most of the variance and the projection keeps it
+    assert coords[:, 0].var() == pytest.approx(np.linalg.svd(mu5 - mu5.mean(0))[1][0] ** 2 / 50)
+
+
+def test_manifold(tmp_path):
+    read_png(plot_manifold(model_of(), tmp_path / "m.png", n=5), size=(7, 7.3))
+
+
+def test_manifold_refuses_other_latent_sizes(tmp_path):
+    with pytest.raises(ConfigError, match="2-d latent"):
+        plot_manifold(model_of(latent=3), tmp_path / "m.png")
+    assert only_files(tmp_path) == []
+
+
+def test_interpolation(tmp_path, data):
+    x, _ = data
+    read_png(plot_interpolation(model_of(), x[0], x[1:2], tmp_path / "i.png", steps=6))
+
+
+def test_gaussian_means_outside_unit_interval_are_clipped(tmp_path):
+    model = model_of(likelihood="gaussian")
+    model.decoder.layers[-1].params["b"][:] = 5.0         # every mean far above 1
+    read_png(plot_samples(model, tmp_path / "s.png", np.random.default_rng(0), n=4), size=(6, 6))
+
+
+def test_non_square_images_are_refused(tmp_path, data):
+    model = model_of(x_dim=12)
+    x = data[0][:, :12]
+    for draw in (lambda: plot_reconstructions(model, x, tmp_path / "a.png"),
+                 lambda: plot_samples(model, tmp_path / "b.png", np.random.default_rng(0)),
+                 lambda: plot_manifold(model, tmp_path / "c.png"),
+                 lambda: plot_interpolation(model, x[0], x[1], tmp_path / "d.png"),
+                 lambda: save_all_figures(model, tmp_path / "run", x, data[1], METRICS,
+                                          np.random.default_rng(0))):
+        with pytest.raises(ConfigError, match="square"):
+            draw()
+    assert only_files(tmp_path) == []
+
+
+# ------------------------------------------------------------------ all at once, atomically
+
+
+@pytest.mark.parametrize("latent, expected", [
+    (2, ["curves.png", "interpolation.png", "latents.png", "manifold.png", "reconstructions.png", "samples.png"]),
+    (3, ["curves.png", "interpolation.png", "latents.png", "reconstructions.png", "samples.png"]),
+])
+def test_save_all_figures(tmp_path, data, latent, expected):
+    x, y = data
+    run = tmp_path / "run" / "figures"                    # created on demand
+    paths = save_all_figures(model_of(latent=latent), run, x, y, METRICS, np.random.default_rng(0))
+    assert sorted(p.name for p in paths) == expected
+    assert only_files(run) == expected                    # no temporary files left
+    for p in paths:
+        read_png(p)
+
+
+def test_save_all_figures_without_metrics_skips_curves(tmp_path, data):
+    x, y = data
+    paths = save_all_figures(model_of(latent=3), tmp_path, x, y, [], np.random.default_rng(0))
+    assert "curves.png" not in [p.name for p in paths]
+
+
+def test_interpolation_pair_has_different_labels():
+    assert plots._interpolation_pair(np.zeros((4, 16)), np.array([3, 3, 7, 1])) == (0, 2)
+    assert plots._interpolation_pair(np.zeros((2, 16)), np.array([3, 3])) == (0, 1)
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "s.png"
+    path.write_bytes(b"old")
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        plot_samples(model_of(), path, np.random.default_rng(0))
+    assert path.read_bytes() == b"old"
+    assert only_files(tmp_path) == ["s.png"]
+
+
+def test_overwrite_replaces_the_file(tmp_path):
+    path = tmp_path / "s.png"
+    path.write_bytes(b"old")
+    plot_samples(model_of(), path, np.random.default_rng(0), n=4)
+    read_png(path)
+    assert only_files(tmp_path) == ["s.png"]
+
+
+def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
+    # In a fresh interpreter: no pyplot import, and the user's backend choice survives.
+    code = ("import sys, matplotlib; matplotlib.use('svg'); import numpy as np, npvae.plots as p; "
+            "from npvae import VAE; "
+            "p.plot_samples(VAE(16, (4,), 2), sys.argv[1], np.random.default_rng(0), n=4); "
+            "assert 'matplotlib.pyplot' not in sys.modules; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.png")], check=True,
+                   cwd=Path(__file__).resolve().parents[1])
+    read_png(tmp_path / "s.png")
+
+
+# ------------------------------------------------------------------ the inverse normal CDF
+
+
+def test_norm_ppf_inverts_the_cdf():
+    p = np.unique(np.concatenate([np.logspace(-12, -1, 23), np.linspace(0.02, 0.98, 97),
+                                1 - np.logspace(-1, -9, 17)]))
+    x = norm_ppf(p)
+    for pi, xi in zip(p, x):
+        assert 0.5 * math.erfc(-xi / math.sqrt(2)) == pytest.approx(pi, abs=1e-9, rel=1e-9)
+    np.testing.assert_allclose(norm_cdf(x), p, rtol=1e-12)
+    assert np.all(np.diff(x) > 0)
+
+
+def test_norm_ppf_known_values():
+    # Phi^-1(0.975) = 1.959963984540054..., Phi^-1(0.5) = 0, symmetric about 1/2
+    assert norm_ppf(0.975) == pytest.approx(1.959963984540054, abs=1e-12)
+    assert norm_ppf(0.5) == pytest.approx(0.0, abs=1e-15)
+    p = np.array([0.05, 0.2, 0.4])
+    np.testing.assert_allclose(norm_ppf(p), -norm_ppf(1 - p), atol=1e-12)
+    for bad in (0.0, 1.0, -0.1, 1.5, np.nan):
+        with pytest.raises(ConfigError):
+            norm_ppf(bad)
+
+
+def test_figures_of_a_model_on_another_backend(tmp_path, data):
+    # The strict stand-in refuses implicit conversion to NumPy, as CuPy does.
+    register_backend("strict-plots", make_module(), StrictArray, strict_to_numpy)
+    x, y = data
+    model = VAE(16, (8,), 2, dtype="float64", seed=0, backend="strict-plots")
+    paths = save_all_figures(model, tmp_path, x, y, METRICS, np.random.default_rng(0))
+    assert len(paths) == 6
