@@ -20,6 +20,8 @@ turns the bound for a gradient that is itself tiny (a dead ReLU path, a
 posterior equal to the prior) into an absolute one, tol * 1e-4 |L|, five
 times the noise. A correct backward gives about 1e-9 or less; a wrong sign
 gives 1, a factor of two 1/3, a transpose a number of order 1.
+
+Derivation: ``tutorials/derivations.md#finite-difference-checks``.
 """
 
 from dataclasses import dataclass

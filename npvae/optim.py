@@ -167,6 +167,7 @@ def clip_grad_norm(grads, max_norm):
 
     Returns the norm before clipping. The scale min(1, max_norm / norm) is
     computed on the arrays' own device: no host round-trip.
+    Derivation: ``derivations.md#adam`` (its part on clipping).
     """
     if not max_norm > 0:
         raise ConfigError(f"max_norm={max_norm!r} must be positive")
