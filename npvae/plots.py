@@ -16,8 +16,6 @@ values are decoder means (probabilities or Gaussian means), clipped to
 """
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from matplotlib.colors import BoundaryNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .atomic import atomic_write
 from .backend import to_numpy
 from .errors import ConfigError
 from .evaluate import encode_means
@@ -138,21 +137,10 @@ def _new_figure(width, height):
 
 
 def _save(fig, path):
-    """Write ``fig`` as a PNG to ``path`` atomically; return ``Path(path)``.
-
-    The temporary file sits in the same folder (so ``os.replace`` is a rename
-    on one file system) and is removed if anything fails.
-    """
+    """Write ``fig`` as a PNG to ``path`` atomically; return ``Path(path)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
     return path
 
 

@@ -19,7 +19,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
 sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
 
-from npvae.activations import sigmoid  # noqa: E402
 from npvae.gradcheck import check_function, format_results  # noqa: E402
 from npvae.losses import (  # noqa: E402
     bernoulli_nll,

@@ -1,0 +1,406 @@
+"""The ``npvae`` command line: train, evaluate, sample, plot, gradcheck.
+
+    npvae train                          # PyTorch's VAE example, 10 epochs
+    npvae train --preset iwae --epochs 50
+    npvae train --resume runs/iwae       # continue a run (after Ctrl-C, or for more epochs)
+    npvae evaluate runs/pytorch-example --iw-samples 5000
+    npvae sample runs/pytorch-example --n 64 --out samples.png
+    npvae plot runs/pytorch-example
+    npvae gradcheck --preset seed
+
+Every error npvae can explain is one line, ``npvae: error: ...``, with exit
+code 2; an interrupted training run exits with 130 after saving a checkpoint.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import CheckpointError, ConfigError, NpvaeError
+from .presets import DEFAULT_PRESET, PRESETS, describe_presets
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+# Flags of ``train`` that shape the numbers: a resumed run takes them from its checkpoint.
+MODEL_FLAGS = ("preset", "hidden", "latent", "activation", "likelihood", "sigma", "beta",
+               "warmup_epochs", "batch_size", "lr", "seed", "dtype", "backend", "binarize",
+               "validation", "clip")
+
+
+def _sizes(text):
+    """``"400"`` or ``"128,64"`` -> a tuple of ints (argparse type)."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers, e.g. 400 or 128,64") from None
+    return sizes
+
+
+# ---------------------------------------------------------------- train
+
+
+def cmd_train(args):
+    from . import train as training
+
+    if args.resume is not None:
+        given = [f"--{name.replace('_', '-')}" for name in MODEL_FLAGS
+                 if getattr(args, name) is not None]
+        if args.run_dir is not None:
+            given.append("--run-dir")
+        if args.overwrite:
+            given.append("--overwrite")
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps the "
+                "settings in its checkpoint (allowed: --epochs, --max-steps, --data-dir, "
+                "--checkpoint-every, --no-progress, --no-figures)")
+        result = training.resume(args.resume, epochs=args.epochs, max_steps=args.max_steps,
+                                 progress=not args.no_progress, figures=not args.no_figures,
+                                 data_dir=args.data_dir, checkpoint_every=args.checkpoint_every)
+    else:
+        overrides = {name: getattr(args, name) for name in MODEL_FLAGS if name != "preset"}
+        overrides.update(epochs=args.epochs, data_dir=args.data_dir, max_steps=args.max_steps,
+                         checkpoint_every=args.checkpoint_every)
+        config = training.TrainConfig.from_preset(args.preset or DEFAULT_PRESET, **overrides)
+        config.progress, config.figures = not args.no_progress, not args.no_figures
+        result = training.train(config, args.run_dir, overwrite=args.overwrite)
+    if result.completed:
+        print(f"done: {result.run_dir} ({result.state['epoch']} epochs, "
+              f"{result.state['global_step']} steps)")
+    else:
+        print(f"paused: continue with: npvae train --resume {result.run_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------- loading a run
+
+
+def _load_run(run, backend="numpy"):
+    """``(model, checkpoint, run_dir)`` of a run folder or checkpoint file."""
+    from .checkpoint import CHECKPOINT_NAME, model_from_checkpoint
+
+    path = Path(run)
+    if not path.exists():
+        raise ConfigError(f"RUN={run!r}: no such run folder or checkpoint file")
+    if path.is_dir() and not (path / CHECKPOINT_NAME).is_file():
+        raise ConfigError(f"RUN={run!r}: the folder holds no {CHECKPOINT_NAME}")
+    model, checkpoint = model_from_checkpoint(path, backend=backend)
+    return model, checkpoint, path if path.is_dir() else path.parent
+
+
+def _run_data(checkpoint, data_dir=None):
+    """The run's test set (``x_test``, ``y_test``), preprocessed as in training."""
+    from .train import TrainConfig, prepare_data
+
+    stored = checkpoint.state.get("train_config")
+    if stored is not None:
+        try:
+            config = TrainConfig.from_dict(stored)
+        except (TypeError, ConfigError) as err:
+            raise CheckpointError(f"{checkpoint.path}: bad training config ({err})") from err
+    else:  # a checkpoint written outside the trainer: plain [0, 1] pixels
+        model = checkpoint.model_config
+        config = TrainConfig(likelihood=model["likelihood"], dtype=model["dtype"], batch_size=1)
+    if data_dir is not None:
+        config.data_dir = data_dir
+    config.validate()
+    data = prepare_data(config)
+    if data.x_test.shape[1] != checkpoint.model_config["x_dim"]:
+        raise ConfigError(f"the data has {data.x_test.shape[1]} pixels per example but the "
+                          f"model expects {checkpoint.model_config['x_dim']}")
+    return data.x_test, data.y_test
+
+
+def _position(checkpoint):
+    state = checkpoint.state
+    if "epoch" not in state:
+        return ""
+    return f" (epoch {state['epoch']}, global step {state.get('global_step', '?')})"
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args):
+    from . import evaluate
+
+    for name in ("batch_size", "iw_samples", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "iw_samples" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')}={value} must be "
+                              f"{'non-negative' if name == 'iw_samples' else 'positive'}")
+    model, checkpoint, _ = _load_run(args.run)
+    x, _ = _run_data(checkpoint, args.data_dir)
+    if args.limit:
+        x = x[:args.limit]
+    rng = np.random.default_rng(args.seed)
+    print(f"run: {checkpoint.path}{_position(checkpoint)}")
+    print(f"model: {model!r}")
+    print(f"test examples: {len(x)}")
+    terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng)
+    elbo = -(terms["recon"] + terms["kl"])  # beta = 1 whatever the model trained with
+    print(f"test ELBO: {elbo:.4f} nats/example (recon {terms['recon']:.4f}, "
+          f"kl {terms['kl']:.4f}; loss = -ELBO = {-elbo:.4f})")
+    if args.iw_samples:
+        bound = evaluate.iw_bound(model, x, args.iw_samples, rng,
+                                  batch_size=max(1, min(args.batch_size, 100)))
+        print(f"importance-weighted bound, k={args.iw_samples}: log p(x) >= {bound:.4f} "
+              f"nats/example (-log p(x) <= {-bound:.4f})")
+    kl = np.asarray(evaluate.kl_per_dim(model, x, batch_size=args.batch_size))
+    active = evaluate.active_units(model, x, threshold=args.threshold,
+                                   batch_size=args.batch_size)
+    print(f"active units: {active} of {model.latent} (threshold {args.threshold})")
+    print("KL per latent dimension (nats/example):")
+    print(f"  {'dim':>4}  {'KL':>9}")
+    for k in np.argsort(-kl, kind="stable"):
+        print(f"  {k:>4}  {kl[k]:9.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------- sample and plot
+
+
+def cmd_sample(args):
+    from . import plots
+
+    if args.n < 1:
+        raise ConfigError(f"--n={args.n} must be a positive integer")
+    model, checkpoint, run_dir = _load_run(args.run)
+    out = Path(args.out) if args.out else run_dir / f"samples_seed{args.seed}.png"
+    plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n)
+    print(f"{args.n} samples written to {out}")
+    return 0
+
+
+def cmd_plot(args):
+    from . import plots
+    from .train import read_metrics
+
+    model, checkpoint, run_dir = _load_run(args.run)
+    x_test, y_test = _run_data(checkpoint, args.data_dir)
+    metrics_path = run_dir / "metrics.csv"
+    metrics = (read_metrics(metrics_path) if metrics_path.is_file()
+               else checkpoint.state.get("metrics", []))
+    plots.save_all_figures(model, run_dir, x_test, y_test, metrics,
+                           np.random.default_rng(args.seed))
+    print(f"figures written to {run_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------- gradcheck
+
+
+def shrink_architecture(config, x_dim):
+    """A copy of a model config scaled to ``x_dim`` pixels, for a fast gradient check.
+
+    Hidden sizes scale by x_dim / the original x_dim (at least 8 units);
+    latents are capped at 4; depth, activation, likelihood, sigma, init and
+    beta are kept. ``x_dim`` at or above the original keeps every size.
+    """
+    config = dict(config)
+    full = config["x_dim"]
+    x_dim = min(x_dim, full)
+    if x_dim < full:
+        scale = x_dim / full
+        for key in ("hidden", "decoder_hidden"):
+            if config.get(key) is not None:
+                config[key] = [max(8, round(n * scale)) for n in config[key]]
+        config["latent"] = min(config["latent"], 4)
+    config["x_dim"] = x_dim
+    return config
+
+
+def cmd_gradcheck(args):
+    from .gradcheck import DEFAULT_H, DEFAULT_TOL, check_model, format_results
+    from .presets import get_preset
+    from .vae import VAE
+
+    if args.run is not None:
+        _, checkpoint, _ = _load_run(args.run)
+        base = dict(checkpoint.model_config)
+        source = str(checkpoint.path)
+    else:
+        preset = get_preset(args.preset)["model"]
+        base = {"x_dim": 784, "decoder_hidden": None, "beta": 1.0, **preset}
+        source = f"preset {args.preset}"
+    for name in ("hidden", "latent", "activation", "likelihood"):
+        if getattr(args, name) is not None:
+            base[name] = list(getattr(args, name)) if name == "hidden" else getattr(args, name)
+            if name == "hidden":
+                base["decoder_hidden"] = None
+    for name in ("x_dim", "batch"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be a "
+                              "positive integer")
+    config = shrink_architecture(base, args.x_dim)
+    config.update(dtype="float64")
+    kwargs = {k: v for k, v in config.items() if k not in ("x_dim", "hidden", "latent")}
+    kwargs["hidden"] = tuple(config["hidden"])
+    model = VAE(config["x_dim"], latent=config["latent"], seed=args.seed, **kwargs)
+    if args.x_dim < base["x_dim"]:
+        print(f"gradient check of a shrunk copy of {source} (pass --x-dim {base['x_dim']} for "
+              f"full size, slowly): x_dim {base['x_dim']} -> {config['x_dim']}, hidden "
+              f"{list(base['hidden'])} -> {config['hidden']}, latent {base['latent']} -> "
+              f"{config['latent']}")
+    print(f"model: {model!r}, {model.theta.size} parameters; float64, batch {args.batch}, "
+          f"h={args.h or DEFAULT_H:g}, tol={args.tol or DEFAULT_TOL:g}")
+    rng = np.random.default_rng(args.seed)
+    # Zero biases (He and Glorot init) put a unit whose inputs are all zero (ReLUs all off)
+    # exactly at its kink, where a central difference is meaningless: check at a generic point.
+    for name, p in model.params.items():
+        if name.endswith(".b"):
+            p += rng.normal(0.0, 0.1, p.shape)
+    x = rng.random((args.batch, config["x_dim"]))
+    eps = rng.standard_normal((args.batch, config["latent"]))
+    results = check_model(model, x, eps, h=args.h or DEFAULT_H, tol=args.tol or DEFAULT_TOL)
+    print(format_results(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="npvae", description="Variational autoencoders from scratch in NumPy: every "
+        "gradient by hand. Losses are in nats per example (summed over pixels and latents).")
+    parser.add_argument("--version", action="version", version=f"npvae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "train", help="train a VAE (default: PyTorch's VAE example)",
+        description="Train a VAE on MNIST (or any folder of MNIST-format IDX files). Flags "
+        "override the preset. A run folder holds config.json, metrics.csv, checkpoint.npz and "
+        "the figures; Ctrl-C saves a checkpoint, and --resume continues exactly.",
+        epilog="presets:\n" + describe_presets(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
+    p.add_argument("--epochs", type=int,
+                   help="number of epochs in all (with --resume: the new total)")
+    p.add_argument("--batch-size", type=int, help="examples per step")
+    p.add_argument("--lr", type=float, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, help="seeds everything (default 0)")
+    p.add_argument("--dtype", help="float32 (default) or float64")
+    p.add_argument("--backend", help="numpy (default) or cupy")
+    p.add_argument("--beta", type=float, help="weight of the KL term (1 = the ELBO)")
+    p.add_argument("--warmup-epochs", type=float,
+                   help="raise beta linearly from 0 over this many epochs (default 0)")
+    p.add_argument("--latent", type=int, help="latent dimensions")
+    p.add_argument("--hidden", type=_sizes, help="encoder hidden sizes, e.g. 400 or 128,64 "
+                   "(the decoder mirrors them)")
+    p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
+    p.add_argument("--likelihood", help="bernoulli or gaussian")
+    p.add_argument("--sigma", type=float, help="standard deviation of the gaussian likelihood")
+    p.add_argument("--binarize", help="none, dynamic or threshold")
+    p.add_argument("--validation", type=int, help="hold out this many training examples")
+    p.add_argument("--clip", type=float, help="clip the gradient's global norm to this")
+    p.add_argument("--data-dir", help="folder of the four MNIST-format files (default: the "
+                   "MNIST shipped with npvae)")
+    p.add_argument("--run-dir", help="run folder (default runs/PRESET, or runs/PRESET-2, ... "
+                   "if taken)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="epochs between checkpoints (default 1)")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="stop (with a checkpoint) after N steps in all")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-figures", action="store_true", help="no figures")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test-set ELBO, IW bound, active units, KL per dimension",
+                       description="Evaluate a trained run on its test set, preprocessed as "
+                       "in training.")
+    p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("--iw-samples", type=int, default=0, metavar="K",
+                   help="importance samples for the IWAE bound on log p(x) (e.g. 5000; "
+                   "default 0 = skip)")
+    p.add_argument("--batch-size", type=int, default=1000, help="examples per batch")
+    p.add_argument("--limit", type=int, help="evaluate only the first N test examples")
+    p.add_argument("--threshold", type=float, default=0.01,
+                   help="KL (nats) above which a latent dimension counts as active")
+    p.add_argument("--seed", type=int, default=0, help="seeds the evaluation noise")
+    p.add_argument("--data-dir", help="the data folder, if not the run's")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sample", help="decode samples from the prior into a PNG grid",
+                       description="Draw z ~ N(0, I) and show the decoder's means.")
+    p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", help="PNG to write (default RUN/samples_seedSEED.png)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the samples")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("plot", help="draw every figure of a run",
+                       description="Reconstructions, samples, learning curves, latent means, "
+                       "manifold (2-D latents) and interpolations, from the checkpoint and "
+                       "metrics.csv, into the run folder.")
+    p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("--seed", type=int, default=0, help="seeds the figures' randomness")
+    p.add_argument("--data-dir", help="the data folder, if not the run's")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("gradcheck", help="check every gradient against finite differences",
+                       description="Build a float64 copy of an architecture (a preset's, or "
+                       "RUN's) and compare every parameter gradient with central differences. "
+                       "By default the copy is shrunk to --x-dim 20 pixels, its hidden sizes "
+                       "scaled alike (at least 8) and its latents capped at 4, so it runs in "
+                       "seconds; the depth, activation and likelihood are kept. Biases get small "
+                       "random values, so no ReLU sits exactly at its kink. Exit 1 if a check "
+                       "fails.")
+    p.add_argument("run", metavar="RUN", nargs="?", help="run folder or checkpoint file")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--hidden", type=_sizes, help="hidden sizes before shrinking, e.g. 128,64")
+    p.add_argument("--latent", type=int, help="latent dimensions before shrinking")
+    p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
+    p.add_argument("--likelihood", help="bernoulli or gaussian")
+    p.add_argument("--x-dim", type=int, default=20,
+                   help="pixels of the copy (default 20; the full size is slow)")
+    p.add_argument("--batch", type=int, default=3, help="examples in the checked batch")
+    p.add_argument("--h", type=float, help="finite-difference step (default 1e-6)")
+    p.add_argument("--tol", type=float, help="largest relative error that passes (default 1e-6)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise")
+    p.set_defaults(func=cmd_gradcheck)
+    return parser
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv=None):
+    """Run the command line; return its exit code.
+
+    0 success, 1 a gradient check failed, 2 an error (one line on stderr),
+    130 interrupted by Ctrl-C (a training run saves a checkpoint first).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)
+    try:
+        return args.func(args)
+    except NpvaeError as err:
+        print(f"npvae: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # e.g. `npvae evaluate RUN | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt as err:
+        from .train import Interrupted
+
+        sys.stdout.flush()
+        if isinstance(err, Interrupted):
+            print(f"npvae: {err}; continue with: npvae train --resume {err.run_dir}",
+                  file=sys.stderr)
+        else:
+            print("npvae: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

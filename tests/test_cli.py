@@ -1,0 +1,240 @@
+"""Tests for the command line: every subcommand, exit codes, Ctrl-C and kill -9.
+
+Commands run in-process through ``cli.main(argv)`` (which returns the exit
+code), except ``python -m npvae --help`` and the signal tests, which need a
+real process.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from npvae import cli
+from npvae.checkpoint import load_checkpoint
+from npvae.train import TrainConfig, train
+from tests.test_train import write_tiny_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--hidden", "8", "--latent", "2", "--batch-size", "10", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_mnist(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def run(tiny, tmp_path_factory):
+    """A finished 2-epoch CLI run, with its figures."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    assert cli.main(["train", "--data-dir", str(tiny), "--epochs", "2", "--run-dir",
+                     str(run_dir), *TINY]) == 0
+    return run_dir
+
+
+def error_line(capsys):
+    """The single stderr line of a failed command."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("npvae: error: "), err
+    return err
+
+
+# ---------------------------------------------------------------- help
+
+
+def test_python_dash_m_npvae_help_in_a_real_process():
+    out = subprocess.run([sys.executable, "-m", "npvae", "--help"], cwd=REPO, text=True,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for command in ("train", "evaluate", "sample", "plot", "gradcheck"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "sample", "plot", "gradcheck"])
+def test_every_subcommand_has_help(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    assert f"usage: npvae {command}" in capsys.readouterr().out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert cli.main([]) == 2
+    assert "usage: npvae" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the subcommands
+
+
+def test_train_writes_a_run_with_its_figures(run):
+    assert {"config.json", "metrics.csv", "checkpoint.npz"} <= {p.name for p in run.iterdir()}
+    assert (run / "samples.png").is_file() and (run / "curves.png").is_file()
+    assert (run / "figures" / "reconstructions_epoch002.png").is_file()
+    state = load_checkpoint(run / "checkpoint.npz").state
+    assert state["epoch"] == 2 and state["train_config"]["hidden"] == [8]
+
+
+def test_train_with_no_arguments_uses_the_default_preset(monkeypatch, capsys):
+    seen = {}
+
+    def fake_train(config, run_dir, overwrite=False):
+        seen.update(config=config, run_dir=run_dir)
+        return SimpleNamespace(completed=True, run_dir="runs/pytorch-example",
+                               state={"epoch": 10, "global_step": 4690})
+
+    monkeypatch.setattr("npvae.train.train", fake_train)
+    assert cli.main(["train"]) == 0
+    assert seen["config"] == TrainConfig.from_preset("pytorch-example").validate()
+    assert seen["run_dir"] is None
+    assert "done: runs/pytorch-example (10 epochs, 4690 steps)" in capsys.readouterr().out
+
+
+def test_resume_continues_and_refuses_changed_settings(run, tmp_path, capsys):
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--no-progress",
+                     "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "epoch 3/3" in out
+    assert cli.main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
+    assert "--lr cannot be combined with --resume" in error_line(capsys)
+
+
+def test_evaluate_prints_the_bounds_and_the_kl_table(run, capsys):
+    assert cli.main(["evaluate", str(run), "--iw-samples", "5", "--limit", "8"]) == 0
+    out = capsys.readouterr().out
+    for part in ("test examples: 8", "test ELBO:", "importance-weighted bound, k=5",
+                 "active units:", "KL per latent dimension"):
+        assert part in out
+
+
+def test_sample_writes_a_png(run, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    assert cli.main(["sample", str(run), "--n", "9", "--out", str(out), "--seed", "3"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_redraws_every_figure(run, capsys):
+    (run / "curves.png").unlink()
+    assert cli.main(["plot", str(run / "checkpoint.npz")]) == 0
+    assert (run / "curves.png").is_file() and (run / "manifold.png").is_file()  # latent 2
+
+
+@pytest.mark.parametrize("args", [["--preset", "seed"], ["--preset", "iwae"],
+                                  ["--hidden", "30,20", "--activation", "softplus"]])
+def test_gradcheck_passes_on_a_shrunk_copy(args, capsys):
+    assert cli.main(["gradcheck", *args]) == 0
+    out = capsys.readouterr().out
+    assert "shrunk copy" in out and "all ok" in out
+
+
+def test_gradcheck_of_a_run(run, capsys):
+    assert cli.main(["gradcheck", str(run)]) == 0  # x_dim 16 is below the default 20: full size
+    out = capsys.readouterr().out
+    assert "shrunk" not in out and "VAE(16-8 / 2 / 8-16" in out and "all ok" in out
+
+
+def test_gradcheck_fails_with_exit_1_on_a_wrong_backward(monkeypatch, capsys):
+    from npvae import vae
+
+    monkeypatch.setattr(vae, "reparameterize_backward",
+                        lambda dz, logvar, eps: (dz, dz * eps * np.exp(logvar)))  # the classic bug
+    assert cli.main(["gradcheck"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- errors: exit 2, one line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lr", "-1"], "lr=-1.0 must be a positive number"),
+    (["train", "--preset", "nope"], "preset='nope' is unknown; choose one of pytorch-example"),
+    (["train", "--binarize", "maybe"], "binarize='maybe' is unknown"),
+    (["train", "--likelihood", "poisson"], "likelihood='poisson' is unknown"),
+    (["train", "--backend", "tpu"], "backend='tpu' is unknown"),
+    (["train", "--epochs", "0"], "epochs=0 must be a positive integer"),
+    (["train", "--batch-size", "100000"], "batch_size=100000 is larger than the 48"),
+    (["train", "--data-dir", "/no/such/folder"], "data directory not found"),
+    (["evaluate", "/no/such/run"], "no such run folder or checkpoint file"),
+    (["gradcheck", "--x-dim", "0"], "--x-dim=0 must be a positive integer"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message, tiny, tmp_path, capsys):
+    if args[0] == "train" and "--data-dir" not in args:
+        args = args + ["--data-dir", str(tiny)]
+    args = args + (["--run-dir", str(tmp_path / "r")] if args[0] == "train" else [])
+    assert cli.main(args) == 2
+    assert message in error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args", [["train", "--hidden", "4x4"], ["train", "--bogus"],
+                                  ["train", "--epochs", "two"]])
+def test_unparseable_arguments_exit_2(args, capsys):
+    assert cli.main(args) == 2
+    assert "usage: npvae" in capsys.readouterr().err
+
+
+def test_an_existing_run_dir_is_an_error_unless_overwrite(run, tiny, capsys):
+    before = (run / "checkpoint.npz").read_bytes()
+    assert cli.main(["train", "--data-dir", str(tiny), "--run-dir", str(run), *TINY]) == 2
+    assert "already exists; pass --overwrite" in error_line(capsys)
+    assert (run / "checkpoint.npz").read_bytes() == before
+
+
+def test_a_corrupt_checkpoint_is_exit_2(tmp_path, capsys):
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 broken")
+    for command in ("evaluate", "sample", "plot"):
+        assert cli.main([command, str(tmp_path)]) == 2
+        assert "truncated or corrupt checkpoint" in error_line(capsys)
+
+
+# ---------------------------------------------------------------- Ctrl-C and kill -9
+
+
+SIGNAL_RUN = ["--hidden", "8", "--latent", "2", "--batch-size", "2", "--epochs", "150"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    config = TrainConfig.from_preset(hidden=(8,), latent=2, batch_size=2, epochs=150,
+                                     data_dir=str(tiny), figures=False, progress=False)
+    return train(config, tmp_path_factory.mktemp("signal") / "run", log=lambda *_: None)
+
+
+def start_training(tiny, run_dir):
+    """A real ``python -m npvae train`` process, once it has finished its first epoch."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "npvae", "train", "--data-dir", str(tiny), "--run-dir",
+         str(run_dir), "--no-progress", "--no-figures", *SIGNAL_RUN],
+        cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 2/"):
+            return proc
+    proc.kill()
+    pytest.fail(f"training ended early: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_killed_run_resumes_to_the_same_weights(sig, tiny, tmp_path, uninterrupted, capsys):
+    run_dir = tmp_path / "run"
+    proc = start_training(tiny, run_dir)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err
+        assert "npvae: interrupted at epoch" in err
+        assert f"continue with: npvae train --resume {run_dir}" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint(run_dir / "checkpoint.npz").state
+    assert 2 <= state["epoch"] < 150  # an epoch's line is printed once its checkpoint is saved
+    assert cli.main(["train", "--resume", str(run_dir), "--no-progress", "--no-figures"]) == 0
+    assert "done:" in capsys.readouterr().out
+    final = load_checkpoint(run_dir / "checkpoint.npz")
+    model = uninterrupted.model
+    for k, p in model.params.items():
+        assert np.array_equal(final.params[k], p), k
+    assert np.array_equal(final.optimizer_arrays["m.theta"], uninterrupted.optimizer.m["theta"])

@@ -1,0 +1,335 @@
+"""Tests for npvae.train: exact resume, divergence, run folders, reproducibility.
+
+Most runs use a tiny synthetic MNIST-format data set (4 x 4 images) written
+to IDX files, so a whole run takes milliseconds; one short run uses the real
+MNIST shipped with npvae.
+"""
+
+import struct
+
+import numpy as np
+import pytest
+
+from npvae import train as training
+from npvae.checkpoint import load_checkpoint
+from npvae.data import MNIST_FILES
+from npvae.errors import ConfigError, DivergenceError
+from npvae import backend
+from npvae.backend import register_backend, to_numpy
+from npvae.train import Interrupted, TrainConfig, read_metrics, resume, train
+from tests.strict_xp import StrictArray, make_module
+from tests.strict_xp import to_numpy as strict_to_numpy
+
+
+def write_tiny_mnist(folder, n_train=48, n_test=16, side=4, seed=0):
+    """Four raw IDX files of random uint8 images (side x side) and labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {"x_train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
+              "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
+              "x_test": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8),
+              "y_test": rng.integers(0, 10, n_test, dtype=np.uint8)}
+    for key, name in MNIST_FILES.items():
+        a = arrays[key]
+        header = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+        (folder / name).write_bytes(header + a.tobytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_mnist(tmp_path_factory.mktemp("tiny"))
+
+
+def config(data_dir, **overrides):
+    """A tiny, fast run: 48 examples, batches of 10 (5 steps per epoch)."""
+    values = dict(hidden=(8,), latent=2, epochs=4, batch_size=10, data_dir=str(data_dir),
+                  figures=False, progress=False)
+    values.update(overrides)
+    preset = values.pop("preset", "pytorch-example")
+    return TrainConfig.from_preset(preset, **values)
+
+
+# Settings that exercise every random stream and option of the loop.
+FULL = dict(preset="iwae", hidden=(8, 6), latent=3, validation=8, warmup_epochs=1.5, clip=5.0,
+            beta=0.5)
+
+
+def quiet(*_):
+    pass
+
+
+def assert_same_run(a, b):
+    """Bit-for-bit equal weights, optimizer state and metrics (times aside)."""
+    assert np.array_equal(a.model.theta, b.model.theta)
+    assert a.optimizer.t == b.optimizer.t
+    assert np.array_equal(a.optimizer.m["theta"], b.optimizer.m["theta"])
+    assert np.array_equal(a.optimizer.v["theta"], b.optimizer.v["theta"])
+    strip = [{k: v for k, v in row.items() if k not in ("seconds", "examples_per_s")}
+             for row in a.metrics]
+    assert strip == [{k: v for k, v in row.items() if k not in ("seconds", "examples_per_s")}
+                     for row in b.metrics]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, tmp_path_factory):
+    """Uninterrupted 10-epoch runs, plain and FULL."""
+    root = tmp_path_factory.mktemp("reference")
+    return {"plain": train(config(tiny, epochs=10), root / "plain", log=quiet),
+            "full": train(config(tiny, epochs=10, **FULL), root / "full", log=quiet)}
+
+
+# ---------------------------------------------------------------- exact resume
+
+
+@pytest.mark.parametrize("kind", ["plain", "full"])
+def test_five_plus_five_epochs_equal_ten(tiny, tmp_path, reference, kind):
+    extra = FULL if kind == "full" else {}
+    first = train(config(tiny, epochs=5, **extra), tmp_path / "run", log=quiet)
+    assert first.completed and len(first.metrics) == 5
+    second = resume(tmp_path / "run", epochs=10, progress=False, figures=False, log=quiet)
+    assert second.completed
+    assert_same_run(second, reference[kind])
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, 11))
+    assert rows[-1]["test_loss"] == reference[kind].metrics[-1]["test_loss"]
+
+
+@pytest.mark.parametrize("kind", ["plain", "full"])
+@pytest.mark.parametrize("stop", [3, 5, 13])  # mid-epoch, an epoch's end, mid-epoch later
+def test_stop_mid_epoch_and_resume_equals_uninterrupted(tiny, tmp_path, reference, kind, stop):
+    extra = FULL if kind == "full" else {}
+    first = train(config(tiny, epochs=10, max_steps=stop, **extra), tmp_path / "run", log=quiet)
+    assert not first.completed
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.npz").state
+    assert state["global_step"] == stop
+    second = resume(tmp_path / "run", progress=False, figures=False, log=quiet)
+    assert_same_run(second, reference[kind])
+
+
+@pytest.mark.parametrize("at, step", [(10, 2), (12, 4)])  # mid-epoch; an epoch's last step
+def test_ctrl_c_saves_the_position_and_resume_is_exact(tiny, tmp_path, reference, at, step):
+    def on_step(epoch, step, global_step):
+        if global_step == at:
+            raise KeyboardInterrupt  # what the SIGINT handler does, at a step's end
+
+    with pytest.raises(Interrupted) as info:
+        train(config(tiny, epochs=10, **FULL), tmp_path / "run", log=quiet, on_step=on_step)
+    assert (info.value.epoch, info.value.step) == (3, step)  # 40 examples: 4 steps an epoch
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.npz").state
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (2, step, at)
+    assert state["partial"]["n"] == 10 * step and state["rng"]["noise"] is not None
+    assert len(state["metrics"]) == 2
+    assert_same_run(resume(tmp_path / "run", progress=False, figures=False, log=quiet),
+                    reference["full"])
+
+
+def test_resume_by_replaying_the_draws_is_exact(tiny, tmp_path, reference, monkeypatch):
+    """The path for backends whose generators cannot be saved (CuPy) gives the same numbers."""
+    train(config(tiny, epochs=10, max_steps=7, **FULL), tmp_path / "run", log=quiet)
+    calls = []
+
+    def replay_only(self, noise, binarize, steps):
+        calls.append(steps)
+        self.replay_draws(noise, binarize, steps)
+
+    monkeypatch.setattr(training._Trainer, "restore_generators", replay_only)
+    assert_same_run(resume(tmp_path / "run", progress=False, figures=False, log=quiet),
+                    reference["full"])
+    assert calls == [3]  # 7 steps: epoch 2, step 3 (4 steps an epoch)
+
+
+def test_resume_refuses_fewer_epochs_and_missing_runs(tiny, tmp_path):
+    train(config(tiny, epochs=3), tmp_path / "run", log=quiet)
+    with pytest.raises(ConfigError, match="epochs=2 is fewer than the 3 epochs"):
+        resume(tmp_path / "run", epochs=2, log=quiet)
+    lines = []
+    result = resume(tmp_path / "run", log=lines.append)
+    assert result.completed and "nothing to do" in lines[-1]
+    train(config(tiny, epochs=3, max_steps=12), tmp_path / "mid", log=quiet)  # epoch 3, step 2
+    with pytest.raises(ConfigError, match="epochs=2 is fewer than the 3 epochs .* already begun"):
+        resume(tmp_path / "mid", epochs=2, log=quiet)
+    with pytest.raises(ConfigError, match="no such run folder"):
+        resume(tmp_path / "absent", log=quiet)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no checkpoint.npz"):
+        resume(tmp_path / "empty", log=quiet)
+
+
+@pytest.fixture
+def strict_backend(monkeypatch):
+    """A stand-in for CuPy: NumPy underneath, refusing implicit conversion to NumPy, with
+    generators whose state cannot be saved (so resuming replays the draws). Registered in
+    copies of the backend tables, so other tests' stand-ins are left as they were."""
+    for table in ("_modules", "_array_types", "_to_numpy"):
+        monkeypatch.setattr(backend, table, dict(getattr(backend, table)))
+    register_backend("strict-train", make_module(), StrictArray, strict_to_numpy)
+
+
+def test_a_device_backend_trains_and_resumes_to_the_same_numbers(tiny, tmp_path, reference,
+                                                                  strict_backend):
+    """On a CuPy-like backend (whose generators draw NumPy's numbers here) the trainer
+    touches the data only through ``xp``, and stop + resume replays the draws exactly."""
+    first = train(config(tiny, epochs=10, max_steps=7, backend="strict-train", **FULL),
+                  tmp_path / "run", log=quiet)
+    assert isinstance(first.model.theta, StrictArray)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.npz").state
+    assert state["rng"]["noise"] is None  # not saveable: replayed on resume
+    second = resume(tmp_path / "run", progress=False, figures=False, log=quiet)
+    ref = reference["full"]
+    assert np.array_equal(to_numpy(second.model.theta), ref.model.theta)
+    assert np.array_equal(to_numpy(second.optimizer.v["theta"]), ref.optimizer.v["theta"])
+    assert [r["test_loss"] for r in second.metrics] == [r["test_loss"] for r in ref.metrics]
+
+
+def test_resume_refuses_a_checkpoint_without_a_training_position(tiny, tmp_path):
+    from npvae import VAE
+    from npvae.checkpoint import save_checkpoint
+    from npvae.errors import CheckpointError
+
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run" / "checkpoint.npz", VAE(16, (8,), 2), None, {"epoch": 1})
+    with pytest.raises(CheckpointError, match="not a training checkpoint .missing or malformed: "
+                                              "step_in_epoch, global_step, metrics"):
+        resume(tmp_path / "run", log=quiet)
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+def test_same_seed_same_numbers_other_seed_others(tiny, tmp_path, reference):
+    again = train(config(tiny, epochs=10), tmp_path / "again", log=quiet)
+    assert_same_run(again, reference["plain"])
+    other = train(config(tiny, epochs=2, seed=1), tmp_path / "other", log=quiet)
+    assert other.metrics[0]["train_loss"] != reference["plain"].metrics[0]["train_loss"]
+
+
+def test_streams_are_independent_of_each_other():
+    seeds = {training.derive_seed(0, s) for s in training.STREAMS}
+    assert len(seeds) == len(training.STREAMS)
+    assert training.derive_seed(0, "noise", 1) != training.derive_seed(0, "noise", 2)
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(tiny, reference, tmp_path):
+    rows = reference["plain"].metrics
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    run = reference["plain"].run_dir
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.csv", "checkpoint.npz"}
+    assert "val_loss" in reference["full"].metrics[0]
+    # warm-up: beta rises 0 -> 0.5 over 1.5 epochs of 4 steps; the row shows the last step's
+    assert [r["beta"] for r in reference["full"].metrics[:3]] == [0.5 * 3 / 6, 0.5, 0.5]
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def test_huge_learning_rate_stops_with_a_clear_error(tiny, tmp_path):
+    with pytest.raises(DivergenceError) as info:
+        train(config(tiny, lr=1e4), tmp_path / "run", log=quiet)
+    message = str(info.value)
+    for part in ("epoch 1, step", "--lr", "--clip", "no checkpoint had been written"):
+        assert part in message
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path,
+                                                                      monkeypatch):
+    calls = {"n": 0}
+    real_norm = training.global_norm
+
+    def norm_goes_infinite_at_step_8(grads):
+        calls["n"] += 1
+        return real_norm(grads) * (np.inf if calls["n"] == 8 else 1)
+
+    monkeypatch.setattr(training, "global_norm", norm_goes_infinite_at_step_8)
+    path = tmp_path / "run" / "checkpoint.npz"
+    with pytest.raises(DivergenceError) as info:
+        train(config(tiny), tmp_path / "run", log=quiet)
+    message = str(info.value)
+    assert "epoch 2, step 3 of 5 (global step 8): the gradient norm is inf" in message
+    assert f"last good checkpoint {path} (global step 5) is kept" in message
+    assert load_checkpoint(path).state["global_step"] == 5
+    assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == 1
+
+
+# ---------------------------------------------------------------- run folders and settings
+
+
+def test_an_existing_run_folder_is_never_overwritten(tiny, tmp_path):
+    train(config(tiny, epochs=1), tmp_path / "run", log=quiet)
+    before = (tmp_path / "run" / "checkpoint.npz").read_bytes()
+    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+        train(config(tiny, epochs=1, seed=3), tmp_path / "run", log=quiet)
+    assert (tmp_path / "run" / "checkpoint.npz").read_bytes() == before
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    train(config(tiny, epochs=1, seed=3), tmp_path / "run", overwrite=True, log=quiet)
+    assert (tmp_path / "run" / "checkpoint.npz").read_bytes() != before
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_default_run_folder_takes_the_next_free_name(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    first = train(config(tiny, epochs=1), log=lines.append)
+    second = train(config(tiny, epochs=1), log=lines.append)
+    assert str(first.run_dir) == "runs/pytorch-example"
+    assert str(second.run_dir) == "runs/pytorch-example-2"
+    assert "run folder: runs/pytorch-example-2 (runs/pytorch-example is taken)" in lines
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(epochs=0), "epochs=0"),
+    (dict(batch_size=-1), "batch_size=-1"),
+    (dict(batch_size=49), "batch_size=49 is larger than the 48 training examples"),
+    (dict(lr=0.0), "lr=0.0"),
+    (dict(lr=float("nan")), "lr=nan"),
+    (dict(latent=0), "latent=0"),
+    (dict(hidden=(8, 0)), "hidden="),
+    (dict(backend="tpu"), "backend='tpu' is unknown"),
+    (dict(likelihood="poisson"), "likelihood='poisson' is unknown"),
+    (dict(binarize="sometimes"), "binarize='sometimes' is unknown"),
+    (dict(dtype="float16"), "dtype='float16' is unknown"),
+    (dict(clip=-1.0), "clip=-1.0"),
+    (dict(validation=48), "validation=48 must be smaller"),
+    (dict(seed=-2), "seed=-2"),
+])
+def test_bad_settings_are_one_line_config_errors(tiny, tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        train(config(tiny, **overrides), tmp_path / "run", log=quiet)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(ConfigError, match="preset='vq' is unknown; choose one of "
+                                          "pytorch-example, seed, iwae"):
+        TrainConfig.from_preset("vq")
+
+
+def test_presets_match_their_references():
+    pt = TrainConfig.from_preset("pytorch-example")
+    assert (pt.hidden, pt.latent, pt.activation, pt.likelihood, pt.init, pt.lr, pt.batch_size,
+            pt.epochs, pt.binarize) == ((400,), 20, "relu", "bernoulli", "pytorch", 1e-3, 128,
+                                        10, "none")
+    seed = TrainConfig.from_preset("seed")
+    assert (seed.hidden, seed.likelihood, seed.batch_size) == ((128, 64), "gaussian", 32)
+    assert seed.sigma ** 2 == pytest.approx(0.5)
+    iwae = TrainConfig.from_preset("iwae")
+    assert (iwae.hidden, iwae.latent, iwae.activation, iwae.binarize, iwae.batch_size) == \
+        ((200, 200), 50, "tanh", "dynamic", 20)
+
+
+# ---------------------------------------------------------------- real MNIST
+
+
+def test_a_short_run_on_real_mnist(tmp_path):
+    """The default preset on the shipped MNIST, stopped after 30 steps."""
+    result = train(TrainConfig.from_preset(max_steps=30, figures=False, progress=False),
+                   tmp_path / "run", log=quiet)
+    assert not result.completed
+    state = result.state
+    assert state["global_step"] == 30 and state["data"]["x_dim"] == 784
+    mean_loss = state["partial"]["loss"] / state["partial"]["n"]
+    assert 150 < mean_loss < 550  # from about 543 nats at the start
+    terms = result.model.forward(np.zeros((2, 784), np.float32), eps=np.zeros((2, 20), np.float32))
+    assert np.isfinite(terms.loss)
