@@ -175,3 +175,18 @@ def test_state_dict_round_trip_continues_identically():
         return params["w"]
 
     np.testing.assert_array_equal(run(split=3), run(split=-1))
+
+
+def test_adam_in_cache_blocks_matches_algorithm_1():
+    """A tensor longer than one block (npvae.optim.BLOCK) is updated piecewise."""
+    from npvae.optim import BLOCK
+
+    rng = np.random.default_rng(4)
+    theta0 = rng.standard_normal(2 * BLOCK + 5)
+    gradients = [rng.standard_normal(theta0.size) for _ in range(3)]
+    params, grads = {"w": theta0.copy()}, {"w": np.zeros(theta0.size)}
+    adam = Adam(params, grads, lr=0.01)
+    for g in gradients:
+        grads["w"][...] = g
+        adam.step()
+    np.testing.assert_allclose(params["w"], algorithm_1(theta0, gradients, lr=0.01), rtol=1e-14, atol=1e-15)
