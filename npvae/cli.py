@@ -29,7 +29,7 @@ EXIT_INTERRUPTED = 130
 # Flags of ``train`` that shape the numbers: a resumed run takes them from its checkpoint.
 MODEL_FLAGS = ("preset", "hidden", "latent", "activation", "likelihood", "sigma", "beta",
                "warmup_epochs", "batch_size", "lr", "seed", "dtype", "backend", "binarize",
-               "validation", "clip")
+               "validation", "n_train", "n_test", "clip")
 
 
 def _sizes(text):
@@ -299,6 +299,10 @@ def build_parser():
     p.add_argument("--sigma", type=float, help="standard deviation of the gaussian likelihood")
     p.add_argument("--binarize", help="none, dynamic or threshold")
     p.add_argument("--validation", type=int, help="hold out this many training examples")
+    p.add_argument("--n-train", type=int, metavar="N",
+                   help="train on the first N training examples only (default: all)")
+    p.add_argument("--n-test", type=int, metavar="N",
+                   help="evaluate on the first N test examples only (default: all)")
     p.add_argument("--clip", type=float, help="clip the gradient's global norm to this")
     p.add_argument("--data-dir", help="folder of the four MNIST-format files (default: the "
                    "MNIST shipped with npvae)")

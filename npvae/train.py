@@ -90,7 +90,9 @@ class TrainConfig:
     many epochs. ``binarize``: ``none`` (pixels in [0, 1]), ``dynamic`` (a
     fresh Bernoulli sample of each training batch; validation and test sets
     binarized once, with a fixed seed) or ``threshold`` (pixel > 0.5).
-    ``validation`` > 0 holds out that many training examples. ``clip`` is a
+    ``validation`` > 0 holds out that many training examples. ``n_train`` and
+    ``n_test`` keep only the first N training and test examples (None: all),
+    for quick runs. ``clip`` is a
     maximum global gradient norm. ``max_steps`` stops after that many steps
     in all (a checkpoint is saved there; ``resume`` continues).
     """
@@ -113,6 +115,8 @@ class TrainConfig:
     backend: str = "numpy"
     binarize: str = "none"
     validation: int = 0
+    n_train: int = None
+    n_test: int = None
     clip: float = None
     data_dir: str = None
     checkpoint_every: int = 1
@@ -153,8 +157,9 @@ class TrainConfig:
             self.decoder_hidden = _sizes("decoder_hidden", self.decoder_hidden)
         for name in ("latent", "epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
             _check_positive_int(name, getattr(self, name))
-        if self.max_steps is not None:
-            _check_positive_int("max_steps", self.max_steps)
+        for name in ("max_steps", "n_train", "n_test"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
         if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
         if not _is_int(self.validation) or self.validation < 0:
@@ -242,9 +247,15 @@ class Data:
 def prepare_data(config):
     """Load, scale, split, binarize and check the data of ``config``; a ``Data``."""
     dataset = load_mnist(config.data_dir)
+    for name, n, available in (("n_train", config.n_train, len(dataset.x_train)),
+                               ("n_test", config.n_test, len(dataset.x_test))):
+        if n is not None and n > available:
+            raise ConfigError(f"{name}={n} is more than the {available} examples in the data")
     dtype = np.dtype(config.dtype)
-    x_train, y_train = to_unit_interval(dataset.x_train, dtype), dataset.y_train
-    x_test, y_test = to_unit_interval(dataset.x_test, dtype), dataset.y_test
+    x_train = to_unit_interval(dataset.x_train[:config.n_train], dtype)
+    y_train = dataset.y_train[:config.n_train]
+    x_test = to_unit_interval(dataset.x_test[:config.n_test], dtype)
+    y_test = dataset.y_test[:config.n_test]
     x_val = y_val = None
     if config.validation:
         if config.validation >= len(x_train):

@@ -333,3 +333,14 @@ def test_a_short_run_on_real_mnist(tmp_path):
     assert 150 < mean_loss < 550  # from about 543 nats at the start
     terms = result.model.forward(np.zeros((2, 784), np.float32), eps=np.zeros((2, 20), np.float32))
     assert np.isfinite(terms.loss)
+
+
+def test_n_train_and_n_test_take_the_first_examples():
+    from npvae.train import TrainConfig, prepare_data
+
+    data = prepare_data(TrainConfig(n_train=300, n_test=50).validate())
+    assert data.summary()["n_train"] == 300 and data.summary()["n_test"] == 50
+    with pytest.raises(ConfigError, match="n_test=20000 is more than the 10000"):
+        prepare_data(TrainConfig(n_test=20000).validate())
+    with pytest.raises(ConfigError, match="n_train=0"):
+        TrainConfig(n_train=0).validate()
