@@ -1,0 +1,289 @@
+"""What the benchmark scripts share: thread settings, machine facts, tables, JSON.
+
+Thread counts must be fixed before NumPy (and so OpenBLAS) is first imported:
+OpenBLAS reads ``OPENBLAS_NUM_THREADS`` once, when it loads. So every script
+calls ``threads_from_argv()`` at its very top, before importing NumPy; this
+module imports nothing heavy at import time for that reason.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_from_argv(argv=None):
+    """Read ``--threads N`` from the command line and export it for every BLAS.
+
+    Sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to N
+    (default: the number of CPUs) and returns N. Must run before NumPy is
+    imported; if it was already, the variables cannot take effect and we say so.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    threads = os.cpu_count() or 1
+    engine = None
+    for i, arg in enumerate(argv):
+        if arg in ("--threads", "--engine") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(("--threads=", "--engine=")):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if arg.startswith("--threads"):
+            threads = value
+        else:
+            engine = value
+    try:
+        threads = int(threads)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        sys.exit(f"--threads must be a positive integer, got {threads!r}")
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "numpy" in sys.modules:
+        print(f"warning: NumPy was imported before --threads={threads} was applied; "
+              "its BLAS keeps the thread count it started with", file=sys.stderr)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    if engine is not None:  # an npvae checkout to measure instead of this one
+        if not (Path(engine) / "npvae" / "__init__.py").is_file():
+            sys.exit(f"--engine {engine}: no npvae/ package there")
+        sys.path.insert(0, str(Path(engine).resolve()))
+    return threads
+
+
+def add_common_arguments(parser, epochs):
+    """``--epochs`` and ``--threads`` (read early by ``threads_from_argv``) and ``--out``."""
+    parser.add_argument("--epochs", type=int, default=epochs,
+                        help=f"training epochs to time (default: {epochs})")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads for NumPy's BLAS and for PyTorch, the same for both "
+                             "(sets OMP/OPENBLAS/MKL_NUM_THREADS before NumPy loads and "
+                             "torch.set_num_threads; default: all CPUs)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the JSON (default: benchmarks/results/<name>.json)")
+    parser.add_argument("--engine", type=Path, default=None,
+                        help="measure the npvae package in this folder (a scratch copy with "
+                             "a proposed change) instead of this checkout's")
+    return parser
+
+
+def import_torch(threads=None):
+    """PyTorch, with its intra-op threads set, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch
+
+
+def skip_without_torch(name):
+    """Print why and exit with status 0: a missing optional dependency is a skip."""
+    print(f"{name}: skipped: PyTorch is not installed (pip install torch); "
+          "nothing was measured")
+    sys.exit(0)
+
+
+def openblas_info():
+    """NumPy's OpenBLAS as it runs: threads, kernel (core) and build config, when findable."""
+    import ctypes
+    import glob
+
+    import numpy as np
+
+    info = {}
+    try:
+        from threadpoolctl import threadpool_info
+        info["threadpoolctl"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "version",
+                                                         "architecture", "prefix")}
+                                 for d in threadpool_info()]
+    except ImportError:
+        pass
+    libs = glob.glob(str(Path(np.__file__).parent.parent / "numpy.libs" / "*openblas*.so*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""),
+                               ("openblas_", "")):
+            get_threads = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+            if get_threads is None:
+                continue
+            get_threads.restype = ctypes.c_int
+            info["num_threads"] = get_threads()
+            for key in ("corename", "config"):
+                fn = getattr(lib, f"{prefix}get_{key}{suffix}", None)
+                if fn is not None:
+                    fn.restype = ctypes.c_char_p
+                    info[key] = fn().decode()
+            info["library"] = Path(path).name
+            return info
+    return info
+
+
+def machine_info(torch=None):
+    """CPU model, core count, library versions and BLAS: what the numbers were measured on."""
+    import numpy as np
+
+    model = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import npvae
+
+    info = {
+        "npvae": str(Path(npvae.__file__).parent),
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numpy_blas": openblas_info(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+    }
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_blas"] = "MKL" if torch.backends.mkl.is_available() else "other"
+    return info
+
+
+def median(values):
+    return float(statistics.median(values))
+
+
+def print_table(rows, headers, title=None):
+    """A plain text table: ``rows`` are sequences; floats get 3 significant decimals."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 1000 else f"{v:.1f}"
+        return str(v)
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
+    if title:
+        print(title)
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in text:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def write_json(name, payload, out=None):
+    """Write ``payload`` to ``out`` or ``benchmarks/results/<name>.json``; return the path."""
+    path = Path(out) if out is not None else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return path
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def mnist_arrays():
+    """MNIST train and test images as npvae loads them: (N, 784) float32 in [0, 1]."""
+    from npvae.data import load_mnist, to_unit_interval
+
+    data = load_mnist()
+    return to_unit_interval(data.x_train), to_unit_interval(data.x_test)
+
+
+def epoch_orders(n, epochs, seed):
+    """One shuffle (a permutation of range(n)) per epoch, from a seeded NumPy Generator."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(n) for _ in range(epochs)]
+
+
+def _cpu_times():
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
+
+
+class OtherLoad:
+    """How many CPUs *other* processes kept busy while a block ran.
+
+    Other engineers run tests on the same 2 cores; a benchmark that shares
+    them measures the contention, not the code. ``with OtherLoad() as load:``
+    then ``load.cpus`` (0: we had the machine; 1: a whole core was taken).
+    The machine's busy time comes from /proc/stat, ours from getrusage.
+    """
+
+    cpus = None
+
+    def start(self):
+        import resource
+        import time
+
+        self._resource, self._time = resource, time
+        self._start = (_cpu_times()[0], self._own(), time.perf_counter())
+        return self
+
+    def stop(self):
+        busy, own, wall = _cpu_times()[0], self._own(), self._time.perf_counter()
+        wall -= self._start[2]
+        self.cpus = max(0.0, ((busy - self._start[0]) - (own - self._start[1])) / max(wall, 1e-9))
+        return self.cpus
+
+    def _own(self):
+        r = self._resource.getrusage(self._resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def clean_median(seconds, loads, max_cpus=0.2):
+    """Median of the ``seconds`` whose other load was under ``max_cpus`` (all, if none was).
+
+    Returns ``(median, number of clean epochs)``; 0 means the median is of contended ones.
+    """
+    clean = [s for s, load in zip(seconds, loads) if load is not None and load < max_cpus]
+    use = clean or list(seconds)
+    return median(use), len(clean)
+
+
+def wait_for_quiet(max_cpus=0.15, timeout=120.0, interval=1.0):
+    """Wait (up to ``timeout`` s) until other processes use under ``max_cpus`` CPUs.
+
+    Returns the load last seen. Only a wait: it never stops anyone's process.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with OtherLoad() as load:
+            time.sleep(interval)
+        if load.cpus < max_cpus or time.monotonic() > deadline:
+            return load.cpus
