@@ -21,6 +21,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CheckpointError, ConfigError, NpvaeError
+from .gradcheck import DEFAULT_H, DEFAULT_TOL
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
 
 EXIT_ERROR = 2
@@ -367,8 +368,9 @@ def build_parser():
     p.add_argument("--x-dim", type=int, default=20,
                    help="pixels of the copy (default 20; the full size is slow)")
     p.add_argument("--batch", type=int, default=3, help="examples in the checked batch")
-    p.add_argument("--h", type=float, help="finite-difference step (default 1e-6)")
-    p.add_argument("--tol", type=float, help="largest relative error that passes (default 1e-6)")
+    p.add_argument("--h", type=float, help=f"finite-difference step (default {DEFAULT_H:g})")
+    p.add_argument("--tol", type=float,
+                   help=f"largest relative error that passes (default {DEFAULT_TOL:g})")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise")
     p.set_defaults(func=cmd_gradcheck)
     return parser
