@@ -156,7 +156,8 @@ def cmd_evaluate(args):
     kl = np.asarray(evaluate.kl_per_dim(model, x, batch_size=args.batch_size))
     active = evaluate.active_units(model, x, threshold=args.threshold,
                                    batch_size=args.batch_size)
-    print(f"active units: {active} of {model.latent} (threshold {args.threshold})")
+    print(f"active units: {active} of {model.latent} (variance of mu over the data > "
+          f"{args.threshold})")
     print("KL per latent dimension (nats/example):")
     print(f"  {'dim':>4}  {'KL':>9}")
     for k in np.argsort(-kl, kind="stable"):
@@ -329,7 +330,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=1000, help="examples per batch")
     p.add_argument("--limit", type=int, help="evaluate only the first N test examples")
     p.add_argument("--threshold", type=float, default=0.01,
-                   help="KL (nats) above which a latent dimension counts as active")
+                   help="a latent dimension is active when the variance of its encoder "
+                   "mean over the test set exceeds this (Burda et al.; default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seeds the evaluation noise")
     p.add_argument("--data-dir", help="the data folder, if not the run's")
     p.set_defaults(func=cmd_evaluate)
