@@ -34,6 +34,8 @@ def register_backend(name, module, array_type, to_numpy):
 
 def get_xp(backend="numpy"):
     """The array module called ``backend``: ``numpy`` or ``cupy``."""
+    if not isinstance(backend, str):
+        raise ConfigError(f"backend={backend!r} must be a name: one of {', '.join(BACKENDS)}")
     if backend == "cupy" and "cupy" not in _modules:
         try:
             import cupy

@@ -47,7 +47,7 @@ DEFAULT_PRESET = "pytorch-example"
 
 def get_preset(name):
     """The preset called ``name`` (a dict with ``description``, ``model``, ``training``)."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"preset={name!r} is unknown; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
 

@@ -149,7 +149,7 @@ class TrainConfig:
 
     def validate(self):
         """Raise a one-line ``ConfigError`` naming the first bad setting; return self."""
-        if self.preset not in PRESETS:
+        if not isinstance(self.preset, str) or self.preset not in PRESETS:
             raise ConfigError(f"preset={self.preset!r} is unknown; choose one of "
                               f"{', '.join(PRESETS)}")
         self.hidden = _sizes("hidden", self.hidden)
@@ -173,10 +173,12 @@ class TrainConfig:
             _check_number("clip", self.clip, positive=True)
         for name, choices in (("activation", ACTIVATIONS), ("likelihood", LIKELIHOODS),
                               ("binarize", BINARIZE), ("dtype", ("float32", "float64"))):
-            if getattr(self, name) not in choices:
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is unknown; choose one of "
                                   f"{', '.join(choices)}")
-        if self.init is not None and self.init not in ("he", "glorot", "pytorch"):
+        if self.init is not None and (not isinstance(self.init, str)
+                                      or self.init not in ("he", "glorot", "pytorch")):
             raise ConfigError(f"init={self.init!r} is unknown; choose one of he, glorot, pytorch")
         get_xp(self.backend)  # unknown name, or CuPy missing: a ConfigError naming the fix
         return self

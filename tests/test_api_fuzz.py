@@ -54,3 +54,47 @@ def test_forward_fails_only_with_clear_errors(x, eps, beta):
         model.backward()
 
     calls_cleanly(step)
+
+
+@settings(max_examples=200)
+@given(values=st.fixed_dictionaries({}, optional={
+    "epochs": anything, "batch_size": anything, "lr": anything, "seed": anything,
+    "latent": anything, "hidden": anything, "beta": anything, "warmup_epochs": anything,
+    "activation": anything, "likelihood": anything, "binarize": anything, "dtype": anything,
+    "backend": anything, "validation": anything, "clip": anything, "n_train": anything,
+    "preset": anything, "sigma": anything, "max_steps": anything}))
+def test_training_config_fails_only_with_clear_errors(values):
+    from npvae.train import TrainConfig
+
+    calls_cleanly(lambda: TrainConfig(**values).validate())
+
+
+@settings(max_examples=200)
+@given(data=st.binary(max_size=64), gz=st.booleans())
+def test_random_bytes_as_idx_or_checkpoint_are_clear_errors(tmp_path_factory, data, gz):
+    import gzip
+
+    from npvae.checkpoint import load_checkpoint
+    from npvae.data import read_idx
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    idx = folder / "x.idx"
+    idx.write_bytes(gzip.compress(data) if gz else data)
+    calls_cleanly(read_idx, idx)
+    checkpoint = folder / "checkpoint.npz"
+    checkpoint.write_bytes(data)
+    calls_cleanly(load_checkpoint, checkpoint)
+
+
+@settings(max_examples=200)
+@given(x=st.one_of(arrays(dtypes, array_shapes(min_dims=0, max_dims=3, max_side=6)), anything),
+       likelihood=st.one_of(st.sampled_from(["bernoulli", "gaussian"]), anything),
+       n=anything, batch_size=anything)
+def test_data_functions_fail_only_with_clear_errors(x, likelihood, n, batch_size):
+    from npvae import data
+
+    rng = np.random.default_rng(0)
+    calls_cleanly(data.check_pixels, x, likelihood)
+    calls_cleanly(data.to_unit_interval, x)
+    calls_cleanly(data.binarize_dynamic, x, rng)
+    calls_cleanly(data.batches, n, batch_size, rng)

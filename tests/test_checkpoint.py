@@ -275,3 +275,53 @@ def test_an_archive_without_npvae_meta_is_refused(saved):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(CheckpointError, match="format is None, not 'npvae-checkpoint'"):
         load_checkpoint(path)
+
+
+KILL_WRITER = """
+import sys
+import numpy as np
+from npvae import VAE
+from npvae.checkpoint import save_checkpoint
+from npvae.optim import Adam
+
+model = VAE(784, (400,), 20, seed=0)
+optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta})
+path = sys.argv[1]
+save_checkpoint(path, model, optimizer, {"step": 0})
+print("first checkpoint written", flush=True)
+step = 0
+while True:  # rewrite it over and over until killed
+    step += 1
+    model.theta += 1.0
+    save_checkpoint(path, model, optimizer, {"step": step})
+"""
+
+
+def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
+    """A real process rewriting a 5 MB checkpoint in a loop, killed with
+    SIGKILL at several moments: what is on disk always loads whole, and is
+    one of the checkpoints that were completely written."""
+    # Several kills, at different moments: some land mid-write.
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    path = tmp_path / "checkpoint.npz"
+    for delay in (0.05, 0.13, 0.21, 0.34):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().startswith("first checkpoint written")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        checkpoint = load_checkpoint(path)
+        step = checkpoint.state["step"]
+        W = checkpoint.params["encoder.0.W"]
+        reference = VAE(784, (400,), 20, seed=0).params["encoder.0.W"] + np.float32(step)
+        np.testing.assert_allclose(W, reference, rtol=1e-5, atol=1e-3)
+        # (A write cut by SIGKILL may leave its .tmp file behind; nothing reads it.)
