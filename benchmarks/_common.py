@@ -76,6 +76,19 @@ def add_common_arguments(parser, epochs):
     return parser
 
 
+def add_training_arguments(parser):
+    """``--batch-size``, ``--seed``, ``--max-load`` and ``--quiet-wait``, for timed training runs."""
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-load", type=float, default=0.2,
+                        help="an epoch counts (is clean) when other processes used fewer "
+                             "CPUs than this meanwhile (default 0.2)")
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="before each measurement, wait up to this many seconds for other "
+                             "processes to leave the CPUs (0: do not wait; default 60)")
+    return parser
+
+
 def import_torch(threads=None):
     """PyTorch, with its intra-op threads set, or None when it is not installed."""
     try:

@@ -233,18 +233,11 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 1)[1])
     _common.add_common_arguments(parser, epochs=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=1)
+    _common.add_training_arguments(parser)
     parser.add_argument("--repeats", type=int, default=1,
                         help="run the three trainings this many times, interleaved (default 1)")
     parser.add_argument("--no-dataloader", dest="dataloader", action="store_false",
                         help="skip the run with the example's own DataLoader")
-    parser.add_argument("--max-load", type=float, default=0.2,
-                        help="an epoch counts (is clean) when other processes used fewer "
-                             "CPUs than this meanwhile (default 0.2)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="before each run, wait up to this many seconds for other "
-                             "processes to leave the CPUs (0: do not wait; default 60)")
     args = parser.parse_args(argv)
     torch = _common.import_torch(args.threads)
     if torch is None:

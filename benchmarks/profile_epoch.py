@@ -316,16 +316,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 1)[1])
     _common.add_common_arguments(parser, epochs=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=1)
+    _common.add_training_arguments(parser)
     parser.add_argument("--square", type=int, default=2048,
                         help="size of the square sgemm that measures the peak (default 2048)")
-    parser.add_argument("--max-load", type=float, default=0.2,
-                        help="epochs during which other processes used more CPUs than this "
-                             "are left out of the medians (default 0.2)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="wait up to this many seconds for other processes to leave the "
-                             "CPUs before each measurement (0: do not wait; default 60)")
     args = parser.parse_args(argv)
     torch = _common.import_torch(args.threads)
     x_train, _ = _common.mnist_arrays()
