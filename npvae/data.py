@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npvae.checks import is_int
 from npvae.errors import ConfigError, DataError
 
 MNIST_DIR = Path(__file__).resolve().parent / "datasets" / "mnist"
@@ -224,10 +225,6 @@ def _check_generator(rng):
         raise ConfigError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def to_unit_interval(images, dtype=np.float32):
     """Scale uint8 images ``(N, H, W)`` to ``(N, H*W)`` floats ``pixels / 255`` in [0, 1]."""
     images = np.asarray(images)
@@ -270,7 +267,7 @@ def train_validation_split(x, y, n_validation, rng):
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise DataError(f"x has {len(x)} examples but y has {len(y)}")
-    if not _is_int(n_validation) or not 0 < n_validation < len(x):
+    if not is_int(n_validation) or not 0 < n_validation < len(x):
         raise ConfigError(
             f"n_validation must be an int with 0 < n_validation < {len(x)}, got {n_validation!r}"
         )
@@ -304,9 +301,9 @@ def batches(n, batch_size, rng=None):
     in order otherwise. The last batch is shorter when ``batch_size`` does not
     divide ``n`` (it is kept, as with PyTorch's ``drop_last=False``).
     """
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise ConfigError(f"n must be a positive int, got {n!r}")
-    if not _is_int(batch_size) or not 0 < batch_size <= n:
+    if not is_int(batch_size) or not 0 < batch_size <= n:
         raise ConfigError(
             f"batch_size must be a positive int no larger than n={n}, got {batch_size!r}"
         )

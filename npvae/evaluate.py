@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from .backend import to_numpy, xp_of
+from .checks import positive_int
 from .errors import ConfigError
 from .losses import gaussian_kl, gaussian_kl_per_dim, log_normal, log_standard_normal
 from .reparam import reparameterize
@@ -41,15 +42,9 @@ with width the widest decoder layer (at least D)."""
 # ------------------------------------------------------------------ helpers
 
 
-def _check_batch_size(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be a positive integer")
-    return int(value)
-
-
 def _batches(model, x, batch_size):
     """Yield the batches of ``x`` as (B, D) arrays of the model's module and dtype."""
-    batch_size = _check_batch_size("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     n = getattr(x, "shape", (0,))[0]
     if n < 1:
         raise ConfigError(f"x must hold at least one example; got shape {getattr(x, 'shape', None)}")
@@ -201,7 +196,7 @@ def iw_log_weights(model, x, k, rng):
     one draw of shape (k, B, Z) from ``rng``, the same noise ``iw_bound``
     uses for one batch of examples.
     """
-    k = _check_batch_size("k", k)
+    k = positive_int("k", k)
     xb = model.check_input(model.xp.asarray(x))
     mu, logvar = model.encode(xb)
     eps = _draw_eps(model, rng, (k, *mu.shape))
@@ -228,11 +223,11 @@ def iw_bound(model, x, k, rng, batch_size=100, chunk=None):
 
     Shapes: x (N, D).
     """
-    k = _check_batch_size("k", k)
+    k = positive_int("k", k)
     total, n = 0.0, 0
     for xb in _batches(model, x, batch_size):
         mu, logvar = model.encode(xb)
-        size = _default_chunk(model, k, xb.shape[0]) if chunk is None else _check_batch_size("chunk", chunk)
+        size = _default_chunk(model, k, xb.shape[0]) if chunk is None else positive_int("chunk", chunk)
         acc = RunningLogSumExp()
         for start in range(0, k, size):
             eps = _draw_eps(model, rng, (min(size, k - start), *mu.shape))

@@ -50,6 +50,7 @@ import numpy as np
 from . import __version__
 from .activations import ACTIVATIONS
 from .backend import default_rng, get_xp, to_numpy
+from .checks import is_int, number, positive_int
 from .atomic import atomic_write_text
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_model,
                          restore_optimizer, save_checkpoint, config_differences)
@@ -58,6 +59,7 @@ from .data import (binarize_dynamic, binarize_threshold, check_pixels, load_mnis
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
 from .losses import LIKELIHOODS
+from .layers import INITS
 from .optim import Adam, clip_grad_norm, global_norm
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .vae import VAE
@@ -156,30 +158,29 @@ class TrainConfig:
         if self.decoder_hidden is not None:
             self.decoder_hidden = _sizes("decoder_hidden", self.decoder_hidden)
         for name in ("latent", "epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
-            _check_positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         for name in ("max_steps", "n_train", "n_test"):
             if getattr(self, name) is not None:
-                _check_positive_int(name, getattr(self, name))
-        if not _is_int(self.seed) or self.seed < 0:
+                positive_int(name, getattr(self, name))
+        if not is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
-        if not _is_int(self.validation) or self.validation < 0:
+        if not is_int(self.validation) or self.validation < 0:
             raise ConfigError(f"validation={self.validation!r} must be a non-negative integer "
                               "(0 = no validation set)")
-        _check_number("lr", self.lr, positive=True)
-        _check_number("sigma", self.sigma, positive=True)
-        _check_number("beta", self.beta)
-        _check_number("warmup_epochs", self.warmup_epochs)
+        number("lr", self.lr, positive=True)
+        number("sigma", self.sigma, positive=True)
+        number("beta", self.beta)
+        number("warmup_epochs", self.warmup_epochs)
         if self.clip is not None:
-            _check_number("clip", self.clip, positive=True)
+            number("clip", self.clip, positive=True)
         for name, choices in (("activation", ACTIVATIONS), ("likelihood", LIKELIHOODS),
                               ("binarize", BINARIZE), ("dtype", ("float32", "float64"))):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is unknown; choose one of "
                                   f"{', '.join(choices)}")
-        if self.init is not None and (not isinstance(self.init, str)
-                                      or self.init not in ("he", "glorot", "pytorch")):
-            raise ConfigError(f"init={self.init!r} is unknown; choose one of he, glorot, pytorch")
+        if self.init is not None and (not isinstance(self.init, str) or self.init not in INITS):
+            raise ConfigError(f"init={self.init!r} is unknown; choose one of {', '.join(INITS)}")
         get_xp(self.backend)  # unknown name, or CuPy missing: a ConfigError naming the fix
         return self
 
@@ -196,28 +197,12 @@ class TrainConfig:
 RESUMABLE = ("epochs", "figures", "progress", "max_steps", "data_dir", "checkpoint_every")
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_positive_int(name, value):
-    if not _is_int(value) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be a positive integer")
-
-
-def _check_number(name, value, positive=False):
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ConfigError(f"{name}={value!r} must be a {'positive' if positive else 'non-negative'}"
-                          " number")
-
-
 def _sizes(name, value):
     try:
         sizes = tuple(value)
     except TypeError:
         sizes = (value,)
-    if not sizes or not all(_is_int(n) and n > 0 for n in sizes):
+    if not sizes or not all(is_int(n) and n > 0 for n in sizes):
         raise ConfigError(f"{name}={value!r} must be one or more positive integers")
     return tuple(int(n) for n in sizes)
 
@@ -464,7 +449,7 @@ def resume(run_dir, *, epochs=None, max_steps=None, progress=True, figures=True,
 def _check_state(path, state):
     """The trainer's position in a checkpoint, checked before anything uses it."""
     problems = [key for key in ("epoch", "step_in_epoch", "global_step")
-                if not _is_int(state.get(key)) or state[key] < 0]
+                if not is_int(state.get(key)) or state[key] < 0]
     for key, kind in (("metrics", list), ("train_config", dict), ("data", dict)):
         if not isinstance(state.get(key), kind):
             problems.append(key)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
+from .checks import number, positive_int
 from .errors import ConfigError, DataError
 from .layers import INITS, MLP, flatten_parameters
 from .losses import (
@@ -39,25 +40,11 @@ LossTerms = namedtuple("LossTerms", ["loss", "recon", "kl"])
 LossTerms.__doc__ = "The batch loss and its two terms, in nats per example (0-d arrays)."
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be a positive integer")
-    return int(value)
-
-
 def _sizes(name, value):
     """A list of positive layer sizes from a sequence such as (400,) or [128, 64]."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ConfigError(f"{name}={value!r} must be a sequence of positive integers, e.g. (400,)")
-    return [_positive_int(name, n) for n in value]
-
-
-def _number(name, value, low, allow_low):
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-          and np.isfinite(value) and (value >= low if allow_low else value > low))
-    if not ok:
-        raise ConfigError(f"{name}={value!r} must be a number {'>=' if allow_low else '>'} {low}")
-    return float(value)
+    return [positive_int(name, n) for n in value]
 
 
 class VAE:
@@ -83,8 +70,8 @@ class VAE:
     def __init__(self, x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
                  activation="relu", likelihood="bernoulli", sigma=1.0, beta=1.0,
                  init=None, dtype="float32", backend="numpy", seed=0):
-        x_dim = _positive_int("x_dim", x_dim)
-        latent = _positive_int("latent", latent)
+        x_dim = positive_int("x_dim", x_dim)
+        latent = positive_int("latent", latent)
         hidden = _sizes("hidden", hidden)
         decoder_hidden = hidden[::-1] if decoder_hidden is None else _sizes("decoder_hidden", decoder_hidden)
         for name, value, choices in [("activation", activation, ACTIVATIONS),
@@ -94,8 +81,8 @@ class VAE:
             if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
                 raise ConfigError(f"{name}={value!r} is unknown; choose one of "
                                   f"{', '.join(str(c) for c in choices if isinstance(c, str))}")
-        sigma = _number("sigma", sigma, 0, allow_low=False)
-        beta = _number("beta", beta, 0, allow_low=True)
+        sigma = number("sigma", sigma, positive=True)
+        beta = number("beta", beta)
         dtype = np.dtype(dtype)
 
         self.config = dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
