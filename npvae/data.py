@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npvae.backend import xp_of
 from npvae.checks import is_int
 from npvae.errors import ConfigError, DataError
 
@@ -247,10 +248,13 @@ def binarize_dynamic(x, rng):
     """Dynamic binarization: a Bernoulli(p = x) sample, same shape and dtype as ``x``.
 
     ``x`` holds probabilities in [0, 1], float32 or float64. The trainer draws
-    a fresh sample each epoch from its seeded ``rng``.
+    a fresh sample for each batch from its seeded ``rng``. On the host ``rng``
+    is a ``numpy.random.Generator``; for an array on a device (CuPy), the
+    backend's own Generator, so the sample is drawn where ``x`` lives.
     """
-    _check_generator(rng)
-    x = np.asarray(x)
+    if xp_of(x) is np:
+        _check_generator(rng)
+        x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         raise DataError(f"x must be float32 or float64 probabilities, got {x.dtype}")
     return (rng.random(x.shape, dtype=x.dtype) < x).astype(x.dtype)

@@ -505,12 +505,6 @@ class _Trainer:
                     if self.config.binarize == "dynamic" else None)
         return shuffle, noise, binarize
 
-    def binarize(self, xb, rng):
-        if self.xp is np:
-            return binarize_dynamic(xb, rng)
-        # The same formula as data.binarize_dynamic, on the device.
-        return (rng.random(xb.shape, dtype=xb.dtype) < xb).astype(xb.dtype)
-
     def restore_generators(self, noise, binarize, steps):
         """Bring the epoch's generators to where they were after ``steps`` steps.
 
@@ -655,7 +649,7 @@ class _Trainer:
             for step in range(first, len(slices)):
                 xb = self.x_train[order[slices[step]]]
                 if binarize is not None:
-                    xb = self.binarize(xb, binarize)
+                    xb = binarize_dynamic(xb, binarize)
                 # check=False: prepare_data checked every pixel once already.
                 terms = model.forward(xb, rng=noise, beta=self.beta_at(state["global_step"]),
                                       check=False)
