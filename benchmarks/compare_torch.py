@@ -172,7 +172,7 @@ def train_minimal(model, x_train, x_test, orders, epochs, batch_size, seed):
 def subnormal_counts(optimizer):
     tiny = np.finfo(np.float32).tiny
     return {name: int(sum(((a != 0) & (np.abs(a) < tiny)).sum() for a in state.values()))
-            for name, state in (("m", optimizer.m), ("v", optimizer.v))}
+            for name, state in (("m", optimizer.m_sum), ("v", optimizer.v_sum))}
 
 
 # ---------------------------------------------------------------- the comparison

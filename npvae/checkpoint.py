@@ -3,10 +3,10 @@
 Layout of the file (every entry a plain numeric or unicode array):
 
 - ``param/<name>``  each parameter of the model (``param/encoder.0.W``, ...)
-- ``optim/<key>``   each optimizer state array (``optim/m.theta``, ``optim/v.theta``)
+- ``optim/<key>``   each optimizer state array (``optim/m_sum.theta``, ``optim/v_sum.theta``)
 - ``meta``          a 0-d unicode array holding JSON::
 
-      {"format": "npvae-checkpoint", "version": 1,
+      {"format": "npvae-checkpoint", "version": 2,
        "model": VAE.config, "optimizer": {"name", "hyperparameters", "t"},
        "state": {...anything JSON-able the trainer needs: epoch, step, rng states...}}
 
@@ -33,11 +33,11 @@ from .backend import to_numpy
 from .errors import CheckpointError, ConfigError, NpvaeError
 
 FORMAT = "npvae-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: Adam's moments stored as m_sum, v_sum (version 1: m, v)
 CHECKPOINT_NAME = "checkpoint.npz"
 
 # The state arrays each optimizer keeps per parameter group (see optim.py).
-OPTIMIZER_SLOTS = {"adam": ("m", "v"), "sgd": ("velocity",)}
+OPTIMIZER_SLOTS = {"adam": ("m_sum", "v_sum"), "sgd": ("velocity",)}
 
 
 # ---------------------------------------------------------------- saving
@@ -85,7 +85,7 @@ class Checkpoint:
     model_config: dict
     params: dict                      # name -> np.ndarray, shapes as the model's
     optimizer: dict = None            # {"name", "hyperparameters", "t"} or None
-    optimizer_arrays: dict = field(default_factory=dict)  # "m.theta" -> np.ndarray
+    optimizer_arrays: dict = field(default_factory=dict)  # "m_sum.theta" -> np.ndarray
     state: dict = field(default_factory=dict)
 
     def optimizer_state(self):
@@ -206,6 +206,8 @@ def _check_optimizer(path, meta, arrays, reference):
         raise CheckpointError(f"{path}: bad optimizer step count t={t!r}")
     if not isinstance(optim.get("hyperparameters"), dict):
         raise CheckpointError(f"{path}: optimizer entry lacks its hyperparameters")
+    if meta["version"] == 1 and name == "adam":
+        found = _adam_sums_from_version_1(path, found, optim["hyperparameters"])
     # Groups are either the flat buffer "theta" or the named parameters.
     shapes = {"theta": reference.theta.shape, **{k: v.shape for k, v in reference.params.items()}}
     slots = OPTIMIZER_SLOTS[name]
@@ -222,6 +224,19 @@ def _check_optimizer(path, meta, arrays, reference):
     if missing or not groups:
         raise CheckpointError(f"{path}: optimizer state incomplete (missing {missing or slots})")
     return optim, found
+
+
+def _adam_sums_from_version_1(path, found, hyper):
+    """Version 1 kept Adam's m and v; since version 2 it keeps m / (1 - beta1) and v / (1 - beta2)."""
+    betas = {"m": hyper.get("beta1"), "v": hyper.get("beta2")}
+    if not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas.values()):
+        raise CheckpointError(f"{path}: Adam's hyperparameters lack valid beta1 and beta2")
+    converted = {}
+    for key, a in found.items():
+        slot, _, group = key.partition(".")
+        converted[f"{slot}_sum.{group}" if slot in betas else key] = (
+            a / (1 - betas[slot]) if slot in betas else a)
+    return converted
 
 
 def load_checkpoint(path, expect_config=None):
@@ -245,7 +260,8 @@ def load_checkpoint(path, expect_config=None):
     reference = _reference_model(path, config)
     params = _check_params(path, arrays, reference)
     optim, optim_arrays = _check_optimizer(path, meta, arrays, reference)
-    known = {"meta"} | {f"param/{k}" for k in params} | {f"optim/{k}" for k in optim_arrays}
+    # (_check_optimizer has refused any optim/ entry it does not know.)
+    known = {"meta"} | {f"param/{k}" for k in params} | {k for k in arrays if k.startswith("optim/")}
     unknown = sorted(set(arrays) - known)
     if unknown:
         raise CheckpointError(f"{path}: unexpected entries {unknown}")

@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 BLOCK = 65536
 """Elements per block of Adam's update on the CPU: its five float32 arrays of
-this length (1.3 MB) stay in cache through the update's twelve passes."""
+this length (1.3 MB) stay in cache through the update's ten passes."""
 
 
 def _check_pairs(params, grads):
@@ -40,17 +40,27 @@ class Adam:
         m_hat = m / (1 - beta1^t),  v_hat = v / (1 - beta2^t)
         theta = theta - lr m_hat / (sqrt(v_hat) + eps)
 
-    computed in the equivalent order of the paper's section 2 (the bias
-    corrections folded into one step size) to save passes over the arrays.
+    The code keeps the two moments without their constant factors, as the
+    decaying sums ``m_sum = m / (1 - beta1)`` and ``v_sum = v / (1 - beta2)``:
+
+        m_sum = beta1 m_sum + g
+        v_sum = beta2 v_sum + g^2
+        theta = theta - step_t m_sum / (sqrt(v_sum) + eps_t)
+
+    with the constants and bias corrections folded into two scalars a step,
+        step_t = lr (1 - beta1) / (1 - beta1^t) sqrt((1 - beta2^t) / (1 - beta2))
+        eps_t  = eps sqrt((1 - beta2^t) / (1 - beta2)).
+    This is Algorithm 1 exactly in real arithmetic, with two fewer passes
+    over the arrays a step (ten) (derivation: ``derivations.md#adam``).
     ``weight_decay`` > 0 first shrinks theta by (1 - lr weight_decay), the
     decoupled decay of AdamW (Loshchilov and Hutter, 2019).
 
-    Subnormals: where a gradient is exactly zero (a dead ReLU unit), m and v
+    Subnormals: where a gradient is exactly zero (a dead ReLU unit), the sums
     decay geometrically into float32's subnormal range, which CPUs process
     many times slower. Every ``flush_every`` steps, entries smaller in
     magnitude than the dtype's smallest normal number are set to zero. Their
-    effect on the update is below float32's rounding (m_hat < 1e-38 against
-    eps = 1e-8), and zero stays zero while the gradient is zero.
+    effect on the update is below float32's rounding, and zero stays zero
+    while the gradient is zero.
     """
 
     def __init__(self, params, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -64,8 +74,8 @@ class Adam:
         self.lr, self.beta1, self.beta2 = lr, betas[0], betas[1]
         self.eps, self.weight_decay, self.flush_every = eps, weight_decay, flush_every
         self.t = 0
-        self.m = {k: xp_of(p).zeros_like(p) for k, p in params.items()}
-        self.v = {k: xp_of(p).zeros_like(p) for k, p in params.items()}
+        self.m_sum = {k: xp_of(p).zeros_like(p) for k, p in params.items()}
+        self.v_sum = {k: xp_of(p).zeros_like(p) for k, p in params.items()}
         # Scratch for one block of the update (the whole tensor off the CPU).
         self._tmp = {k: xp_of(p).empty(_block(p), dtype=p.dtype) for k, p in params.items()}
 
@@ -76,51 +86,49 @@ class Adam:
         """
         self.t += 1
         b1, b2, t = self.beta1, self.beta2, self.t
-        # lr m_hat / (sqrt(v_hat) + eps) == step m / (sqrt(v) + eps_hat):
-        step = self.lr * (1 - b2**t) ** 0.5 / (1 - b1**t)
-        eps_hat = self.eps * (1 - b2**t) ** 0.5
+        # lr m_hat / (sqrt(v_hat) + eps) == step m_sum / (sqrt(v_sum) + eps_t):
+        scale = ((1 - b2**t) / (1 - b2)) ** 0.5
+        step = self.lr * (1 - b1) / (1 - b1**t) * scale
+        eps_t = self.eps * scale
         flush = self.flush_every and t % self.flush_every == 0
         for k, theta in self.params.items():
-            arrays = [a.reshape(-1) for a in (theta, self.grads[k], self.m[k], self.v[k])]
+            arrays = [a.reshape(-1) for a in (theta, self.grads[k], self.m_sum[k], self.v_sum[k])]
             # On the CPU, in blocks that stay in cache through all the passes
             # below (about 1.7x faster on a 650k-parameter model than whole arrays).
             block = _block(theta)
             for start in range(0, theta.size, block):
                 views = [a[start:start + block] for a in arrays]
-                self._update(*views, self._tmp[k][:views[0].size], step, eps_hat, flush)
+                self._update(*views, self._tmp[k][:views[0].size], step, eps_t, flush)
 
-    def _update(self, theta, g, m, v, tmp, step, eps_hat, flush):
-        """Algorithm 1's update of one block of 1-D views, in place; ``tmp`` is scratch."""
+    def _update(self, theta, g, m_sum, v_sum, tmp, step, eps_t, flush):
+        """The update of one block of 1-D views, in place; ``tmp`` is scratch."""
         xp = xp_of(theta)
-        b1, b2 = self.beta1, self.beta2
         if self.weight_decay:
             theta *= 1 - self.lr * self.weight_decay
-        m *= b1                              # m = b1 m + (1 - b1) g
-        xp.multiply(g, 1 - b1, out=tmp)
-        m += tmp
-        v *= b2                              # v = b2 v + (1 - b2) g^2
+        m_sum *= self.beta1                  # m_sum = b1 m_sum + g
+        m_sum += g
+        v_sum *= self.beta2                  # v_sum = b2 v_sum + g^2
         xp.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v += tmp
-        xp.sqrt(v, out=tmp)                  # theta -= step m / (sqrt(v) + eps_hat)
-        tmp += eps_hat
-        xp.divide(m, tmp, out=tmp)
+        v_sum += tmp
+        xp.sqrt(v_sum, out=tmp)              # theta -= step m_sum / (sqrt(v_sum) + eps_t)
+        tmp += eps_t
+        xp.divide(m_sum, tmp, out=tmp)
         tmp *= step
         theta -= tmp
         if flush:
-            flush_subnormals(m)
-            flush_subnormals(v)
+            flush_subnormals(m_sum)
+            flush_subnormals(v_sum)
 
     def state_dict(self):
-        """Step count and moment estimates, as arrays keyed ``m.<name>``, ``v.<name>``."""
-        return {"t": self.t, **{f"m.{k}": m for k, m in self.m.items()},
-                **{f"v.{k}": v for k, v in self.v.items()}}
+        """Step count and moment sums, as arrays keyed ``m_sum.<name>``, ``v_sum.<name>``."""
+        return {"t": self.t, **{f"m_sum.{k}": a for k, a in self.m_sum.items()},
+                **{f"v_sum.{k}": a for k, a in self.v_sum.items()}}
 
     def load_state_dict(self, state):
         self.t = int(state["t"])
         for k in self.params:
-            self.m[k][...] = state[f"m.{k}"]
-            self.v[k][...] = state[f"v.{k}"]
+            self.m_sum[k][...] = state[f"m_sum.{k}"]
+            self.v_sum[k][...] = state[f"v_sum.{k}"]
 
 
 class SGD:

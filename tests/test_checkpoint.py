@@ -69,24 +69,45 @@ def test_round_trip_restores_everything(saved):
     fresh = VAE(9, (6,), 3, seed=99)
     opt = Adam({"theta": fresh.theta}, {"theta": fresh.dtheta})
     restore_optimizer(ckpt, opt)
-    assert opt.t == 3 and np.array_equal(opt.m["theta"], optimizer.m["theta"])
-    assert np.array_equal(opt.v["theta"], optimizer.v["theta"])
+    assert opt.t == 3 and np.array_equal(opt.m_sum["theta"], optimizer.m_sum["theta"])
+    assert np.array_equal(opt.v_sum["theta"], optimizer.v_sum["theta"])
     rng = np.random.default_rng(0)
     rng.bit_generator.state = ckpt.state["rng"]
     assert rng.random() == np.random.default_rng(7).random()
+
+
+def test_a_version_1_checkpoint_resumes_with_its_adam_moments_converted(saved):
+    """Version 1 stored the paper's m and v; loading rescales them to m_sum and v_sum."""
+    path, model, optimizer = saved
+
+    def to_version_1(arrays):
+        arrays["optim/m.theta"] = arrays.pop("optim/m_sum.theta") * np.float32(1 - optimizer.beta1)
+        arrays["optim/v.theta"] = arrays.pop("optim/v_sum.theta") * np.float32(1 - optimizer.beta2)
+        meta = json.loads(arrays["meta"].item())
+        meta["version"] = 1
+        arrays["meta"] = np.array(json.dumps(meta))
+    rewrite(path, to_version_1)
+    opt = Adam({"theta": model.theta.copy()}, {"theta": model.dtheta})
+    restore_optimizer(load_checkpoint(path), opt)
+    for mine, theirs in ((opt.m_sum, optimizer.m_sum), (opt.v_sum, optimizer.v_sum)):
+        np.testing.assert_allclose(mine["theta"], theirs["theta"], rtol=1e-6)
+        assert not np.array_equal(mine["theta"], theirs["theta"] * np.float32(0.1))
+    edit_meta(path, lambda m: m["optimizer"]["hyperparameters"].pop("beta2"))
+    with pytest.raises(CheckpointError, match="beta1 and beta2"):
+        load_checkpoint(path)
 
 
 def test_the_file_is_plain_arrays_and_a_unicode_meta(saved):
     path, model, _ = saved
     with zipfile.ZipFile(path) as z:
         names = sorted(n[:-len(".npy")] for n in z.namelist())
-    assert names == sorted(["meta", "optim/m.theta", "optim/v.theta"]
+    assert names == sorted(["meta", "optim/m_sum.theta", "optim/v_sum.theta"]
                            + [f"param/{k}" for k in model.params])
     with np.load(path, allow_pickle=False) as npz:
         meta = npz["meta"]
     assert meta.shape == () and meta.dtype.kind == "U"
     decoded = json.loads(meta.item())
-    assert (decoded["format"], decoded["version"]) == ("npvae-checkpoint", 1)
+    assert (decoded["format"], decoded["version"]) == ("npvae-checkpoint", 2)
 
 
 def test_model_from_checkpoint_gives_the_same_model(saved, tmp_path):
@@ -210,7 +231,8 @@ def test_another_architecture_is_refused_naming_the_fields(saved):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda m: m.update(version=2), "newer npvae .checkpoint version 2"),
+    (lambda m: m.update(version=checkpoint.VERSION + 1),
+     f"newer npvae .checkpoint version {checkpoint.VERSION + 1}"),
     (lambda m: m.update(version="1"), "bad checkpoint version"),
     (lambda m: m.update(format="something-else"), "format is 'something-else'"),
     (lambda m: m.pop("model"), "lacks a 'model' object"),
@@ -236,8 +258,8 @@ def test_bad_meta_is_refused(saved, change, match):
     (lambda a: a.update({"param/encoder.0.b": np.zeros(6, np.float64)}),
      "parameter 'encoder.0.b' is float64"),
     (lambda a: a.update({"param/encoder.0.b": np.full(6, np.nan, np.float32)}), "NaN"),
-    (lambda a: a.pop("optim/v.theta"), "optimizer state incomplete"),
-    (lambda a: a.update({"optim/m.theta": np.zeros(3, np.float32)}), "optimizer array 'm.theta'"),
+    (lambda a: a.pop("optim/v_sum.theta"), "optimizer state incomplete"),
+    (lambda a: a.update({"optim/m_sum.theta": np.zeros(3, np.float32)}), "optimizer array 'm_sum.theta'"),
     (lambda a: a.update(extra=np.zeros(1)), "unexpected entries \\['extra'\\]"),
 ])
 def test_bad_entries_are_refused(saved, change, match):

@@ -237,4 +237,4 @@ def test_a_killed_run_resumes_to_the_same_weights(sig, tiny, tmp_path, uninterru
     model = uninterrupted.model
     for k, p in model.params.items():
         assert np.array_equal(final.params[k], p), k
-    assert np.array_equal(final.optimizer_arrays["m.theta"], uninterrupted.optimizer.m["theta"])
+    assert np.array_equal(final.optimizer_arrays["m_sum.theta"], uninterrupted.optimizer.m_sum["theta"])

@@ -63,8 +63,8 @@ def assert_same_run(a, b):
     """Bit-for-bit equal weights, optimizer state and metrics (times aside)."""
     assert np.array_equal(a.model.theta, b.model.theta)
     assert a.optimizer.t == b.optimizer.t
-    assert np.array_equal(a.optimizer.m["theta"], b.optimizer.m["theta"])
-    assert np.array_equal(a.optimizer.v["theta"], b.optimizer.v["theta"])
+    assert np.array_equal(a.optimizer.m_sum["theta"], b.optimizer.m_sum["theta"])
+    assert np.array_equal(a.optimizer.v_sum["theta"], b.optimizer.v_sum["theta"])
     strip = [{k: v for k, v in row.items() if k not in ("seconds", "examples_per_s")}
              for row in a.metrics]
     assert strip == [{k: v for k, v in row.items() if k not in ("seconds", "examples_per_s")}
@@ -178,7 +178,7 @@ def test_a_device_backend_trains_and_resumes_to_the_same_numbers(tiny, tmp_path,
     second = resume(tmp_path / "run", progress=False, figures=False, log=quiet)
     ref = reference["full"]
     assert np.array_equal(to_numpy(second.model.theta), ref.model.theta)
-    assert np.array_equal(to_numpy(second.optimizer.v["theta"]), ref.optimizer.v["theta"])
+    assert np.array_equal(to_numpy(second.optimizer.v_sum["theta"]), ref.optimizer.v_sum["theta"])
     assert [r["test_loss"] for r in second.metrics] == [r["test_loss"] for r in ref.metrics]
 
 
@@ -234,22 +234,44 @@ def test_huge_learning_rate_stops_with_a_clear_error(tiny, tmp_path):
 
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path,
                                                                       monkeypatch):
+    """With --clip the trainer checks the gradient norm as well as the loss terms."""
     calls = {"n": 0}
-    real_norm = training.global_norm
+    real_clip = training.clip_grad_norm
 
-    def norm_goes_infinite_at_step_8(grads):
+    def norm_goes_infinite_at_step_8(grads, max_norm):
         calls["n"] += 1
-        return real_norm(grads) * (np.inf if calls["n"] == 8 else 1)
+        return real_clip(grads, max_norm) * (np.inf if calls["n"] == 8 else 1)
 
-    monkeypatch.setattr(training, "global_norm", norm_goes_infinite_at_step_8)
+    monkeypatch.setattr(training, "clip_grad_norm", norm_goes_infinite_at_step_8)
     path = tmp_path / "run" / "checkpoint.npz"
     with pytest.raises(DivergenceError) as info:
-        train(config(tiny), tmp_path / "run", log=quiet)
+        train(config(tiny, clip=1e6), tmp_path / "run", log=quiet)
     message = str(info.value)
     assert "epoch 2, step 3 of 5 (global step 8): the gradient norm is inf" in message
     assert f"last good checkpoint {path} (global step 5) is kept" in message
     assert load_checkpoint(path).state["global_step"] == 5
     assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == 1
+
+
+def test_a_gradient_that_is_not_finite_stops_training_at_the_next_loss(tiny, tmp_path,
+                                                                        monkeypatch):
+    """Without --clip no norm is taken: the NaN reaches the parameters, and the
+    next step's loss reports it; the last good checkpoint is kept."""
+    calls = {"n": 0}
+    real_step = training.Adam.step
+
+    def nan_gradient_at_step_8(self):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            self.grads["theta"][0] = np.nan
+        real_step(self)
+
+    monkeypatch.setattr(training.Adam, "step", nan_gradient_at_step_8)
+    path = tmp_path / "run" / "checkpoint.npz"
+    with pytest.raises(DivergenceError) as info:
+        train(config(tiny), tmp_path / "run", log=quiet)
+    assert "epoch 2, step 4 of 5 (global step 9): the recon is nan" in str(info.value)
+    assert load_checkpoint(path).state["global_step"] == 5
 
 
 # ---------------------------------------------------------------- run folders and settings

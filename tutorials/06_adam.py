@@ -15,11 +15,14 @@
 # \theta_t = \theta_{t-1} - \alpha \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}.$$
 #
 # The divisions by $1 - \beta^t$ undo the bias of starting the averages at 0.
-# npvae computes the same update in a folded order (fewer passes over the
-# arrays): $\theta_t = \theta_{t-1} - \alpha_t\, m_t / (\sqrt{v_t} + \hat\epsilon)$
-# with $\alpha_t = \alpha \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)$ and
-# $\hat\epsilon = \epsilon \sqrt{1 - \beta_2^t}$. Derivations:
-# [derivations.md, Adam](derivations.md#adam).
+# npvae computes the same update with fewer passes over the arrays: it keeps
+# the decaying sums $M_t = m_t / (1 - \beta_1) = \beta_1 M_{t-1} + g_t$ and
+# $V_t = v_t / (1 - \beta_2) = \beta_2 V_{t-1} + g_t^2$ (`m_sum`, `v_sum`) and
+# folds every constant into two scalars a step:
+# $\theta_t = \theta_{t-1} - \alpha_t\, M_t / (\sqrt{V_t} + \epsilon_t)$ with
+# $c_t = \sqrt{(1 - \beta_2^t) / (1 - \beta_2)}$,
+# $\alpha_t = \alpha\, c_t (1 - \beta_1) / (1 - \beta_1^t)$ and $\epsilon_t = \epsilon\, c_t$.
+# Derivations: [derivations.md, Adam](derivations.md#adam).
 
 # %%
 import sys
@@ -101,7 +104,7 @@ adam = optimize(lambda p, g: Adam(p, g, lr=adam_lr), STEPS)
 sgd = optimize(lambda p, g: SGD(p, g, lr=sgd_lr, momentum=0.9), STEPS)
 max_diff = float(np.abs(hand - adam).max())
 print(f"Algorithm 1 by hand vs npvae.optim.Adam over {STEPS} steps: largest difference {max_diff:.1e}")
-print("(the folded step size rounds differently, by a few units in the last place)")
+print("(the folded form rounds differently, by a few units in the last place)")
 for name, path in (("Adam", adam), ("SGD + momentum", sgd)):
     print(f"{name:<15} ends at ({path[-1, 0]:.4f}, {path[-1, 1]:.4f}), f = {rosenbrock(path[-1]):.2e}")
 
@@ -159,7 +162,7 @@ print("after one AdamW step with a zero gradient, w =", params["w"], "= w0 * (1 
 # ## Subnormals: why npvae flushes tiny moments to zero
 #
 # A ReLU unit that stops firing gets exactly zero gradients; its $m$ then
-# shrinks by 0.9 every step and, after a few hundred steps, falls below
+# shrinks by 0.9 every step (and so does `m_sum`) and, after a few hundred steps, falls below
 # float32's smallest normal number ($1.2 \times 10^{-38}$). CPUs compute on
 # such subnormal numbers many times more slowly. Every `flush_every` steps
 # npvae sets them to zero. Their effect on $\theta$ is far below float32's
@@ -173,14 +176,14 @@ def run_float32(flush_every):
     for t in range(1200):
         grads["w"][...] = [1.0, -0.5] if t < 10 else [0.0, 0.0]  # the unit dies after 10 steps
         opt.step()
-    return params["w"], opt.m["w"]
+    return params["w"], opt.m_sum["w"]
 
 
 w_flushed, m_flushed = run_float32(flush_every=50)
 w_kept, m_kept = run_float32(flush_every=0)
 tiny = np.finfo(np.float32).tiny
-print("m without flushing:", m_kept, " subnormal:", bool(np.all((m_kept != 0) & (np.abs(m_kept) < tiny))))
-print("m with flushing:   ", m_flushed)
+print("m_sum without flushing:", m_kept, " subnormal:", bool(np.all((m_kept != 0) & (np.abs(m_kept) < tiny))))
+print("m_sum with flushing:   ", m_flushed)
 print("parameters bitwise equal:", np.array_equal(w_flushed, w_kept))
 
 # %% [markdown]
