@@ -139,7 +139,7 @@ def train_epochs(model, optimizer, x_train, orders, batch_size, rng, clock=None)
     """The training step of npvae.train (forward, backward, Adam), per epoch.
 
     Returns a list, per epoch, of dicts of seconds: ``epoch`` and, with a
-    ``clock``, each phase; also the subnormal entries of Adam's m and v at
+    ``clock``, each phase; also the subnormal entries of Adam's m_sum and v_sum at
     the epoch's end and the CPUs other processes used meanwhile.
     """
     checked = trainer_forward_options(model)
