@@ -9,8 +9,8 @@ from npvae import ConfigError
 from npvae.optim import SGD, Adam, clip_grad_norm, flush_subnormals, global_norm
 
 
-def algorithm_1(theta, gradients, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-    """Kingma and Ba (2015), Algorithm 1, line by line."""
+def algorithm_1(theta, gradients, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, moments=False):
+    """Kingma and Ba (2015), Algorithm 1, line by line: theta (and m, v with ``moments``)."""
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
     for t, g in enumerate(gradients, start=1):
@@ -19,7 +19,7 @@ def algorithm_1(theta, gradients, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         m_hat = m / (1 - beta1**t)
         v_hat = v / (1 - beta2**t)
         theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
-    return theta
+    return (theta, m, v) if moments else theta
 
 
 def test_adam_matches_algorithm_1():
@@ -37,6 +37,10 @@ def test_adam_matches_algorithm_1():
     np.testing.assert_allclose(params["W"], expected_W, rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(params["b"], expected_b, rtol=1e-14, atol=1e-15)
     assert adam.t == 7
+    # The state is the paper's moments without their constant factors.
+    _, m, v = algorithm_1(W0, [g for g, _ in gradients], 0.01, 0.8, 0.99, 1e-6, moments=True)
+    np.testing.assert_allclose(adam.m_sum["W"] * (1 - 0.8), m, rtol=1e-14)
+    np.testing.assert_allclose(adam.v_sum["W"] * (1 - 0.99), v, rtol=1e-14)
 
 
 def test_adam_on_a_flat_buffer_equals_adam_per_tensor():

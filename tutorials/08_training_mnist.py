@@ -203,17 +203,17 @@ print("metrics.csv holds result.metrics:", same_rows and len(rows) == len(result
 #   reconstruction term falls while the KL rises, more and more slowly: the
 #   model buys better reconstructions with more information in $z$, and the
 #   loss, their sum, falls. When we ran the full version (`NPVAE_FULL=1`, 10
-#   epochs on all of MNIST), the test KL went 20.7, 23.6, 23.9, 24.7 nats in
+#   epochs on all of MNIST), the test KL went 20.7, 23.6, 23.7, 24.7 nats in
 #   the first four epochs and then stayed between 24.6 and 25.3, while the
-#   test reconstruction term went from 105.6 to 80.8 nats.
+#   test reconstruction term went from 105.5 to 80.8 nats.
 # - **The gap between train and test.** In the first epoch the training loss
 #   is far *above* the test loss (162.7 against 126.2 nats in the default
 #   run). That is not the test set being easier: the training number
 #   averages over the epoch's batches, from the untrained model at 550 nats
 #   onwards, while the test number is the model at the end of the epoch.
 #   Later the two close in: in the full run the gap (test minus train) went
-#   from $-36.4$ nats in epoch 1 to $-0.6$ in epoch 10 (training loss 106.1,
-#   test loss 105.5). The test loss never rose above the training loss, so
+#   from $-36.5$ nats in epoch 1 to $-0.5$ in epoch 10 (training loss 106.1,
+#   test loss 105.6). The test loss never rose above the training loss, so
 #   there is no overfitting in 10 epochs: that would show as a test loss
 #   climbing above a still-falling training loss.
 # - **Compare like with like.** These are nats on MNIST's grey pixels in

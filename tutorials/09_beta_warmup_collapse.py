@@ -169,7 +169,7 @@ with np.printoptions(precision=3, suppress=True, linewidth=120):
     print("beta = 8, kl_u sorted:       ", np.sort(runs[8.0]["kl_u"])[::-1])
 
 # %% [markdown]
-# In the default run, three dimensions had variances between 0.011 and
+# In the default run, three dimensions had variances between 0.010 and
 # 0.013: counted as active, while every dimension past the seventh carried
 # less than 0.01 nats.
 
@@ -203,11 +203,11 @@ for plain_row, warm_row in zip(runs[WARMUP_BETA]["result"].metrics, warm["result
 # Once $\beta$ reaches 8 the warm-up run's KL falls as well: warm-up changes
 # the path more than the destination. Where it ends after the same number of steps, in our default
 # run: 18 active units instead of 10, 8 dimensions above 0.1 nats instead of
-# 6, and a better ELBO (157.8 against 162.0 nats). The dimensions that were
+# 6, and a better ELBO (158.2 against 162.2 nats). The dimensions that were
 # in use when the price went up were worth keeping, for a while at least:
 # in the full run the two ended close, 9 active units against 7 and 8
 # dimensions above 0.1 nats against 6, with the ELBO slightly *worse* after
-# warm-up (143.1 against 142.4 nats).
+# warm-up (143.4 against 142.0 nats).
 # At $\beta = 1$ there is nothing for warm-up to rescue here: without it,
 # all 20 dimensions stayed in use (the first table). Our decoder, an MLP
 # that draws each pixel independently given $z$, needs the code to draw a

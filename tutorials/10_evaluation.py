@@ -128,7 +128,7 @@ print(f"estimated NLL of these {len(x_eval)} digits, -L_{k_max}: {-bounds[k_max]
 # The bound rises with $k$, by less and less. In the default run, going
 # from $k = 1$ to 10 gained 1.8 nats and from 10 to 100 another 0.6; when we
 # ran the full version (10 epochs) the three tenfold steps to $k = 1000$
-# gained 2.2, 0.9 and 0.5 nats, 3.5 in all ($\mathcal{L}_1 = -151.9$,
+# gained 2.2, 0.8 and 0.5 nats, 3.4 in all ($\mathcal{L}_1 = -151.8$,
 # $\mathcal{L}_{1000} = -148.4$). Since $\mathcal{L}_k$ approaches
 # $\log p(x)$ from below, the rise is a lower estimate of the **gap of the
 # ELBO**,
@@ -139,7 +139,7 @@ print(f"estimated NLL of these {len(x_eval)} digits, -L_{k_max}: {-bounds[k_max]
 # weights is a steadier number than one weight.
 #
 # Reading the numbers: about 150 nats per digit (148.4 in the full run),
-# where tutorial 8's 20-dimensional model reached 105.5 on the same pixels.
+# where tutorial 8's 20-dimensional model reached 105.6 on the same pixels.
 # Two latent dimensions hold little: the KL, the information in $z$, is
 # about 5 nats (printed above).
 #
@@ -171,7 +171,7 @@ for path in (latents_figure, manifold_figure):
 # The means spread over a region about the prior's size (their standard
 # deviations, printed above, are between 1 and 2; the prior's is 1): the KL
 # keeps them there. In the default run, the nearest class centre was right
-# for 54% of the digits; in the full run, 58%.
+# for 54% of the digits; in the full run, 57%.
 # Classes that are drawn alike (4 and 9, 3, 5 and 8) border each other,
 # which is why the nearest-centre score is far from perfect.
 #

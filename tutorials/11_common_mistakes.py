@@ -201,7 +201,7 @@ show("fixed (seed preset)", results["fixed (seed preset)"])
 # detail noise (tutorial 3), so information in $z$ is dear, and its
 # reconstructions and samples are blurred. Trained longer it gives up
 # dimensions, as the large $\beta$ of tutorial 9 did: when we ran the full
-# version (10 epochs on all 60,000 digits) it kept 4 active units and 3.7
+# version (10 epochs on all 60,000 digits) it kept 4 active units and 3.6
 # nats, where tutorial 8's Bernoulli model put 25 nats in its code.
 #
 # ## (a) An encoder with no variance output
