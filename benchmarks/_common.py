@@ -6,6 +6,7 @@ calls ``threads_from_argv()`` at its very top, before importing NumPy; this
 module imports nothing heavy at import time for that reason.
 """
 
+import argparse
 import json
 import os
 import platform
@@ -58,6 +59,17 @@ def threads_from_argv(argv=None):
             sys.exit(f"--engine {engine}: no npvae/ package there")
         sys.path.insert(0, str(Path(engine).resolve()))
     return threads
+
+
+def script_parser(doc, epochs, training=False):
+    """A script's argument parser: its docstring as the help (first line, then the
+    rest as the epilogue), the common arguments and, with ``training``, the
+    timed-training ones."""
+    first, _, rest = doc.partition("\n")
+    parser = argparse.ArgumentParser(description=first, epilog=rest,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, epochs)
+    return add_training_arguments(parser) if training else parser
 
 
 def add_common_arguments(parser, epochs):

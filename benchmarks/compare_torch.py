@@ -34,7 +34,6 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
 
     threads_from_argv()
 
-import argparse
 import importlib.util
 import inspect
 import tempfile
@@ -229,11 +228,7 @@ def summarise(runs, max_load):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 1)[1])
-    _common.add_common_arguments(parser, epochs=3)
-    _common.add_training_arguments(parser)
+    parser = _common.script_parser(__doc__, epochs=3, training=True)
     parser.add_argument("--repeats", type=int, default=1,
                         help="run the three trainings this many times, interleaved (default 1)")
     parser.add_argument("--no-dataloader", dest="dataloader", action="store_false",

@@ -16,7 +16,6 @@ if __name__ == "__main__":  # threads first, as in every script here
 
     threads_from_argv()
 
-import argparse
 import os
 import re
 import subprocess
@@ -50,10 +49,7 @@ def slowest(output):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 1)[1])
-    _common.add_common_arguments(parser, epochs=0)
+    parser = _common.script_parser(__doc__, epochs=0)
     parser.set_defaults(epochs=None)
     for action in parser._actions:
         if action.dest == "epochs":

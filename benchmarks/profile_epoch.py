@@ -32,7 +32,6 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
 
     threads_from_argv()
 
-import argparse
 import inspect
 import time
 from collections import defaultdict
@@ -305,11 +304,7 @@ def subnormal_penalty(n=652824):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 1)[1])
-    _common.add_common_arguments(parser, epochs=3)
-    _common.add_training_arguments(parser)
+    parser = _common.script_parser(__doc__, epochs=3, training=True)
     parser.add_argument("--square", type=int, default=2048,
                         help="size of the square sgemm that measures the peak (default 2048)")
     args = parser.parse_args(argv)

@@ -313,12 +313,9 @@ def train_torch(x_train, x_test, epochs, batch_size=BATCH_SIZE, seed=1, flush_de
 
 def main(argv=None):
     """Train the example alone on npvae's MNIST and print its epochs."""
-    import argparse
-
     from benchmarks import _common
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    _common.add_common_arguments(parser, epochs=3)
+    parser = _common.script_parser(__doc__, epochs=3)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--flush-denormal", action="store_true",
