@@ -234,8 +234,10 @@ def _adam_sums_from_version_1(path, found, hyper):
     converted = {}
     for key, a in found.items():
         slot, _, group = key.partition(".")
-        converted[f"{slot}_sum.{group}" if slot in betas else key] = (
-            a / (1 - betas[slot]) if slot in betas else a)
+        if slot in betas:                       # m.theta -> m_sum.theta = m / (1 - beta1)
+            converted[f"{slot}_sum.{group}"] = a / (1 - betas[slot])
+        else:                                   # left for _check_optimizer to refuse
+            converted[key] = a
     return converted
 
 
