@@ -539,14 +539,14 @@ class _Trainer:
         xp = self.xp
         host = to_numpy(xp.stack([values for *_, values in pending])).astype(np.float64)
         for (b, epoch, step, global_step, _), row in zip(pending, host):
-            for name, value in zip(("recon", "kl", "loss", "gradient norm"),
-                                   (row[1], row[2], row[0], *row[3:])):
+            # row: recon, kl, loss and, with clipping, the gradient norm
+            for name, value in zip(("recon", "kl", "loss", "gradient norm"), row):
                 if not math.isfinite(value):
                     self.diverged(epoch, step, global_step, name, value)
             sums["n"] += b
-            sums["loss"] += b * float(row[0])
-            sums["recon"] += b * float(row[1])
-            sums["kl"] += b * float(row[2])
+            sums["recon"] += b * float(row[0])
+            sums["kl"] += b * float(row[1])
+            sums["loss"] += b * float(row[2])
         if bar is not None:
             bar.update(len(pending))
             bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", refresh=False)
@@ -656,7 +656,7 @@ class _Trainer:
                 terms = model.forward(xb, rng=noise, beta=self.beta_at(state["global_step"]),
                                       check=False)
                 model.backward()
-                checked = [terms.loss, terms.recon, terms.kl]
+                checked = [terms.recon, terms.kl, terms.loss]
                 if cfg.clip:
                     checked.append(clip_grad_norm(grads, cfg.clip))
                 self.optimizer.step()
