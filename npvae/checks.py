@@ -2,6 +2,7 @@
 that name the argument and its value."""
 
 import math
+import os
 
 import numpy as np
 
@@ -28,3 +29,34 @@ def number(name, value, positive=False):
         raise ConfigError(f"{name}={value!r} must be a {'positive' if positive else 'non-negative'}"
                           " number")
     return float(value)
+
+
+# The largest model npvae builds unless told otherwise: 10^8 parameters are 400 MB in float32,
+# and training holds four such arrays (parameters, gradients, Adam's two moments). It keeps a
+# typo (--hidden 10000000) or a hostile config from asking for terabytes.
+MAX_PARAMETERS = 100_000_000
+MAX_PARAMETERS_ENV = "NPVAE_MAX_PARAMETERS"
+
+
+def max_parameters():
+    """``MAX_PARAMETERS``, or the environment's ``NPVAE_MAX_PARAMETERS`` for those who mean it."""
+    text = os.environ.get(MAX_PARAMETERS_ENV)
+    if text is None:
+        return MAX_PARAMETERS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigError(f"{MAX_PARAMETERS_ENV}={text!r} must be a positive integer")
+    return limit
+
+
+def parameter_count(n):
+    """``n`` (the parameters a model would have), or a ConfigError if beyond ``max_parameters()``."""
+    limit = max_parameters()
+    if n > limit:
+        size = f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+        raise ConfigError(f"the model would have {size} parameters, more than the limit of "
+                          f"{limit:,} (set {MAX_PARAMETERS_ENV} to allow more)")
+    return n

@@ -128,6 +128,13 @@ class MLP:
     def __repr__(self):
         return f"MLP({', '.join(map(repr, self.layers))})"
 
+    @staticmethod
+    def shapes(sizes):
+        """``{"0.W": (n_in, n_out), "0.b": (n_out,), "2.W": ...}``: the names and shapes
+        ``MLP(sizes).params`` would have, without allocating anything."""
+        return {f"{2 * i}.{k}": shape for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+                for k, shape in (("W", (n_in, n_out)), ("b", (n_out,)))}
+
 
 def flatten_parameters(layers, xp=np):
     """Move every parameter and gradient of ``layers`` into two flat buffers.

@@ -15,6 +15,7 @@ output collects two paths: through z (the reconstruction) and directly (the
 KL). Derivation: ``tutorials/derivations.md``, section "The whole ELBO".
 """
 
+import math
 from collections import namedtuple
 from functools import partial
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
-from .checks import number, positive_int
+from .checks import number, parameter_count, positive_int
 from .errors import ConfigError, DataError
 from .layers import INITS, MLP, flatten_parameters
 from .losses import (
@@ -45,6 +46,20 @@ def _sizes(name, value):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ConfigError(f"{name}={value!r} must be a sequence of positive integers, e.g. (400,)")
     return [positive_int(name, n) for n in value]
+
+
+def parameter_shapes(config):
+    """Every parameter's name and shape for a ``VAE.config`` (``x_dim``, ``hidden``, ``latent``,
+    ``decoder_hidden``), without allocating anything; a ConfigError for sizes that are not
+    positive integers or a model beyond ``checks.max_parameters()``."""
+    x_dim, latent = positive_int("x_dim", config["x_dim"]), positive_int("latent", config["latent"])
+    hidden = _sizes("hidden", config["hidden"])
+    decoder_hidden = hidden[::-1] if config.get("decoder_hidden") is None else \
+        _sizes("decoder_hidden", config["decoder_hidden"])
+    shapes = {**{f"encoder.{k}": s for k, s in MLP.shapes([x_dim, *hidden, 2 * latent]).items()},
+              **{f"decoder.{k}": s for k, s in MLP.shapes([latent, *decoder_hidden, x_dim]).items()}}
+    parameter_count(sum(math.prod(s) for s in shapes.values()))
+    return shapes
 
 
 class VAE:
@@ -88,6 +103,7 @@ class VAE:
         self.config = dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
                            activation=activation, likelihood=likelihood, sigma=sigma,
                            beta=beta, init=init, dtype=dtype.name)
+        parameter_shapes(self.config)  # refuse a model beyond the size limit before allocating it
         self.xp = xp = get_xp(backend)
         self.backend = backend
         self.x_dim, self.latent, self.beta, self.dtype = x_dim, latent, beta, dtype
