@@ -21,6 +21,10 @@ shape and dtype) before returning: a file is loaded whole or refused with a
 """
 
 import json
+import math
+import os
+import stat
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -93,44 +97,124 @@ class Checkpoint:
         return {"t": self.optimizer["t"], **self.optimizer_arrays}
 
 
-def _read_arrays(path):
-    """Every array of the .npz at ``path``, read fully (so corruption shows now)."""
+# Bounds on what a file may make npvae read, checked before anything is decompressed.
+MAX_META_BYTES = 64 * 2**20   # the JSON metadata (4 bytes a character in the file)
+MAX_ENTRIES = 10_000          # members of the archive
+MAX_JSON_DEPTH = 64           # nesting of the metadata (npvae writes 4 levels)
+MAX_DEFLATE_RATIO = 1032      # deflate cannot inflate more than this: beyond it, a lie
+
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError, struct.error)
+
+
+def _open_file(path):
+    """``path`` opened for reading, or a CheckpointError unless it is a regular file.
+
+    ``os.stat`` comes first, so a FIFO or a device is never opened (it could
+    hang); ``fstat`` on the open descriptor catches a path swapped between.
+    """
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path}: not an npvae checkpoint (a single .npy array, "
-                                  "not an .npz archive)")
-        with npz:
-            arrays = {}
-            for key in npz.files:
-                try:
-                    arrays[key] = npz[key]
-                except ValueError as err:
-                    if "allow_pickle" in str(err):
-                        raise CheckpointError(
-                            f"{path}: entry {key!r} is an object array (pickled Python "
-                            "objects); refused, since loading it could run code") from err
-                    raise
-            return arrays
-    except CheckpointError:
-        raise
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise CheckpointError(f"{path}: {kind}, not a checkpoint file")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint file") from err
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({err})") from err
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from err
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise CheckpointError(f"{path}: not a regular file, not a checkpoint file")
+    return f
 
 
-def _decode_meta(path, arrays):
-    if "meta" not in arrays:
-        raise CheckpointError(f"{path}: missing the 'meta' entry; not an npvae checkpoint")
-    meta = arrays["meta"]
-    if meta.shape != () or meta.dtype.kind != "U":
-        raise CheckpointError(f"{path}: 'meta' must be a 0-d unicode array, got "
-                              f"{meta.dtype} of shape {meta.shape}")
+def _members(path, archive):
+    """``{key: ZipInfo}`` of the archive's ``.npy`` members, names and sizes checked.
+
+    Only ``meta``, ``param/*`` and ``optim/*`` are npvae's; a member that
+    claims to inflate beyond what deflate can do is a lie (a bomb).
+    """
+    infos = archive.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise CheckpointError(f"{path}: {len(infos)} entries; not an npvae checkpoint")
+    members, unexpected = {}, []
+    for info in infos:
+        key = info.filename.removesuffix(".npy")
+        if (key != "meta" and not key.startswith(("param/", "optim/"))) or key in members:
+            unexpected.append(key)
+            continue
+        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED,
+                                                              zipfile.ZIP_DEFLATED):
+            raise CheckpointError(f"{path}: entry {key!r} is encrypted or compressed with a "
+                                  "method npvae does not read")
+        stored = info.compress_type == zipfile.ZIP_STORED
+        if info.file_size > (1 if stored else MAX_DEFLATE_RATIO) * max(info.compress_size, 1):
+            raise CheckpointError(f"{path}: entry {key!r} claims {info.file_size} bytes from "
+                                  f"{info.compress_size} stored; corrupt, or a decompression bomb")
+        members[key] = info
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected entries {sorted(unexpected)}")
+    return members
+
+
+def _header(path, archive, key, info):
+    """``(shape, dtype)`` from the ``.npy`` header of member ``key``, reading nothing more.
+
+    The member's declared size must be the header plus exactly the data its
+    shape and dtype imply, so reading it later inflates no more than that.
+    """
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"entry {key!r} has .npy format version {version}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        header_size = f.tell()
+    if dtype.hasobject:
+        raise CheckpointError(f"{path}: entry {key!r} is an object array (pickled Python "
+                              "objects); refused, since loading it could run code")
+    implied = header_size + math.prod(shape) * dtype.itemsize
+    if info.file_size != implied:
+        raise CheckpointError(f"{path}: entry {key!r} holds {info.file_size} bytes but its "
+                              f"header ({dtype}{list(shape)}) implies {implied}")
+    return shape, dtype
+
+
+def _read(archive, key, info):
+    """The array of member ``key`` (its header already checked), read whole."""
+    with archive.open(info) as f:
+        array = np.lib.format.read_array(f, allow_pickle=False)
+        if f.read(1):  # reading to the end also checks the member's CRC
+            raise ValueError(f"trailing bytes in entry {key!r}")
+    return array
+
+
+def _depth(value):
+    """How deeply decoded JSON nests lists and dicts (up to MAX_JSON_DEPTH + 1), iteratively."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            deepest = max(deepest, depth)
+            stack += [(v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                               else value)]
+    return deepest
+
+
+def _decode_meta(path, meta):
+    """The checked JSON held by ``meta``, a 0-d unicode array."""
     try:
         meta = json.loads(meta.item())
+    except RecursionError as err:
+        raise CheckpointError(f"{path}: 'meta' nests too deeply to read") from err
     except ValueError as err:
         raise CheckpointError(f"{path}: 'meta' is not valid JSON ({err})") from err
+    if _depth(meta) > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{path}: 'meta' nests more than {MAX_JSON_DEPTH} levels deep")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path}: format is {found!r}, not {FORMAT!r}")
@@ -158,8 +242,25 @@ def config_differences(found, expected):
     return diffs
 
 
+def _invalid_config(path, err):
+    return CheckpointError(f"{path}: the model config in the checkpoint is invalid ({err})")
+
+
+def _expected_params(path, config):
+    """``({name: shape}, dtype)`` the stored config implies, with nothing allocated."""
+    from .vae import parameter_shapes
+
+    try:
+        shapes = parameter_shapes(config)
+        if config.get("dtype") not in ("float32", "float64"):
+            raise ConfigError(f"dtype={config.get('dtype')!r} is not float32 or float64")
+    except (KeyError, TypeError, NpvaeError) as err:
+        raise _invalid_config(path, err) from err
+    return shapes, np.dtype(config["dtype"])
+
+
 def _reference_model(path, config):
-    """A VAE built from ``config`` (checked by VAE itself), for its parameter shapes."""
+    """A VAE built from ``config``: VAE's own checks of everything in it."""
     from .vae import VAE
 
     try:
@@ -169,35 +270,31 @@ def _reference_model(path, config):
         latent = kwargs.pop("latent")
         return VAE(x_dim, tuple(hidden), latent, **kwargs)
     except (KeyError, TypeError, NpvaeError) as err:
-        raise CheckpointError(f"{path}: the model config in the checkpoint is invalid "
-                              f"({err})") from err
+        raise _invalid_config(path, err) from err
 
 
-def _check_params(path, arrays, reference):
-    expected = {k: (v.shape, v.dtype) for k, v in reference.params.items()}
-    found = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    missing = [k for k in expected if k not in found]
-    extra = [k for k in found if k not in expected]
+def _check_param_headers(path, headers, shapes, dtype):
+    found = {k[len("param/"):]: v for k, v in headers.items() if k.startswith("param/")}
+    missing = [k for k in shapes if k not in found]
+    extra = [k for k in found if k not in shapes]
     if missing or extra:
         raise CheckpointError(f"{path}: parameters do not match the model config "
                               f"(missing {missing}, unexpected {extra})")
-    for k, (shape, dtype) in expected.items():
-        a = found[k]
-        if a.shape != shape or a.dtype != dtype:
-            raise CheckpointError(f"{path}: parameter {k!r} is {a.dtype}{list(a.shape)}; the model "
-                                  f"config needs {dtype}{list(shape)}")
-        if not np.isfinite(a).all():
-            raise CheckpointError(f"{path}: parameter {k!r} holds NaN or infinite values")
-    return {k: found[k] for k in expected}
+    for k, shape in shapes.items():
+        found_shape, found_dtype = found[k]
+        if found_shape != shape or found_dtype != dtype:
+            raise CheckpointError(f"{path}: parameter {k!r} is {found_dtype}{list(found_shape)}; "
+                                  f"the model config needs {dtype}{list(shape)}")
 
 
-def _check_optimizer(path, meta, arrays, reference):
+def _check_optimizer_headers(path, meta, headers, shapes, dtype):
+    """The checked 'optimizer' entry of meta (or None), against the optim/ members' headers."""
     optim = meta.get("optimizer")
-    found = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    found = {k[len("optim/"):]: v for k, v in headers.items() if k.startswith("optim/")}
     if optim is None:
         if found:
             raise CheckpointError(f"{path}: optimizer arrays without an 'optimizer' entry in meta")
-        return None, {}
+        return None
     name, t = optim.get("name"), optim.get("t")
     if name not in OPTIMIZER_SLOTS:
         raise CheckpointError(f"{path}: unknown optimizer {name!r}; known: "
@@ -206,24 +303,39 @@ def _check_optimizer(path, meta, arrays, reference):
         raise CheckpointError(f"{path}: bad optimizer step count t={t!r}")
     if not isinstance(optim.get("hyperparameters"), dict):
         raise CheckpointError(f"{path}: optimizer entry lacks its hyperparameters")
-    if meta["version"] == 1 and name == "adam":
-        found = _adam_sums_from_version_1(path, found, optim["hyperparameters"])
+    slots = ("m", "v") if meta["version"] == 1 and name == "adam" else OPTIMIZER_SLOTS[name]
     # Groups are either the flat buffer "theta" or the named parameters.
-    shapes = {"theta": reference.theta.shape, **{k: v.shape for k, v in reference.params.items()}}
-    slots = OPTIMIZER_SLOTS[name]
+    groups_shapes = {"theta": (sum(math.prod(s) for s in shapes.values()),), **shapes}
     groups = set()
-    for key, a in found.items():
+    for key, (shape, found_dtype) in found.items():
         slot, _, group = key.partition(".")
-        if slot not in slots or group not in shapes:
+        if slot not in slots or group not in groups_shapes:
             raise CheckpointError(f"{path}: unexpected optimizer array {key!r} for {name}")
-        if a.shape != shapes[group] or a.dtype != reference.theta.dtype:
-            raise CheckpointError(f"{path}: optimizer array {key!r} is {a.dtype}{list(a.shape)}; "
-                                  f"expected {reference.theta.dtype}{list(shapes[group])}")
+        if shape != groups_shapes[group] or found_dtype != dtype:
+            raise CheckpointError(f"{path}: optimizer array {key!r} is {found_dtype}{list(shape)}; "
+                                  f"expected {dtype}{list(groups_shapes[group])}")
         groups.add(group)
     missing = [f"{s}.{g}" for g in sorted(groups) for s in slots if f"{s}.{g}" not in found]
     if missing or not groups:
         raise CheckpointError(f"{path}: optimizer state incomplete (missing {missing or slots})")
-    return optim, found
+    return optim
+
+
+def _check_optimizer_values(path, meta, optim, arrays):
+    """The optimizer arrays (version-1 Adam converted), refused if NaN, infinite or, for
+    Adam's second moments, negative: a sum of squares never is."""
+    found = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    if optim is None:
+        return {}
+    if meta["version"] == 1 and optim["name"] == "adam":
+        found = _adam_sums_from_version_1(path, found, optim["hyperparameters"])
+    for key, a in found.items():
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: optimizer array {key!r} holds NaN or infinite values")
+        if key.startswith("v_sum.") and (a < 0).any():
+            raise CheckpointError(f"{path}: optimizer array {key!r} holds negative values (Adam's "
+                                  "second moments are sums of squares)")
+    return found
 
 
 def _adam_sums_from_version_1(path, found, hyper):
@@ -234,11 +346,44 @@ def _adam_sums_from_version_1(path, found, hyper):
     converted = {}
     for key, a in found.items():
         slot, _, group = key.partition(".")
-        if slot in betas:                       # m.theta -> m_sum.theta = m / (1 - beta1)
-            converted[f"{slot}_sum.{group}"] = a / (1 - betas[slot])
-        else:                                   # left for _check_optimizer to refuse
-            converted[key] = a
+        converted[f"{slot}_sum.{group}"] = a / (1 - betas[slot])  # m.theta -> m_sum.theta
     return converted
+
+
+def _load(path, archive, expect_config):
+    """load_checkpoint's work on an open archive: every check before the reads it guards."""
+    members = _members(path, archive)
+    if "meta" not in members:
+        raise CheckpointError(f"{path}: missing the 'meta' entry; not an npvae checkpoint")
+    shape, dtype = _header(path, archive, "meta", members["meta"])
+    if shape != () or dtype.kind != "U":
+        raise CheckpointError(f"{path}: 'meta' must be a 0-d unicode array, got "
+                              f"{dtype} of shape {shape}")
+    if members["meta"].file_size > MAX_META_BYTES:
+        raise CheckpointError(f"{path}: 'meta' is {members['meta'].file_size} bytes, more than "
+                              f"{MAX_META_BYTES}")
+    meta = _decode_meta(path, _read(archive, "meta", members["meta"]))
+    config = meta["model"]
+    if expect_config is not None:
+        diffs = config_differences(config, dict(expect_config))
+        if diffs:
+            raise CheckpointError(f"{path}: the checkpoint's model differs from the one expected: "
+                                  + "; ".join(diffs))
+    shapes, dtype = _expected_params(path, config)
+    headers = {key: _header(path, archive, key, info) for key, info in members.items()
+               if key != "meta"}
+    _check_param_headers(path, headers, shapes, dtype)
+    optim = _check_optimizer_headers(path, meta, headers, shapes, dtype)
+    # Every member's size is now what the config implies: reading them is bounded by it.
+    arrays = {key: _read(archive, key, members[key]) for key in headers}
+    params = {k: arrays[f"param/{k}"] for k in shapes}
+    for k, a in params.items():
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: parameter {k!r} holds NaN or infinite values")
+    optim_arrays = _check_optimizer_values(path, meta, optim, arrays)
+    _reference_model(path, config)
+    return Checkpoint(path=path, model_config=config, params=params, optimizer=optim,
+                      optimizer_arrays=optim_arrays, state=meta["state"])
 
 
 def load_checkpoint(path, expect_config=None):
@@ -246,29 +391,34 @@ def load_checkpoint(path, expect_config=None):
 
     ``expect_config`` (a ``VAE.config``) makes any difference in the model
     config an error that names the differing fields. Raises ``CheckpointError``
-    naming the file for a missing, truncated or corrupt file, an object
-    (pickle) array, a wrong format name, a newer version, missing or extra
-    entries, and shapes or dtypes that do not match the config.
+    naming the file for anything but a regular file, a missing, truncated or
+    corrupt file, an object (pickle) array, a wrong format name, a newer
+    version, missing or extra entries, shapes or dtypes that do not match the
+    config, a model beyond ``checks.max_parameters()``, and NaN or impossible
+    values.
+
+    Nothing large comes from something small: the zip directory and each
+    member's ``.npy`` header are read first, and every member must declare
+    exactly the size the stored config implies, before any data is inflated.
     """
     path = Path(path)
-    arrays = _read_arrays(path)
-    meta = _decode_meta(path, arrays)
-    config = meta["model"]
-    if expect_config is not None:
-        diffs = config_differences(config, dict(expect_config))
-        if diffs:
-            raise CheckpointError(f"{path}: the checkpoint's model differs from the one expected: "
-                                  + "; ".join(diffs))
-    reference = _reference_model(path, config)
-    params = _check_params(path, arrays, reference)
-    optim, optim_arrays = _check_optimizer(path, meta, arrays, reference)
-    # (_check_optimizer has refused any optim/ entry it does not know.)
-    known = {"meta"} | {f"param/{k}" for k in params} | {k for k in arrays if k.startswith("optim/")}
-    unknown = sorted(set(arrays) - known)
-    if unknown:
-        raise CheckpointError(f"{path}: unexpected entries {unknown}")
-    return Checkpoint(path=path, model_config=config, params=params, optimizer=optim,
-                      optimizer_arrays=optim_arrays, state=meta["state"])
+    with _open_file(path) as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise CheckpointError(f"{path}: not an npvae checkpoint (a single .npy array, "
+                                  "not an .npz archive)")
+        f.seek(0)
+        try:
+            archive = zipfile.ZipFile(f)
+        except _READ_ERRORS as err:
+            raise CheckpointError(f"{path}: not an npvae checkpoint (not a zip archive, or a "
+                                  f"truncated one: {err})") from err
+        with archive:
+            try:
+                return _load(path, archive, expect_config)
+            except CheckpointError:
+                raise
+            except _READ_ERRORS as err:
+                raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({err})") from err
 
 
 def restore_model(checkpoint, model):
