@@ -9,8 +9,10 @@ Shapes: images are ``(N, H, W)`` uint8 as stored, and ``(N, D)`` floats in
 Randomness comes only from a ``numpy.random.Generator`` passed in.
 """
 
-import gzip
 import hashlib
+import math
+import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,28 +57,64 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 # ---------------------------------------------------------------- IDX files
 
+INFLATE_CHUNK = 1 << 20       # bytes of output per step of the streaming inflate
+MAX_DEFLATE_RATIO = 1032      # deflate cannot inflate more than this: beyond it, a lie
+
 
 def _read_file(path):
-    """Return ``(on_disk, idx)``: the file's bytes and its IDX bytes (gunzipped if gzip)."""
+    """Return ``(on_disk, idx)``: the file's bytes and its IDX bytes (gunzipped if gzip).
+
+    Only a regular file is opened (a FIFO would hang). Gzip data is inflated
+    in a stream that stops as soon as it passes the size its IDX header
+    declares, so a small file cannot make npvae hold a large one.
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DataError(f"{path}: not a regular file")
         on_disk = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
     if not on_disk.startswith(GZIP_MAGIC):
         return on_disk, on_disk
     try:
-        return on_disk, gzip.decompress(on_disk)
+        return on_disk, _inflate(on_disk, path)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt gzip data ({e})") from e
 
 
-def _parse_idx(data, path):
-    """Parse IDX bytes into a native-endian array; ``path`` only names the file in errors."""
+def _inflate(data, path):
+    """The bytes of gzip ``data`` (one or more members), inflated no further than the IDX
+    header at their start declares (plus one chunk, to see that more follows)."""
+    out, limit = bytearray(), None
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+        while not inflater.eof:
+            chunk = inflater.decompress(data, INFLATE_CHUNK)
+            data = inflater.unconsumed_tail
+            out += chunk
+            if limit is None and len(out) >= 4 and len(out) >= 4 + 4 * out[3]:
+                _, shape, header, expected = _idx_header(out, path)
+                if expected > MAX_DEFLATE_RATIO * len(data) + len(out) + INFLATE_CHUNK:
+                    raise DataError(f"{path}: dims {shape} need {expected} data bytes, more than "
+                                    f"its compressed data can hold")
+                limit = header + expected
+            if limit is not None and len(out) > limit:
+                raise DataError(f"{path}: trailing bytes after the data of dims {shape} "
+                                f"(inflating stopped at {len(out)} bytes; the dims imply {limit})")
+            if not chunk and not data:
+                raise EOFError("compressed data ended before the end of the stream")
+        data = inflater.unused_data
+    return out
+
+
+def _idx_header(data, path):
+    """``(dtype, shape, header_size, data_bytes)`` of IDX bytes, checked; ``path`` names the
+    file in errors. Sizes are Python integers, so no dims can overflow them."""
     if len(data) < 4:
         raise DataError(f"{path}: too short for an IDX header ({len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
         raise DataError(
-            f"{path}: bad IDX magic number {data[:4].hex()} (must start with two zero bytes)"
+            f"{path}: bad IDX magic number {bytes(data[:4]).hex()} (must start with two zero bytes)"
         )
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
@@ -87,9 +125,14 @@ def _parse_idx(data, path):
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return dtype, shape, header, math.prod(shape) * dtype.itemsize
+
+
+def _parse_idx(data, path):
+    """Parse IDX bytes into a native-endian array; ``path`` only names the file in errors."""
+    dtype, shape, header, expected = _idx_header(data, path)
     actual = len(data) - header
     if actual < expected:
         raise DataError(
@@ -143,7 +186,12 @@ def _find(folder, name):
 def _read_checksums(path):
     """Parse a ``sha256sum``-format file into ``{filename: hex digest}``."""
     sums = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read it as a text file of checksums "
+                        f"({getattr(e, 'strerror', None) or e})") from e
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split(maxsplit=1)
@@ -204,6 +252,8 @@ def load_mnist(data_dir=None, verify=True):
         x_path, y_path = paths[f"x_{split}"], paths[f"y_{split}"]
         if x.ndim != 3 or x.dtype != np.uint8:
             raise DataError(f"{x_path}: images must be 3-D uint8, got {x.ndim}-D {x.dtype}")
+        if 0 in x.shape:
+            raise DataError(f"{x_path}: no images to learn from (dims {x.shape})")
         if y.ndim != 1 or y.dtype != np.uint8:
             raise DataError(f"{y_path}: labels must be 1-D uint8, got {y.ndim}-D {y.dtype}")
         if len(x) != len(y):
