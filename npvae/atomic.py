@@ -3,7 +3,8 @@
 Every file npvae writes (checkpoints, metrics, configs, figures) goes through
 ``atomic_write``: the bytes go to a temporary file in the target's folder,
 which is flushed, fsync'd and renamed over the target (``os.replace`` is
-atomic on one file system). A crash, a full disk or a SIGKILL while writing
+atomic on one file system). The file gets the permissions the user's umask
+gives, as ``open`` would (not ``mkstemp``'s 0600). A crash, a full disk or a SIGKILL while writing
 leaves the previous file intact and readable.
 """
 
@@ -22,6 +23,7 @@ def atomic_write(path, write):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600, made what open() would have made
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -34,6 +36,21 @@ def atomic_write(path, write):
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def umask():
+    """The process's umask, read without changing it where the OS allows (Linux's
+    ``/proc/self/status``; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder):
