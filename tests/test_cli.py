@@ -17,7 +17,8 @@ import pytest
 
 from npvae import cli
 from npvae.checkpoint import load_checkpoint
-from npvae.train import TrainConfig, train
+from npvae.config import TrainConfig
+from npvae.train import train
 from tests.test_train import write_tiny_mnist
 
 REPO = Path(__file__).resolve().parents[1]

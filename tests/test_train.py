@@ -12,11 +12,13 @@ import pytest
 
 from npvae import train as training
 from npvae.checkpoint import load_checkpoint
+from npvae.config import STREAMS, TrainConfig, derive_seed
 from npvae.data import MNIST_FILES
 from npvae.errors import ConfigError, DivergenceError
 from npvae import backend
 from npvae.backend import register_backend, to_numpy
-from npvae.train import Interrupted, TrainConfig, read_metrics, resume, train
+from npvae.runs import read_metrics
+from npvae.train import Interrupted, resume, train
 from tests.strict_xp import StrictArray, make_module
 from tests.strict_xp import to_numpy as strict_to_numpy
 
@@ -109,8 +111,8 @@ def test_stop_mid_epoch_and_resume_equals_uninterrupted(tiny, tmp_path, referenc
 
 @pytest.mark.parametrize("at, step", [(10, 2), (12, 4)])  # mid-epoch; an epoch's last step
 def test_ctrl_c_saves_the_position_and_resume_is_exact(tiny, tmp_path, reference, at, step):
-    def on_step(epoch, step, global_step):
-        if global_step == at:
+    def on_step(step):
+        if step.global_step == at:
             raise KeyboardInterrupt  # what the SIGINT handler does, at a step's end
 
     with pytest.raises(Interrupted) as info:
@@ -133,7 +135,7 @@ def test_resume_by_replaying_the_draws_is_exact(tiny, tmp_path, reference, monke
         calls.append(steps)
         self.replay_draws(noise, binarize, steps)
 
-    monkeypatch.setattr(training._Trainer, "restore_generators", replay_only)
+    monkeypatch.setattr(training.Run, "restore_generators", replay_only)
     assert_same_run(resume(tmp_path / "run", progress=False, figures=False, log=quiet),
                     reference["full"])
     assert calls == [3]  # 7 steps: epoch 2, step 3 (4 steps an epoch)
@@ -205,9 +207,9 @@ def test_same_seed_same_numbers_other_seed_others(tiny, tmp_path, reference):
 
 
 def test_streams_are_independent_of_each_other():
-    seeds = {training.derive_seed(0, s) for s in training.STREAMS}
-    assert len(seeds) == len(training.STREAMS)
-    assert training.derive_seed(0, "noise", 1) != training.derive_seed(0, "noise", 2)
+    seeds = {derive_seed(0, s) for s in STREAMS}
+    assert len(seeds) == len(STREAMS)
+    assert derive_seed(0, "noise", 1) != derive_seed(0, "noise", 2)
 
 
 def test_training_lowers_the_loss_and_writes_the_run_folder(tiny, reference, tmp_path):
@@ -358,7 +360,7 @@ def test_a_short_run_on_real_mnist(tmp_path):
 
 
 def test_n_train_and_n_test_take_the_first_examples():
-    from npvae.train import TrainConfig, prepare_data
+    from npvae.data import prepare_data
 
     data = prepare_data(TrainConfig(n_train=300, n_test=50).validate())
     assert data.summary()["n_train"] == 300 and data.summary()["n_test"] == 50
