@@ -31,6 +31,14 @@ def number(name, value, positive=False):
     return float(value)
 
 
+def sizes(name, value):
+    """Layer sizes such as (400,) or [128, 64] as a list of ints, or a ConfigError unless
+    ``value`` is a sequence of positive integers (empty: no hidden layer)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name}={value!r} must be a sequence of positive integers, e.g. (400,)")
+    return [positive_int(name, n) for n in value]
+
+
 # The largest model npvae builds unless told otherwise: 10^8 parameters are 400 MB in float32,
 # and training holds four such arrays (parameters, gradients, Adam's two moments). It keeps a
 # typo (--hidden 10000000) or a hostile config from asking for terabytes.
