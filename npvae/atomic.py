@@ -8,9 +8,12 @@ gives, as ``open`` would (not ``mkstemp``'s 0600). A crash, a full disk or a SIG
 leaves the previous file intact and readable.
 """
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import FileError, NpvaeError
 
 
 def atomic_write(path, write):
@@ -18,10 +21,17 @@ def atomic_write(path, write):
 
     The temporary file lives in ``path``'s folder (a rename across file
     systems would not be atomic), is flushed and fsync'd before the rename,
-    and is removed if anything fails, leaving ``path`` as it was.
+    and is removed if anything fails, leaving ``path`` as it was. An OS
+    failure (a full disk, a read-only or missing folder, ``path`` a folder)
+    is a one-line ``FileError`` naming ``path`` and the cause.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _file_error(path, err) from err
     try:
         os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600, made what open() would have made
         with os.fdopen(fd, "wb") as f:
@@ -29,13 +39,35 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(err, OSError) and not isinstance(err, NpvaeError):
+            raise _file_error(path, err) from err
         raise
     _fsync_dir(path.parent)
+
+
+def make_folder(path):
+    """Create folder ``path`` (and its parents) if missing, with the umask's permissions; an OS
+    failure (a path under a file, a read-only place) is a one-line ``FileError``."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        error = FileError(f"cannot create folder {path}: {err.strerror or err}")
+        error.errno = err.errno
+        raise error from err
+    return path
+
+
+def _file_error(path, err):
+    """A one-line ``FileError`` naming ``path`` and the OS's reason."""
+    error = FileError(f"cannot write {path}: {err.strerror or err}")
+    error.errno = err.errno
+    return error
 
 
 def umask():

@@ -403,15 +403,17 @@ def load_checkpoint(path, expect_config=None):
     """
     path = Path(path)
     with _open_file(path) as f:
-        if f.read(6) == b"\x93NUMPY":
+        start = f.read(6)
+        if start == b"\x93NUMPY":
             raise CheckpointError(f"{path}: not an npvae checkpoint (a single .npy array, "
                                   "not an .npz archive)")
         f.seek(0)
         try:
             archive = zipfile.ZipFile(f)
         except _READ_ERRORS as err:
-            raise CheckpointError(f"{path}: not an npvae checkpoint (not a zip archive, or a "
-                                  f"truncated one: {err})") from err
+            if start.startswith(b"PK"):  # a zip archive, cut short or damaged
+                raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({err})") from err
+            raise CheckpointError(f"{path}: not an npvae checkpoint (not a zip archive)") from err
         with archive:
             try:
                 return _load(path, archive, expect_config)

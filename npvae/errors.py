@@ -22,5 +22,10 @@ class CheckpointError(NpvaeError, ValueError):
     """A checkpoint that cannot be loaded: truncated, foreign or unsafe."""
 
 
+class FileError(NpvaeError, OSError):
+    """A file or folder npvae cannot read or write: a full disk, a read-only folder, a path
+    under a file, a folder where a file should be. The message names the path and the cause."""
+
+
 class DivergenceError(NpvaeError, RuntimeError):
     """Training produced a NaN or infinite loss or gradient."""

@@ -25,7 +25,7 @@ from matplotlib.colors import BoundaryNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .atomic import atomic_write
+from .atomic import atomic_write, make_folder
 from .backend import to_numpy
 from .errors import ConfigError
 from .evaluate import encode_means
@@ -141,7 +141,7 @@ def _new_figure(width, height):
 def _save(fig, path):
     """Write ``fig`` as a PNG to ``path`` atomically; return ``Path(path)``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
     return path
 
@@ -346,7 +346,7 @@ def save_all_figures(model, run_dir, x_test, y_test, metrics, rng):
     """
     _image_side(model.x_dim)  # refuse before writing anything
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png"),
              plot_samples(model, run_dir / "samples.png", rng)]
     if metrics:

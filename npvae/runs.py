@@ -12,58 +12,183 @@ uses it.
 import csv
 import io
 import json
+import math
+import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: run folders are not locked
+    fcntl = None
+
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, make_folder
 from .checkpoint import CHECKPOINT_NAME
 from .checks import is_int
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError, FileError
 
 RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT_NAME)
+LOCK_NAME = ".npvae-lock"
+FIGURES = ("reconstructions.png", "samples.png", "curves.png", "latents.png", "manifold.png",
+           "interpolation.png")
+# What --overwrite may remove: npvae's own files and nothing else (a user's photo.png stays).
+OWN_FILES = re.compile(r"(config\.json|metrics\.csv|checkpoint\.npz|samples_seed\d+\.png|"
+                       + "|".join(re.escape(name) for name in FIGURES) + ")")
+OWN_FIGURES = re.compile(r"(reconstructions|samples)_epoch\d+\.png")       # in figures/
+# atomic_write's temporary files: "." + the target's name + "." + mkstemp's 8 letters + ".tmp"
+TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+class RunLock:
+    """A run folder claimed by this process: ``fcntl.flock`` on its ``.npvae-lock`` file.
+
+    The OS releases the lock when the process ends, however it ends (a
+    SIGKILL leaves no stale claim behind). The file holds the holder's PID,
+    so a second process can say who has the folder.
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir, self.fd = Path(run_dir), None
+        path = self.run_dir / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as err:
+            raise _folder_error(f"cannot claim run folder {self.run_dir}", err) from err
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise ConfigError(f"run folder {self.run_dir} is in use by process {holder} "
+                                  "(one npvae run per folder at a time)") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # the lock holds without the PID
+        self.fd = fd
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _folder_error(what, err):
+    error = FileError(f"{what}: {err.strerror or err}")
+    error.errno = err.errno
+    return error
 
 
 def claim_run_dir(run_dir, preset, overwrite=False):
-    """Create (or, with ``overwrite``, clear) the run folder; return ``(path, note)``.
+    """Create (or, with ``overwrite``, clear) the run folder and lock it: ``(path, note, lock)``.
 
     ``run_dir=None`` takes ``runs/<preset>``, or ``runs/<preset>-2``, ``-3``,
     ... when taken. An explicit folder that exists and is not empty is an
-    error unless ``overwrite``, which removes npvae's own files from it.
+    error unless ``overwrite`` and it is an npvae run folder
+    (``is_run_folder``); then npvae's own files are removed from it, and
+    nothing else. The folder is locked (``RunLock``) before anything in it
+    is touched, and stale temporary files of npvae's own writes are removed.
+    The caller releases ``lock`` when the run ends.
     """
+    if run_dir is None:
+        base = Path("runs") / preset
+        make_folder(base.parent)
+        for i in range(1, 10_000):
+            candidate = base if i == 1 else base.with_name(f"{preset}-{i}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise _folder_error(f"cannot create run folder {candidate}", err) from err
+            return candidate, (f" ({base} is taken)" if i > 1 else ""), RunLock(candidate)
+        raise ConfigError(f"no free run folder under {base.parent}")
+    if not isinstance(run_dir, (str, os.PathLike)) or str(run_dir) == "":
+        raise ConfigError(f"run_dir={run_dir!r} must name a folder")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir={str(run_dir)!r} exists and is not a folder")
+    make_folder(run_dir)
+    lock = RunLock(run_dir)
     try:
-        if run_dir is None:
-            base = Path("runs") / preset
-            base.parent.mkdir(parents=True, exist_ok=True)
-            for i in range(1, 10_000):
-                candidate = base if i == 1 else base.with_name(f"{preset}-{i}")
-                try:
-                    candidate.mkdir()
-                except FileExistsError:
-                    continue
-                return candidate, (f" ({base} is taken)" if i > 1 else "")
-            raise ConfigError(f"no free run folder under {base.parent}")
-        run_dir = Path(run_dir)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ConfigError(f"run_dir={str(run_dir)!r} exists and is not a folder")
-        if run_dir.is_dir() and any(run_dir.iterdir()):
+        remove_stale_temporaries(run_dir)
+        if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             if not overwrite:
                 raise ConfigError(f"run_dir={str(run_dir)!r} already exists; pass --overwrite to "
                                   f"replace it, or --resume {run_dir} to continue it")
+            if not is_run_folder(run_dir):
+                raise ConfigError(f"run_dir={str(run_dir)!r} is not an npvae run folder (it has "
+                                  "no config.json written by npvae); --overwrite only replaces "
+                                  "run folders: choose another --run-dir")
             _clear_run(run_dir)
-            return run_dir, " (overwritten)"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir, ""
-    except OSError as err:
-        raise ConfigError(f"cannot create run folder {run_dir}: {err.strerror or err}") from err
+            return run_dir, " (overwritten)", lock
+        return run_dir, "", lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def claim_existing_run(run_dir):
+    """Lock an existing run folder to continue it (``RunLock``) and remove stale temporaries."""
+    lock = RunLock(run_dir)
+    try:
+        remove_stale_temporaries(run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def is_run_folder(run_dir):
+    """True if ``run_dir`` holds a ``config.json`` that npvae wrote (``write_config``)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 2**20:
+            return False
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(info, dict) and {"npvae_version", "train", "model"} <= set(info)
+
+
+def remove_stale_temporaries(run_dir):
+    """Remove what an interrupted ``atomic_write`` of npvae's own files left behind."""
+    for folder, own in ((Path(run_dir), OWN_FILES), (Path(run_dir) / "figures", OWN_FIGURES)):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            match = TEMPORARY.fullmatch(path.name)
+            if match and own.fullmatch(match["target"]) and path.is_file():
+                _remove(path)
 
 
 def _clear_run(run_dir):
     """Remove the files a run writes (and nothing else)."""
-    doomed = [run_dir / name for name in RUN_FILES]
-    doomed += list(run_dir.glob("*.png")) + list((run_dir / "figures").glob("*.png"))
-    for path in doomed:
+    for folder, own in ((run_dir, OWN_FILES), (run_dir / "figures", OWN_FIGURES)):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if own.fullmatch(path.name) and path.is_file():
+                    _remove(path)
+    figures = run_dir / "figures"
+    if figures.is_dir() and not any(figures.iterdir()):
+        figures.rmdir()
+
+
+def _remove(path):
+    try:
         path.unlink(missing_ok=True)
+    except OSError as err:
+        raise _folder_error(f"cannot remove {path}", err) from err
 
 
 def write_config(run_dir, config, model, data):
@@ -88,13 +213,37 @@ def write_metrics(path, metrics):
 
 
 def read_metrics(path):
-    """The rows of a ``metrics.csv``, numbers as floats (``epoch`` and ``step`` as ints)."""
+    """The rows of a ``metrics.csv``, numbers as floats (``epoch`` and ``step`` as ints).
+
+    A file that is not npvae's metrics (binary, not CSV of numbers, over
+    64 MB) is a one-line ``DataError`` naming it.
+    """
     rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: (int(v) if k in ("epoch", "step") else float(v)) if v != "" else None
-                         for k, v in row.items()})
+    try:
+        if Path(path).stat().st_size > 64 * 2**20:
+            raise DataError(f"{path}: too large for a metrics.csv npvae wrote")
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if None in row or None in row.values():
+                    raise ValueError(f"line {len(rows) + 2} has a different number of fields")
+                rows.append({k: (int(v) if k in ("epoch", "step") else float(v)) if v != ""
+                             else None for k, v in row.items()})
+    except OSError as err:
+        raise _folder_error(f"cannot read {path}", err) from err
+    except (ValueError, csv.Error) as err:  # (UnicodeDecodeError is a ValueError)
+        raise DataError(f"{path}: not a metrics file npvae wrote ({err})") from err
     return rows
+
+
+def repair_metrics(run_dir, metrics):
+    """Make ``metrics.csv`` hold exactly the checkpoint's rows: the checkpoint is the truth
+    about how far a run got (a failure after it was written may have left the file ahead
+    of it, or behind it)."""
+    path = Path(run_dir) / "metrics.csv"
+    if metrics:
+        write_metrics(path, metrics)
+    elif path.exists():
+        _remove(path)
 
 
 def format_row(row, epochs):
@@ -114,17 +263,45 @@ def new_state(config, data):
             "metrics": [], "train_config": asdict(config), "data": data.summary()}
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
 def check_state(path, state):
-    """The trainer's position in a checkpoint, checked before anything uses it."""
+    """The trainer's position in a checkpoint, checked before anything uses it.
+
+    Besides the types: one metrics row per completed epoch, numbered in
+    order; a step inside the epoch and a global step that adds up (from the
+    stored data size and batch size); partial sums that are finite numbers.
+    """
     problems = [key for key in ("epoch", "step_in_epoch", "global_step")
                 if not is_int(state.get(key)) or state[key] < 0]
     for key, kind in (("metrics", list), ("train_config", dict), ("data", dict)):
         if not isinstance(state.get(key), kind):
             problems.append(key)
+    if not problems:
+        metrics = state["metrics"]
+        if len(metrics) != state["epoch"] or not all(
+                isinstance(row, dict) and row.get("epoch") == i + 1
+                and all(v is None or _number(v) for v in row.values())
+                for i, row in enumerate(metrics)):
+            problems.append("metrics (one row of numbers per completed epoch)")
+        n, batch_size = state["data"].get("n_train"), state["train_config"].get("batch_size")
+        if is_int(n) and is_int(batch_size) and n > 0 and batch_size > 0:
+            per_epoch = -(-n // batch_size)
+            if state["step_in_epoch"] > per_epoch:
+                problems.append(f"step_in_epoch (an epoch has {per_epoch} steps)")
+            elif state["global_step"] != state["epoch"] * per_epoch + state["step_in_epoch"]:
+                problems.append("global_step (not epoch * steps per epoch + step_in_epoch)")
+        else:
+            problems.append("data or train_config (the data size and batch size)")
     if state.get("step_in_epoch"):
         partial, rng = state.get("partial"), state.get("rng")
         if not (isinstance(partial, dict)
-                and {"n", "loss", "recon", "kl", "seconds"} <= set(partial)):
+                and {"n", "loss", "recon", "kl", "seconds"} <= set(partial)
+                and is_int(partial["n"]) and partial["n"] >= 0
+                and all(_number(partial[k]) for k in ("loss", "recon", "kl", "seconds"))):
             problems.append("partial")
         if not (isinstance(rng, dict) and isinstance(rng.get("shuffle_epoch_start"), dict)):
             problems.append("rng")

@@ -39,6 +39,7 @@ once, without saving.
 
 import itertools
 import math
+import os
 import signal
 import sys
 import threading
@@ -57,8 +58,8 @@ from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
 from .optim import Adam, clip_grad_norm
-from .runs import (check_state, claim_run_dir, format_row, new_state, write_config,
-                   write_metrics)
+from .runs import (check_state, claim_existing_run, claim_run_dir, format_row, new_state,
+                   repair_metrics, write_config, write_metrics)
 from .vae import VAE
 
 StepTerms = namedtuple("StepTerms", ["loss", "recon", "kl", "grad_norm"])
@@ -164,15 +165,17 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
     """
     config = (config or TrainConfig()).validate()
     data = prepare_data(config)
-    run_dir, note = claim_run_dir(run_dir, config.preset, overwrite)
-    log(f"run folder: {run_dir}{note}")
-    model = VAE(**config.model_kwargs(data.x_train.shape[1]))
+    model = VAE(**config.model_kwargs(data.x_train.shape[1]))  # (a model too large: no folder)
     optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=config.lr)
-    write_config(run_dir, config, model, data)
-    log(f"model: {model!r}, {model.theta.size} parameters; {len(data.x_train)} training "
-        f"examples, batch {config.batch_size}, {config.epochs} epochs, Adam lr {config.lr:g}")
-    return Run(config, run_dir, data, model, optimizer, new_state(config, data), log,
-               on_step).run()
+    run_dir, note, lock = claim_run_dir(run_dir, config.preset, overwrite)
+    with lock:
+        log(f"run folder: {run_dir}{note}")
+        write_config(run_dir, config, model, data)
+        log(f"model: {model!r}, {model.theta.size} parameters; {len(data.x_train)} training "
+            f"examples, batch {config.batch_size}, {config.epochs} epochs, Adam lr "
+            f"{config.lr:g}")
+        return Run(config, run_dir, data, model, optimizer, new_state(config, data), log,
+                   on_step).run()
 
 
 def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
@@ -190,6 +193,7 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
         raise ConfigError(f"resume={str(run_dir)!r}: no such run folder")
     if not path.is_file():
         raise ConfigError(f"resume={str(run_dir)!r}: the folder holds no {CHECKPOINT_NAME}")
+    seen = _identity(path)
     checkpoint = load_checkpoint(path)
     state = check_state(path, checkpoint.state)
     try:
@@ -200,6 +204,12 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     config = stored.with_changes(**changes)
     config.max_steps = max_steps
     config.validate()
+    if state["epoch"] == config.epochs and state["step_in_epoch"] == 0:
+        log(f"nothing to do: {run_dir} is finished ({state['epoch']} of {config.epochs} epochs "
+            f"trained); pass --epochs N (more than {state['epoch']}) to train further")
+        model = VAE(**config.model_kwargs(checkpoint.model_config["x_dim"]))
+        restore_model(checkpoint, model)
+        return TrainResult(run_dir, model, None, state["metrics"], state, completed=True)
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
     if config.epochs < started:
         done = "begun" if state["step_in_epoch"] else "trained"
@@ -218,10 +228,20 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=config.lr)
     restore_optimizer(checkpoint, optimizer)
     state["train_config"] = asdict(config)
-    write_config(run_dir, config, model, data)
-    log(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']} "
-        f"(global step {state['global_step']}) of {config.epochs} epochs")
-    return Run(config, run_dir, data, model, optimizer, state, log, on_step).run()
+    with claim_existing_run(run_dir):
+        if _identity(path) != seen:  # rewritten by another process before the claim
+            raise ConfigError(f"{path} changed while resuming it; try again")
+        repair_metrics(run_dir, state["metrics"])
+        write_config(run_dir, config, model, data)
+        log(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']} "
+            f"(global step {state['global_step']}) of {config.epochs} epochs")
+        return Run(config, run_dir, data, model, optimizer, state, log, on_step).run()
+
+
+def _identity(path):
+    """What changes when an atomic write replaces ``path``."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class Run:
@@ -482,9 +502,10 @@ class Run:
                    examples_per_s=round(n / max(sums["seconds"], 1e-9), 1))
         state["metrics"].append(row)
         state.update(epoch=epoch + 1, step_in_epoch=0, partial=None, rng=None)
-        write_metrics(self.run_dir / "metrics.csv", state["metrics"])
+        # The checkpoint first: it is the truth a resume repairs metrics.csv from.
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             self.save()
+        write_metrics(self.run_dir / "metrics.csv", state["metrics"])
         self.log(format_row(row, cfg.epochs))
         if cfg.figures:
             self.epoch_figures(epoch)
@@ -506,8 +527,8 @@ class Run:
         if plots is None:
             return
         folder = self.run_dir / "figures"
-        folder.mkdir(exist_ok=True)
         try:
+            folder.mkdir(exist_ok=True)
             plots.plot_reconstructions(self.model, self.data.x_test,
                                        folder / f"reconstructions_epoch{epoch + 1:03d}.png")
             rng = np.random.default_rng(derive_seed(self.config.seed, "figures"))
