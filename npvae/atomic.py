@@ -55,6 +55,9 @@ def make_folder(path):
     failure (a path under a file, a read-only place) is a one-line ``FileError``."""
     path = Path(path)
     try:
+        for folder in (path, *path.parents):
+            if folder.exists() and not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder")
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         error = FileError(f"cannot create folder {path}: {err.strerror or err}")

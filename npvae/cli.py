@@ -13,6 +13,8 @@ code 2; an interrupted training run exits with 130 after saving a checkpoint.
 """
 
 import argparse
+import difflib
+import math
 import os
 import sys
 from dataclasses import fields
@@ -29,6 +31,53 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+# Upper bounds of the flags whose size is memory (a sample grid, a checked batch).
+MAX_SAMPLES = 10_000
+MAX_GRADCHECK_BATCH = 10_000
+
+
+# ---------------------------------------------------------------- every flag's check
+#
+# Each numeric and path flag is checked here, once, by its argparse type; a bad value is the
+# one-line error ``npvae: error: argument --seed: -1 is not a non-negative integer``.
+
+
+def _integer(low, high=None, what="a positive integer"):
+    def check(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {what}" + (f" up to {high:,}" if high is not None else ""))
+        return value
+    check.__name__ = what  # (argparse names the type in some messages)
+    return check
+
+
+def _real(low, high=None, low_open=False, what="a positive number"):
+    def check(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = (math.isfinite(value) and (value > low if low_open else value >= low)
+              and (high is None or value < high))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    check.__name__ = what
+    return check
+
+
+def _text(text):
+    """A non-empty string (a path or a name)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value; name it")
+    return text
+
+
 def _int_list(text):
     """``"400"`` or ``"128,64"`` -> a tuple of ints (argparse type)."""
     try:
@@ -36,6 +85,13 @@ def _int_list(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of integers, e.g. 400 or 128,64") from None
+
+
+positive_int = _integer(1)
+non_negative_int = _integer(0, what="a non-negative integer")
+positive_number = _real(0, low_open=True, what="a positive finite number")
+non_negative_number = _real(0, what="a non-negative finite number")
+fraction = _real(0, 1, low_open=True, what="a number between 0 and 1 (exclusive)")
 
 
 # ---------------------------------------------------------------- train
@@ -105,11 +161,6 @@ def cmd_evaluate(args):
     from . import evaluate
     from .data import run_test_data
 
-    for name in ("batch_size", "iw_samples", "limit"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "iw_samples" else 1):
-            raise ConfigError(f"--{name.replace('_', '-')}={value} must be "
-                              f"{'non-negative' if name == 'iw_samples' else 'positive'}")
     model, checkpoint, _ = _load_run(args.run)
     x, _ = run_test_data(checkpoint, args.data_dir)
     if args.limit:
@@ -145,8 +196,6 @@ def cmd_evaluate(args):
 def cmd_sample(args):
     from . import plots
 
-    if args.n < 1:
-        raise ConfigError(f"--n={args.n} must be a positive integer")
     model, checkpoint, run_dir = _load_run(args.run)
     out = Path(args.out) if args.out else run_dir / f"samples_seed{args.seed}.png"
     plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n)
@@ -189,12 +238,8 @@ def cmd_gradcheck(args):
             base[name] = getattr(args, name)
             if name == "hidden":
                 base["decoder_hidden"] = None
-    for name in ("x_dim", "batch"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be a "
-                              "positive integer")
     config = shrink_architecture(base, args.x_dim)
-    h, tol = args.h or DEFAULT_H, args.tol or DEFAULT_TOL
+    h, tol = args.h, args.tol
     model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol)
     if config["x_dim"] < base["x_dim"]:
         print(f"gradient check of a shrunk copy of {source} (pass --x-dim {base['x_dim']} for "
@@ -210,12 +255,43 @@ def cmd_gradcheck(args):
 # ---------------------------------------------------------------- the parser
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without prefix matching (``--epoch`` is not ``--epochs``), whose errors are
+    ``ConfigError``s: one line, exit code 2, like every other error of npvae."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def _suggestion(parser, argv, message):
+    """``"; did you mean --latent?"`` for an unrecognised flag close to one of the command's."""
+    if "unrecognized arguments" not in message:
+        return ""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = next((arg for arg in argv if arg in sub.choices), None)
+    known = [flag for flag in (sub.choices[command] if command else parser)._option_string_actions
+             if flag.startswith("--")]
+    hints = []
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            close = difflib.get_close_matches(flag[2:], [k[2:] for k in known], n=1, cutoff=0.7)
+            if close:
+                hints.append(f"did you mean --{close[0]}?")
+    return "; " + "; ".join(hints) if hints else ""
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="npvae", description="Variational autoencoders from scratch in NumPy: every "
         "gradient by hand. Losses are in nats per example (summed over pixels and latents).")
     parser.add_argument("--version", action="version", version=f"npvae {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=Parser)
 
     p = sub.add_parser(
         "train", help="train a VAE (default: PyTorch's VAE example)",
@@ -224,39 +300,45 @@ def build_parser():
         "the figures; Ctrl-C saves a checkpoint, and --resume continues exactly.",
         epilog="presets:\n" + describe_presets(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
-    p.add_argument("--epochs", type=int,
+    p.add_argument("--preset", choices=PRESETS, metavar="PRESET",
+                   help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
+    p.add_argument("--epochs", type=positive_int,
                    help="number of epochs in all (with --resume: the new total)")
-    p.add_argument("--batch-size", type=int, help="examples per step")
-    p.add_argument("--lr", type=float, help="Adam's learning rate")
-    p.add_argument("--seed", type=int, help="seeds everything (default 0)")
-    p.add_argument("--dtype", help="float32 (default) or float64")
-    p.add_argument("--backend", help="numpy (default) or cupy")
-    p.add_argument("--beta", type=float, help="weight of the KL term (1 = the ELBO)")
-    p.add_argument("--warmup-epochs", type=float,
+    p.add_argument("--batch-size", type=positive_int, help="examples per step")
+    p.add_argument("--lr", type=positive_number, help="Adam's learning rate")
+    p.add_argument("--seed", type=non_negative_int, help="seeds everything (default 0)")
+    p.add_argument("--dtype", type=_text, help="float32 (default) or float64")
+    p.add_argument("--backend", type=_text, help="numpy (default) or cupy")
+    p.add_argument("--beta", type=non_negative_number,
+                   help="weight of the KL term (1 = the ELBO)")
+    p.add_argument("--warmup-epochs", type=non_negative_number,
                    help="raise beta linearly from 0 over this many epochs (default 0)")
-    p.add_argument("--latent", type=int, help="latent dimensions")
+    p.add_argument("--latent", type=positive_int, help="latent dimensions")
     p.add_argument("--hidden", type=_int_list, help="encoder hidden sizes, e.g. 400 or 128,64 "
                    "(the decoder mirrors them)")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")
-    p.add_argument("--sigma", type=float, help="standard deviation of the gaussian likelihood")
+    p.add_argument("--sigma", type=positive_number,
+                   help="standard deviation of the gaussian likelihood")
     p.add_argument("--binarize", help="none, dynamic or threshold")
-    p.add_argument("--validation", type=int, help="hold out this many training examples")
-    p.add_argument("--n-train", type=int, metavar="N",
+    p.add_argument("--validation", type=non_negative_int,
+                   help="hold out this many training examples")
+    p.add_argument("--n-train", type=positive_int, metavar="N",
                    help="train on the first N training examples only (default: all)")
-    p.add_argument("--n-test", type=int, metavar="N",
+    p.add_argument("--n-test", type=positive_int, metavar="N",
                    help="evaluate on the first N test examples only (default: all)")
-    p.add_argument("--clip", type=float, help="clip the gradient's global norm to this")
-    p.add_argument("--data-dir", help="folder of the four MNIST-format files (default: the "
+    p.add_argument("--clip", type=positive_number,
+                   help="clip the gradient's global norm to this")
+    p.add_argument("--data-dir", type=_text, help="folder of the four MNIST-format files "
+                   "(default: the "
                    "MNIST shipped with npvae)")
-    p.add_argument("--run-dir", help="run folder (default runs/PRESET, or runs/PRESET-2, ... "
+    p.add_argument("--run-dir", type=_text, help="run folder (default runs/PRESET, or runs/PRESET-2, ... "
                    "if taken)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN")
-    p.add_argument("--checkpoint-every", type=int, metavar="N",
+    p.add_argument("--resume", type=_text, metavar="RUN", help="continue the run in folder RUN")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="epochs between checkpoints (default 1)")
-    p.add_argument("--max-steps", type=int, metavar="N",
+    p.add_argument("--max-steps", type=positive_int, metavar="N",
                    help="stop (with a checkpoint) after N steps in all")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="no figures")
@@ -265,34 +347,38 @@ def build_parser():
     p = sub.add_parser("evaluate", help="test-set ELBO, IW bound, active units, KL per dimension",
                        description="Evaluate a trained run on its test set, preprocessed as "
                        "in training.")
-    p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
-    p.add_argument("--iw-samples", type=int, default=0, metavar="K",
+    p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("--iw-samples", type=non_negative_int, default=0, metavar="K",
                    help="importance samples for the IWAE bound on log p(x) (e.g. 5000; "
                    "default 0 = skip)")
-    p.add_argument("--batch-size", type=int, default=1000, help="examples per batch")
-    p.add_argument("--limit", type=int, help="evaluate only the first N test examples")
-    p.add_argument("--threshold", type=float, default=0.01,
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="examples per batch")
+    p.add_argument("--limit", type=positive_int,
+                   help="evaluate only the first N test examples")
+    p.add_argument("--threshold", type=non_negative_number, default=0.01,
                    help="a latent dimension is active when the variance of its encoder "
                    "mean over the test set exceeds this (Burda et al.; default 0.01)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the evaluation noise")
-    p.add_argument("--data-dir", help="the data folder, if not the run's")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seeds the evaluation noise")
+    p.add_argument("--data-dir", type=_text, help="the data folder, if not the run's")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="decode samples from the prior into a PNG grid",
                        description="Draw z ~ N(0, I) and show the decoder's means.")
-    p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", help="PNG to write (default RUN/samples_seedSEED.png)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the samples")
+    p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("--n", type=_integer(1, MAX_SAMPLES), default=64,
+                   help=f"number of samples (default 64, at most {MAX_SAMPLES:,})")
+    p.add_argument("--out", type=_text, help="PNG to write (default RUN/samples_seedSEED.png)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the samples")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("plot", help="draw every figure of a run",
                        description="Reconstructions, samples, learning curves, latent means, "
                        "manifold (2-D latents) and interpolations, from the checkpoint and "
                        "metrics.csv, into the run folder.")
-    p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
-    p.add_argument("--seed", type=int, default=0, help="seeds the figures' randomness")
-    p.add_argument("--data-dir", help="the data folder, if not the run's")
+    p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seeds the figures' randomness")
+    p.add_argument("--data-dir", type=_text, help="the data folder, if not the run's")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("gradcheck", help="check every gradient against finite differences",
@@ -303,19 +389,25 @@ def build_parser():
                        "seconds; the depth, activation and likelihood are kept. Biases get small "
                        "random values, so no ReLU sits exactly at its kink. Exit 1 if a check "
                        "fails.")
-    p.add_argument("run", metavar="RUN", nargs="?", help="run folder or checkpoint file")
-    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("run", type=_text, metavar="RUN", nargs="?",
+                   help="run folder or checkpoint file")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESETS, metavar="PRESET",
+                   help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--hidden", type=_int_list, help="hidden sizes before shrinking, e.g. 128,64")
-    p.add_argument("--latent", type=int, help="latent dimensions before shrinking")
+    p.add_argument("--latent", type=positive_int, help="latent dimensions before shrinking")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")
-    p.add_argument("--x-dim", type=int, default=20,
+    p.add_argument("--x-dim", type=positive_int, default=20,
                    help="pixels of the copy (default 20; the full size is slow)")
-    p.add_argument("--batch", type=int, default=3, help="examples in the checked batch")
-    p.add_argument("--h", type=float, help=f"finite-difference step (default {DEFAULT_H:g})")
-    p.add_argument("--tol", type=float,
-                   help=f"largest relative error that passes (default {DEFAULT_TOL:g})")
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise")
+    p.add_argument("--batch", type=_integer(1, MAX_GRADCHECK_BATCH), default=3,
+                   help="examples in the checked batch")
+    p.add_argument("--h", type=fraction, default=DEFAULT_H,
+                   help=f"finite-difference step, in (0, 1) (default {DEFAULT_H:g})")
+    p.add_argument("--tol", type=fraction, default=DEFAULT_TOL,
+                   help=f"largest relative error that passes, in (0, 1): a relative error is "
+                   f"at most 1, so 1 or more could not fail (default {DEFAULT_TOL:g})")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seeds the weights, data and noise")
     p.set_defaults(func=cmd_gradcheck)
     return parser
 
@@ -331,10 +423,16 @@ def main(argv=None):
     130 interrupted by Ctrl-C (a training run saves a checkpoint first).
     """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit:
+    except SystemExit as exit:  # --help, --version
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)
+    except ConfigError as err:
+        print(f"npvae: error: {_one_line(err)}{_suggestion(parser, argv, str(err))} "
+              f"(see npvae {' '.join(a for a in argv[:1] if not a.startswith('-'))} --help)"
+              .replace("  --help", " --help"), file=sys.stderr)
+        return EXIT_ERROR
     try:
         return args.func(args)
     except NpvaeError as err:

@@ -59,7 +59,7 @@ def test_every_subcommand_has_help(command, capsys):
 
 def test_no_command_is_a_usage_error(capsys):
     assert cli.main([]) == 2
-    assert "usage: npvae" in capsys.readouterr().err
+    assert "arguments are required: COMMAND (see npvae --help)" in error_line(capsys)
 
 
 # ---------------------------------------------------------------- the subcommands
@@ -144,16 +144,17 @@ def test_gradcheck_fails_with_exit_1_on_a_wrong_backward(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--lr", "-1"], "lr=-1.0 must be a positive number"),
-    (["train", "--preset", "nope"], "preset='nope' is unknown; choose one of pytorch-example"),
+    (["train", "--lr", "-1"], "argument --lr: '-1' is not a positive finite number"),
+    (["train", "--preset", "nope"], "argument --preset: invalid choice: 'nope' (choose from "
+                                    "'pytorch-example'"),
     (["train", "--binarize", "maybe"], "binarize='maybe' is unknown"),
     (["train", "--likelihood", "poisson"], "likelihood='poisson' is unknown"),
     (["train", "--backend", "tpu"], "backend='tpu' is unknown"),
-    (["train", "--epochs", "0"], "epochs=0 must be a positive integer"),
+    (["train", "--epochs", "0"], "argument --epochs: '0' is not a positive integer"),
     (["train", "--batch-size", "100000"], "batch_size=100000 is larger than the 48"),
     (["train", "--data-dir", "/no/such/folder"], "data directory not found"),
     (["evaluate", "/no/such/run"], "no such run folder or checkpoint file"),
-    (["gradcheck", "--x-dim", "0"], "--x-dim=0 must be a positive integer"),
+    (["gradcheck", "--x-dim", "0"], "argument --x-dim: '0' is not a positive integer"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, message, tiny, tmp_path, capsys):
     if args[0] == "train" and "--data-dir" not in args:
@@ -164,11 +165,16 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tiny, tmp_path, capsy
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("args", [["train", "--hidden", "4x4"], ["train", "--bogus"],
-                                  ["train", "--epochs", "two"]])
-def test_unparseable_arguments_exit_2(args, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["train", "--hidden", "4x4"], "argument --hidden: '4x4' is not a comma-separated list"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus (see npvae train --help)"),
+    (["train", "--epochs", "two"], "argument --epochs: 'two' is not a positive integer"),
+    (["train", "--lattent", "3"], "unrecognized arguments: --lattent 3; did you mean --latent?"),
+    (["train", "--epoch", "3"], "unrecognized arguments: --epoch 3; did you mean --epochs?"),
+])
+def test_unparseable_arguments_exit_2_with_one_line(args, message, capsys):
     assert cli.main(args) == 2
-    assert "usage: npvae" in capsys.readouterr().err
+    assert message in error_line(capsys)
 
 
 def test_an_existing_run_dir_is_an_error_unless_overwrite(run, tiny, capsys):
