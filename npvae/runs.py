@@ -119,23 +119,38 @@ def claim_run_dir(run_dir, preset, overwrite=False):
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run_dir={str(run_dir)!r} exists and is not a folder")
     make_folder(run_dir)
+    _may_take(run_dir, overwrite)  # before the lock file is made: a user's folder stays as it was
     lock = RunLock(run_dir)
     try:
         remove_stale_temporaries(run_dir)
-        if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-            if not overwrite:
-                raise ConfigError(f"run_dir={str(run_dir)!r} already exists; pass --overwrite to "
-                                  f"replace it, or --resume {run_dir} to continue it")
-            if not is_run_folder(run_dir):
-                raise ConfigError(f"run_dir={str(run_dir)!r} is not an npvae run folder (it has "
-                                  "no config.json written by npvae); --overwrite only replaces "
-                                  "run folders: choose another --run-dir")
+        if _may_take(run_dir, overwrite):  # (again: it may have changed before the lock)
             _clear_run(run_dir)
             return run_dir, " (overwritten)", lock
         return run_dir, "", lock
     except BaseException:
         lock.release()
         raise
+
+
+def _may_take(run_dir, overwrite):
+    """False for a folder empty but for npvae's lock and temporary files; True for a run
+    folder to overwrite; otherwise a ConfigError naming the folder."""
+    if all(p.name == LOCK_NAME or _stale(p) for p in run_dir.iterdir()):
+        return False
+    if not overwrite:
+        raise ConfigError(f"run_dir={str(run_dir)!r} already exists; pass --overwrite to "
+                          f"replace it, or --resume {run_dir} to continue it")
+    if not is_run_folder(run_dir):
+        raise ConfigError(f"run_dir={str(run_dir)!r} is not an npvae run folder (it has no "
+                          "config.json written by npvae); --overwrite only replaces run "
+                          "folders: choose another --run-dir")
+    return True
+
+
+def _stale(path, own=OWN_FILES):
+    """True for a temporary file ``atomic_write`` left behind while writing one of npvae's."""
+    match = TEMPORARY.fullmatch(path.name)
+    return bool(match and own.fullmatch(match["target"]) and path.is_file())
 
 
 def claim_existing_run(run_dir):
@@ -167,8 +182,7 @@ def remove_stale_temporaries(run_dir):
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            match = TEMPORARY.fullmatch(path.name)
-            if match and own.fullmatch(match["target"]) and path.is_file():
+            if _stale(path, own):
                 _remove(path)
 
 
