@@ -13,6 +13,7 @@ from npvae.checkpoint import (load_checkpoint, model_from_checkpoint, restore_op
                               save_checkpoint)
 from npvae.errors import CheckpointError
 from npvae.optim import SGD, Adam
+from tests.timeouts import safety_net
 
 STATE = {"epoch": 3, "step_in_epoch": 0, "metrics": [{"epoch": 1, "train_loss": 1.5}],
          "rng": np.random.default_rng(7).bit_generator.state}
@@ -339,7 +340,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path)
         assert proc.stdout.readline().startswith("first checkpoint written")
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=safety_net(30))
         assert proc.returncode == -signal.SIGKILL
         checkpoint = load_checkpoint(path)
         step = checkpoint.state["step"]

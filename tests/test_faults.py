@@ -30,10 +30,11 @@ from hypothesis import strategies as st
 from npvae import cli, runs
 from npvae.checkpoint import load_checkpoint, save_checkpoint
 from npvae.runs import read_metrics
+from tests.timeouts import safety_net
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--hidden", "8", "--latent", "2", "--batch-size", "10", "--no-progress", "--no-figures"]
-TIMEOUT = 120 * float(os.environ.get("NPVAE_TEST_TIMEOUT_SCALE", "1"))
+TIMEOUT = safety_net(120)
 
 
 def error_line(capsys):

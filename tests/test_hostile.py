@@ -38,11 +38,12 @@ from npvae.data import MNIST_FILES, load_mnist, read_idx
 from npvae.errors import ConfigError, DataError
 from npvae.optim import Adam
 from npvae.vae import parameter_shapes
+from tests.timeouts import safety_net
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_LIMIT_MB = 300
 BOMB_BYTES = 512 * 2**20      # what each bomb inflates to: more than PEAK_LIMIT_MB
-CHILD_TIMEOUT = 120 * float(os.environ.get("NPVAE_TEST_TIMEOUT_SCALE", "1"))
+CHILD_TIMEOUT = safety_net(120)
 TINY_TRAIN = ["--epochs", "1", "--hidden", "8", "--latent", "2", "--batch-size", "10",
               "--no-progress", "--no-figures"]
 

@@ -32,7 +32,7 @@
 # **How long it runs.** Six training runs, each on the first 10,000 training
 # digits for 6 epochs: about 40 s on one laptop core. `NPVAE_FULL=1`: each
 # on all 60,000 digits for 10 epochs, about 6 minutes. `NPVAE_QUICK=1` (the
-# test suite): 4,000 digits for 3 epochs, about 8 s. Collapse is slow, a
+# test suite): 2,000 digits for 3 epochs, about 4 s. Collapse is slow, a
 # matter of optimizer steps rather than of data, so every run uses batches
 # of 32 instead of the preset's 128: more steps in the same time. The run
 # folders go to `tutorials/runs/09_*`, the figure to
@@ -63,7 +63,7 @@ from npvae.train import TrainConfig, train  # noqa: E402
 QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: a small subset
 FULL = os.environ.get("NPVAE_FULL") == "1" and not QUICK  # all of MNIST, 10 epochs a run
 if QUICK:
-    N_TRAIN, N_TEST, EPOCHS = 4_000, 1_000, 3
+    N_TRAIN, N_TEST, EPOCHS = 2_000, 500, 3
 elif FULL:
     N_TRAIN, N_TEST, EPOCHS = None, None, 10  # None: all of MNIST
 else:
