@@ -24,7 +24,7 @@
 # **How long it runs.** Four models, each for 5 epochs on the first 20,000
 # training digits, about 20 s on one laptop core. `NPVAE_FULL=1`: 10 epochs
 # on all 60,000 (the preset's length), about 1.5 minutes. `NPVAE_QUICK=1`
-# (the test suite): 6 epochs on 4,000 digits, about 4 s. Figures go to
+# (the test suite): 6 epochs on 8,000 digits, about 8 s. Figures go to
 # `tutorials/figures/11_*.png` (in quick mode, to a temporary folder removed
 # at the end).
 
@@ -56,7 +56,7 @@ from npvae.vae import LossTerms  # noqa: E402
 QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: a small subset
 FULL = os.environ.get("NPVAE_FULL") == "1" and not QUICK  # all of MNIST, the preset's 10 epochs
 if QUICK:
-    N_TRAIN, EPOCHS = 4_000, 6
+    N_TRAIN, EPOCHS = 8_000, 6
 elif FULL:
     N_TRAIN, EPOCHS = None, 10  # None: all 60,000
 else:
