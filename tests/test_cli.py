@@ -208,8 +208,10 @@ def uninterrupted(tiny, tmp_path_factory):
 
 # ``python -m npvae`` with one change: after its first checkpoint the run waits (between two
 # steps) until Ctrl-C arrives, so the signal always finds it mid-run, however busy the machine.
+# (Ctrl-C's default action is restored first: a shell starts background jobs ignoring it.)
 WAIT_AFTER_FIRST_CHECKPOINT = """
-import runpy, sys, time
+import runpy, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import npvae.train as training
 save = training.Run.save
 def save_then_wait(self):
