@@ -85,6 +85,9 @@ def diagnose(got, ref, candidates=None, batch=B):
     if not finite:
         where = np.argwhere(~np.isfinite(got))
         return f"contains NaN or inf (first at {_index(where[0]) if got.ndim else 'the value'})"
+    if _close(got, ref):
+        return (f"is right only to a relative error of {rel_error(got, ref, floor=1e-12):.1e}: keep "
+                "float64 throughout (the checks run in float64; float32 keeps about 7 digits)")
     if ref.any() and not got.any():
         return "is all zeros"
     if ref.any():

@@ -251,6 +251,9 @@ PLANTED = {
     "log-sum-exp for log-mean-exp": ("iw_bound", {"logmeanexp": """
         m = a.max(axis=axis, keepdims=True)
         return np.squeeze(m, axis) + np.log(np.exp(a - m).sum(axis=axis))"""}, "logmeanexp", "is log-sum-exp"),
+    "float32 arithmetic": ("gaussian_kl", {"gaussian_kl": """
+        mu, logvar = mu.astype(np.float32), logvar.astype(np.float32)
+        return 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(axis=-1)"""}, "kl", "keep float64"),
     "a mistake without a name": ("tanh", {"tanh_backward": "return dout * (1 - out**3)"}, "dx",
                                  "relative error"),
 }
