@@ -72,14 +72,8 @@ SOLUTIONS = {
         from npvae import reparam
         return reparam.reparameterize_backward(dz, logvar, eps)""",
     "adam_step": """
-        from npvae.optim import Adam
-        params, grads = {"theta": theta.copy()}, {"theta": g}
-        adam = Adam(params, grads, lr=lr, betas=(beta1, beta2), eps=eps, flush_every=0)
-        adam.t = t - 1
-        adam.m_sum["theta"][...] = m / (1 - beta1)
-        adam.v_sum["theta"][...] = v / (1 - beta2)
-        adam.step()
-        return params["theta"], (1 - beta1) * adam.m_sum["theta"], (1 - beta2) * adam.v_sum["theta"]""",
+        from npvae.optim import adam_reference_step
+        return adam_reference_step(theta, g, m, v, t, lr, beta1, beta2, eps)""",
     "vae_backward": """
         handed, encoder_backward = [], model.encoder.backward
         model.encoder.backward = lambda dh, need_dx=True: handed.append(dh) or encoder_backward(dh, need_dx)

@@ -4,7 +4,7 @@ Derivation: tutorials/derivations.md#adam. Write the body, then
 
     npvae exercises check adam
 
-compares the update and the new moments with npvae.optim.Adam and names the
+compares the update and the new moments with npvae's and names the
 usual mistakes (no bias correction, t off by one, the decaying sums in place
 of the averages). Stuck: `--show-solution` prints npvae's own code.
 """
