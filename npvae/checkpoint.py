@@ -254,6 +254,8 @@ def load_checkpoint(path, expect_config=None):
     arrays = _read_arrays(path)
     meta = _decode_meta(path, arrays)
     config = meta["model"]
+    if "architecture" not in config:  # written before the conv architecture: an MLP
+        config = {**config, "architecture": "mlp"}
     if expect_config is not None:
         diffs = config_differences(config, dict(expect_config))
         if diffs:
