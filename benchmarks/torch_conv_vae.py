@@ -14,8 +14,8 @@ The model is TensorFlow's convolutional VAE tutorial with npvae's paddings
 the reduction npvae uses (nats per example), so the two losses are the same
 number. ``weights_from_npvae`` copies an npvae conv VAE's weights (the
 convolutions' are stored in PyTorch's layout already; a dense layer's W is
-transposed), so both start from the same point. ``train_torch_conv`` trains
-it on given arrays, in a given order, with Adam 1e-3.
+transposed), so both start from the same point. ``TorchConvTrainer`` trains
+it on given arrays, in a given order, with Adam 1e-3, an epoch at a time.
 
 PyTorch is optional: it is imported inside the functions.
 """
@@ -123,42 +123,42 @@ def evaluate_loss(model, x_test, latent, batch_size=1000, seed=0):
     return total / len(x_test)
 
 
-def train_torch_conv(x_train, x_test, orders, weights, *, hidden=(32, 64), latent=20,
-                     batch_size=128, seed=0, threads=None, load_monitor=None, on_epoch=None):
-    """Train the replica: per-epoch ``train_loss``, ``test_loss``, ``epoch_seconds``.
+class TorchConvTrainer:
+    """The replica with ``torch.optim.Adam`` (lr 1e-3), trained one epoch at a time.
 
-    ``orders``: one index array per epoch (npvae's shuffle), so both see the
-    same batches; ``weights``: the initial weights (``weights_from_npvae``).
-    ``on_epoch(epoch, model)`` runs after each epoch's test (untimed).
+    ``weights``: the initial weights (``weights_from_npvae``). Each call of
+    ``epoch(order)`` trains on ``x_train`` in the batches ``order`` gives
+    (npvae's shuffle, so both see the same batches) and returns the mean
+    training loss and the seconds taken; the noise eps is PyTorch's own.
     """
-    import torch
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    side = int(round(np.sqrt(x_train.shape[1])))
-    model = make_model(hidden, latent=latent, side=side, weights=weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x_train = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-    x_test = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
-    history = {k: [] for k in ("train_loss", "test_loss", "epoch_seconds", "other_load_cpus")}
-    for epoch, order in enumerate(orders):
-        order = torch.as_tensor(np.asarray(order), dtype=torch.int64)
-        monitor = load_monitor().start() if load_monitor else None
-        total = 0.0
-        start = time.perf_counter()
-        for i in range(0, len(x_train), batch_size):
-            x = x_train[order[i:i + batch_size]]
-            optimizer.zero_grad()
-            loss = loss_terms(model, x, torch.randn((len(x), latent)), latent)[0]
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(x)
-        history["epoch_seconds"].append(time.perf_counter() - start)
-        if monitor is not None:
-            history["other_load_cpus"].append(monitor.stop())
-        history["train_loss"].append(total / len(x_train))
-        history["test_loss"].append(evaluate_loss(model, x_test, latent))
-        if on_epoch is not None:
-            on_epoch(epoch, model)
-    return history
+    def __init__(self, x_train, weights, *, hidden=(32, 64), latent=20, batch_size=128, seed=0):
+        import torch
+
+        torch.manual_seed(seed)
+        self.torch, self.latent, self.batch_size = torch, latent, batch_size
+        side = int(round(np.sqrt(x_train.shape[1])))
+        self.model = make_model(hidden, latent=latent, side=side, weights=weights)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.x_train = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
+
+    def step(self, x):
+        """One training step on the batch ``x`` (B, D); returns the loss as a tensor."""
+        self.optimizer.zero_grad()
+        loss = loss_terms(self.model, x, self.torch.randn((len(x), self.latent)),
+                          self.latent)[0]
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def epoch(self, order):
+        order = self.torch.as_tensor(np.asarray(order), dtype=self.torch.int64)
+        total, start = 0.0, time.perf_counter()
+        for i in range(0, len(order), self.batch_size):
+            x = self.x_train[order[i:i + self.batch_size]]
+            total += self.step(x).item() * len(x)
+        return total / len(order), time.perf_counter() - start
+
+    def test_loss(self, x_test):
+        x_test = self.torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
+        return evaluate_loss(self.model, x_test, self.latent)
