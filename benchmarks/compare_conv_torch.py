@@ -42,6 +42,7 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
 
 import os
 import threading
+from pathlib import Path
 import time
 import tracemalloc
 from functools import wraps
@@ -229,11 +230,28 @@ def main(argv=None):
                         help="train on the first N training examples only (default: all)")
     parser.add_argument("--profile-steps", type=int, default=50,
                         help="steps in the profile of npvae's conv step (default 50)")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="save samples of npvae's conv model after the last epoch here")
     parser.set_defaults(seed=0)
     args = parser.parse_args(argv)
     torch = _common.import_torch(args.threads)
     if torch is None:
         _common.skip_without_torch("compare_conv_torch")
+
+    # The profile and the memory first, on copies, so the timed runs start from the same point.
+    probe = NpvaeRun("conv", args)
+    profile = profile_steps(probe, args.profile_steps)
+    memory = step_memory(probe, TorchConvTrainer(
+        probe.data.x_train, weights_from_npvae(probe.model), hidden=tuple(probe.config.hidden),
+        latent=probe.config.latent, batch_size=args.batch_size, seed=args.seed))
+    del probe
+    _common.print_table([(k, profile["part_seconds"][k], f"{100 * v:.1f}%")
+                         for k, v in profile["share"].items()],
+                        ["phase", "seconds", "share"],
+                        title=f"npvae conv step, {profile['steps']} steps, "
+                              f"{profile['seconds'] / profile['steps'] * 1e3:.0f} ms a step")
+    _common.print_table([(k, v / 2**20) for k, v in memory.items()], ["one training step", "MiB"],
+                        title="\nmemory of one step above what was held before it")
 
     conv = NpvaeRun("conv", args)
     mlp = NpvaeRun("pytorch-example", args)
@@ -262,7 +280,17 @@ def main(argv=None):
             print(f"epoch {epoch + 1}/{args.epochs} {name:<10}  {seconds:7.2f} s  train "
                   f"{train_loss:8.3f}  test {h['test_loss'][-1]:8.3f}  other CPUs "
                   f"{h['other_load_cpus'][-1]:.2f}", flush=True)
+        # Written after every epoch, so a run cut short keeps the epochs it finished.
+        report(args, torch, history, profile, memory, epoch + 1, final=epoch + 1 == args.epochs)
+    if args.figure:
+        from npvae import plots
 
+        plots.plot_samples(conv.model, args.figure, np.random.default_rng(0))
+        print(f"samples of npvae's conv model after {args.epochs} epochs: {args.figure}")
+
+
+def report(args, torch, history, profile, memory, epochs, final):
+    """The summary of the first ``epochs`` epochs: printed when ``final``, always written."""
     summary = {}
     for name, h in history.items():
         value, clean = _common.clean_median(h["epoch_seconds"], h["other_load_cpus"],
@@ -273,37 +301,29 @@ def main(argv=None):
     ratio = (summary["npvae conv"]["median_epoch_seconds"]
              / summary["torch conv"]["median_epoch_seconds"])
     nats = summary["npvae conv"]["test_loss"] - summary["torch conv"]["test_loss"]
-    verdict = {"npvae_over_torch": ratio, "speed_target": TARGET_RATIO,
+    verdict = {"epochs_done": epochs, "npvae_over_torch": ratio, "speed_target": TARGET_RATIO,
                "speed_met": ratio <= TARGET_RATIO, "test_loss_gap_nats": nats,
                "accuracy_target_nats": TARGET_NATS, "accuracy_met": abs(nats) <= TARGET_NATS,
                "conv_minus_mlp_nats": (summary["npvae conv"]["test_loss"]
                                        - summary["npvae mlp"]["test_loss"])}
-    profile = profile_steps(conv, args.profile_steps)
-    memory = step_memory(conv, trainer)
-
-    rows = [(name, s["median_epoch_seconds"], f"{s['clean_epochs']}/{args.epochs}",
+    _common.write_json("compare_conv_torch", {
+        "args": vars(args), "machine": _common.machine_info(torch), "summary": summary,
+        "verdict": verdict, "profile": profile, "memory": memory, "history": history},
+        args.out)
+    if not final:
+        return
+    rows = [(name, s["median_epoch_seconds"], f"{s['clean_epochs']}/{epochs}",
              " ".join(f"{t:.1f}" for t in history[name]["epoch_seconds"]),
              s["train_loss"], s["test_loss"]) for name, s in summary.items()]
     _common.print_table(rows, ["run", "median s/epoch", "clean", "epochs (s)", "train loss",
                                "test loss"],
-                        title=f"\n{args.epochs} epochs, batch {args.batch_size}, float32, "
-                              f"{args.threads} threads, {len(conv.data.x_train)} examples")
+                        title=f"\n{epochs} epochs, batch {args.batch_size}, float32, "
+                              f"{args.threads} threads")
     print(f"npvae / PyTorch (conv): {ratio:.2f} (target <= {TARGET_RATIO}: "
           f"{'met' if verdict['speed_met'] else 'MISSED'}); test loss npvae - PyTorch "
           f"{nats:+.2f} nats (target within {TARGET_NATS}: "
           f"{'met' if verdict['accuracy_met'] else 'MISSED'}); conv - MLP "
           f"{verdict['conv_minus_mlp_nats']:+.2f} nats")
-    _common.print_table([(k, profile["part_seconds"][k], f"{100 * v:.1f}%")
-                         for k, v in profile["share"].items()],
-                        ["phase", "seconds", "share"],
-                        title=f"\nnpvae conv step, {profile['steps']} steps, "
-                              f"{profile['seconds'] / profile['steps'] * 1e3:.0f} ms a step")
-    _common.print_table([(k, v / 2**20) for k, v in memory.items()], ["one training step", "MiB"],
-                        title="\nmemory of one step above what was held before it")
-    _common.write_json("compare_conv_torch", {
-        "args": vars(args), "machine": _common.machine_info(torch), "summary": summary,
-        "verdict": verdict, "profile": profile, "memory": memory, "history": history},
-        args.out)
 
 
 if __name__ == "__main__":
