@@ -559,3 +559,36 @@ def test_conv_vae_matches_the_pytorch_replica():
     assert set(grads) == set(model.grads)
     for name, grad in model.grads.items():
         assert rel_error(grad, grads[name]) <= TORCH_TOL, name
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_every_command_works_on_a_conv_run(tiny, tmp_path, capsys):
+    """``npvae train --preset conv`` (tiny 4 x 4 images, small channels), then evaluate,
+    sample, plot and gradcheck on its run folder."""
+    from npvae import cli
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--preset", "conv", "--data-dir", str(tiny), "--epochs", "2",
+                     "--hidden", "2,3", "--latent", "2", "--batch-size", "10", "--no-progress",
+                     "--run-dir", str(run)]) == 0
+    assert load_checkpoint(run / "checkpoint.npz").model_config["architecture"] == "conv"
+    assert cli.main(["evaluate", str(run), "--iw-samples", "3", "--limit", "8"]) == 0
+    assert cli.main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    (run / "manifold.png").unlink()
+    assert cli.main(["plot", str(run)]) == 0 and (run / "manifold.png").is_file()
+    capsys.readouterr()
+    assert cli.main(["gradcheck", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "VAE(conv 4x4, channels 2-3" in out and "all ok" in out
+
+
+def test_gradcheck_of_the_conv_preset_shrinks_its_channels(capsys):
+    from npvae import cli
+
+    assert cli.main(["gradcheck", "--preset", "conv", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "channels [32, 64] -> [2, 2], latent 20 -> 4" in out
+    assert "VAE(conv 28x28, channels 2-2 / 4 / 2-2-2-1" in out and "14 gradients" in out
+    assert "all ok" in out
