@@ -35,6 +35,7 @@ from npvae.gradcheck import (DEFAULT_TOL, check_architecture, check_layer, check
 from npvae.optim import Adam
 from npvae.presets import get_preset
 from npvae.train import resume, train, train_step
+from tests.torch_or_skip import import_torch
 
 REPO = Path(__file__).resolve().parent.parent
 seeds = st.integers(0, 2**32 - 1)
@@ -492,14 +493,6 @@ def test_a_conv_checkpoint_with_an_mlp_config_is_refused(tiny, tmp_path):
 # ---------------------------------------------------------------- against PyTorch
 
 
-def torch_or_skip():
-    try:  # like pytest.importorskip("torch"), but a broken install (ImportError) skips too
-        import torch
-    except ImportError as err:
-        pytest.skip(f"PyTorch is not available ({err})")
-    return torch
-
-
 def load_replica():
     spec = importlib.util.spec_from_file_location("benchmarks_torch_conv_vae",
                                                   REPO / "benchmarks" / "torch_conv_vae.py")
@@ -514,7 +507,7 @@ TORCH_TOL = 1e-10
 @given(conv_cases(), conv_transpose_cases(), seeds)
 def test_layers_match_torch(conv_case, transpose_case, seed):
     """Outputs, dx, dW and db of both layers against F.conv2d / F.conv_transpose2d (float64)."""
-    torch = torch_or_skip()
+    torch = import_torch()  # skipped without PyTorch, except in CI
     from torch.nn import functional as F
 
     rng = np.random.default_rng(seed)
@@ -542,7 +535,7 @@ def test_layers_match_torch(conv_case, transpose_case, seed):
 def test_conv_vae_matches_the_pytorch_replica():
     """The loss terms and every gradient of a conv VAE against its PyTorch replica
     (``benchmarks/torch_conv_vae.py``), same weights, same eps, float64."""
-    torch = torch_or_skip()
+    torch = import_torch()  # skipped without PyTorch, except in CI
     replica = load_replica()
     rng = np.random.default_rng(7)
     model = VAE(64, (3, 4), 2, architecture="conv", init="pytorch", dtype="float64", seed=3)
