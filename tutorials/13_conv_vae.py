@@ -23,9 +23,12 @@
 # `npvae train --preset conv` (add `--latent 2` for the manifold).
 #
 # **How long it runs.** By default: one epoch of each of the three models
-# (conv with 20 latents, the MLP, conv with 2 latents), about 6 minutes on
-# one free core (an epoch of the conv VAE takes about 1.5 minutes, of the
-# MLP about 5 seconds). `NPVAE_FULL=1`: 10 epochs each, about an hour.
+# (conv with 20 latents, the MLP, conv with 2 latents). A conv epoch is 469
+# steps; its cost per step is in `benchmarks/README.md` (about as long as
+# PyTorch's eager step on the same CPU). When we ran the default version on
+# the project's shared 2-core machine, under a load average of about 18,
+# the conv epochs took 16 minutes each and the MLP's one minute.
+# `NPVAE_FULL=1`: 10 epochs each, ten times as long.
 # `NPVAE_QUICK=1` (the test suite): 4 steps each, 100 test digits, about
 # 15 seconds. Run folders go to `tutorials/runs/13_*`, figures to
 # `tutorials/figures/13_*.png` (in quick mode, to a temporary folder removed
@@ -116,12 +119,13 @@ for name, terms in losses.items():
           f"kl {terms['kl']:5.2f} nats ({len(x_eval)} test digits, one z each)")
 
 # %% [markdown]
-# In the default run (one epoch each), the conv VAE reached a test loss of
-# 129.5 nats and the MLP 133.2; after 10 epochs (`NPVAE_FULL=1`, or the
-# benchmark `benchmarks/compare_conv_torch.py`) both are near 100 to 105, the
-# conv VAE lower: see `benchmarks/README.md` for the numbers of one run. The
-# convolutions' advantage is in the reconstruction term: a kernel learned at
-# one position of a stroke works at every other.
+# In the default run (one epoch each, all 10 000 test digits), the conv VAE
+# reached a test loss of 118.2 nats (recon 92.6 + KL 25.6) and the MLP 126.2
+# (recon 105.5 + KL 20.7): 8 nats better with a third of the parameters, all
+# of it in the reconstruction term; a kernel learned at one position of a
+# stroke works at every other. `benchmarks/compare_conv_torch.py` follows
+# both over more epochs (and PyTorch's replica of the conv VAE); its numbers
+# are in `benchmarks/README.md`.
 #
 # ## Samples and reconstructions, side by side
 #
