@@ -174,6 +174,10 @@ for key in ("latents", "manifold"):
 # %% [markdown]
 # ![conv latents](figures/13_conv_latents.png) ![conv manifold](figures/13_conv_manifold.png)
 #
+# In the default run (one epoch) the 2-D conv VAE reached 172.7 nats, and the
+# nearest class centre of $\mu(x)$ was right for 40.9% of the digits (tutorial
+# 10's 2-D MLP, after two epochs: 54%).
+#
 # ## Check
 #
 # Both models learned (the test loss fell by more than 100 nats from the
