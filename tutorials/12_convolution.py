@@ -171,6 +171,12 @@ transpose_results = check_layer(small, rng.standard_normal((2, 3, 4, 5)), rng)
 print(format_results(transpose_results))
 
 # %% [markdown]
+# **Your turn.** `tutorials/exercises/12_conv.py` and
+# `12_conv_transpose.py` leave both layers' forward and backward for you to
+# write; the grader compares them with npvae's and with finite differences:
+#
+#     npvae exercises check conv conv_transpose
+#
 # ## Check
 #
 # The loop, the im2col product and `Conv2D` agree; the backward by hand
