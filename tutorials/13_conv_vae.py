@@ -24,8 +24,8 @@
 #
 # **How long it runs.** By default: one epoch of each of the three models
 # (conv with 20 latents, the MLP, conv with 2 latents). A conv epoch is 469
-# steps; its cost per step is in `benchmarks/README.md` (about as long as
-# PyTorch's eager step on the same CPU). When we ran the default version on
+# steps; in `benchmarks/README.md` one took about 1.3 times PyTorch's eager
+# epoch on the same CPU (66 s against 50 s on one thread, when the machine was quiet). When we ran the default version on
 # the project's shared 2-core machine, under a load average of about 18,
 # the conv epochs took 16 minutes each and the MLP's one minute.
 # `NPVAE_FULL=1`: 10 epochs each, ten times as long.
@@ -123,9 +123,9 @@ for name, terms in losses.items():
 # reached a test loss of 118.2 nats (recon 92.6 + KL 25.6) and the MLP 126.2
 # (recon 105.5 + KL 20.7): 8 nats better with a third of the parameters, all
 # of it in the reconstruction term; a kernel learned at one position of a
-# stroke works at every other. `benchmarks/compare_conv_torch.py` follows
-# both over more epochs (and PyTorch's replica of the conv VAE); its numbers
-# are in `benchmarks/README.md`.
+# stroke works at every other. Over 10 epochs (`benchmarks/compare_conv_torch.py`,
+# numbers in `benchmarks/README.md`) the gap narrows but stays: 101.8 against
+# 105.6 nats after epoch 10, and PyTorch's replica of the conv VAE reached 101.5.
 #
 # ## Samples and reconstructions, side by side
 #
