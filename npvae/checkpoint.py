@@ -364,6 +364,8 @@ def _load(path, archive, expect_config):
                               f"{MAX_META_BYTES}")
     meta = _decode_meta(path, _read(archive, "meta", members["meta"]))
     config = meta["model"]
+    if isinstance(config, dict) and "architecture" not in config:
+        config = {**config, "architecture": "mlp"}  # written before the conv architecture
     if expect_config is not None:
         diffs = config_differences(config, dict(expect_config))
         if diffs:

@@ -241,11 +241,12 @@ def cmd_gradcheck(args):
     config = shrink_architecture(base, args.x_dim)
     h, tol = args.h, args.tol
     model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol)
-    if config["x_dim"] < base["x_dim"]:
+    if args.x_dim < base["x_dim"]:
+        sizes = ("channels" if config.get("architecture") == "conv" else
+                 f"x_dim {base['x_dim']} -> {config['x_dim']}, hidden")
         print(f"gradient check of a shrunk copy of {source} (pass --x-dim {base['x_dim']} for "
-              f"full size, slowly): x_dim {base['x_dim']} -> {config['x_dim']}, hidden "
-              f"{list(base['hidden'])} -> {config['hidden']}, latent {base['latent']} -> "
-              f"{config['latent']}")
+              f"full size, slowly): {sizes} {list(base['hidden'])} -> {config['hidden']}, "
+              f"latent {base['latent']} -> {config['latent']}")
     print(f"model: {model!r}, {model.theta.size} parameters; float64, batch {args.batch}, "
           f"h={h:g}, tol={tol:g}")
     print(format_results(results))
@@ -315,7 +316,7 @@ def build_parser():
                    help="raise beta linearly from 0 over this many epochs (default 0)")
     p.add_argument("--latent", type=positive_int, help="latent dimensions")
     p.add_argument("--hidden", type=_int_list, help="encoder hidden sizes, e.g. 400 or 128,64 "
-                   "(the decoder mirrors them)")
+                   "(the decoder mirrors them); with --preset conv, the convolutions' channels")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")
     p.add_argument("--sigma", type=positive_number,
@@ -387,7 +388,8 @@ def build_parser():
                        "By default the copy is shrunk to --x-dim 20 pixels, its hidden sizes "
                        "scaled alike (at least 8) and its latents capped at 4, so it runs in "
                        "seconds; the depth, activation and likelihood are kept. Biases get small "
-                       "random values, so no ReLU sits exactly at its kink. Exit 1 if a check "
+                       "random values, so no ReLU sits exactly at its kink. A conv model keeps its "
+                       "28x28 pixels and scales its channels instead (at least 2). Exit 1 if a check "
                        "fails.")
     p.add_argument("run", type=_text, metavar="RUN", nargs="?",
                    help="run folder or checkpoint file")

@@ -30,8 +30,8 @@ STREAMS = {"init": 0, "split": 1, "shuffle": 2, "noise": 3, "binarize": 4, "eval
            "test_binarize": 6, "figures": 7}
 
 # The fields of ``TrainConfig`` that the model's constructor takes.
-MODEL_FIELDS = ("hidden", "decoder_hidden", "latent", "activation", "likelihood", "sigma",
-                "init", "beta", "dtype")
+MODEL_FIELDS = ("architecture", "hidden", "decoder_hidden", "latent", "activation", "likelihood",
+                "sigma", "init", "beta", "dtype")
 
 # The settings a resumed run may change, because none of them changes the numbers. Every
 # other setting comes from the checkpoint (``npvae.train.resume`` and the CLI both use this).
@@ -48,7 +48,7 @@ def derive_seed(seed, stream, *index):
 class TrainConfig:
     """Everything that defines a training run. Build one with ``from_preset``.
 
-    The model fields (``hidden`` ... ``init``) are ``npvae.VAE``'s arguments;
+    The model fields (``architecture`` ... ``init``) are ``npvae.VAE``'s arguments;
     ``x_dim`` comes from the data. ``beta`` weighs the KL; with
     ``warmup_epochs`` > 0 it rises linearly from 0, step by step, over that
     many epochs. ``binarize``: ``none`` (pixels in [0, 1]), ``dynamic`` (a
@@ -62,6 +62,7 @@ class TrainConfig:
     """
 
     preset: str = DEFAULT_PRESET
+    architecture: str = "mlp"
     hidden: tuple = (400,)
     decoder_hidden: tuple = None
     latent: int = 20

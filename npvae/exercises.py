@@ -42,6 +42,7 @@ import numpy as np
 from .activations import ACTIVATIONS, sigmoid, softplus
 from .evaluate import logmeanexp
 from .gradcheck import DEFAULT_TOL, noise_floor, numerical_gradient, rel_error
+from .conv import Conv2D, ConvTranspose2D
 from .layers import Dense
 from .losses import (bernoulli_nll, bernoulli_nll_backward, gaussian_kl, gaussian_kl_backward,
                      gaussian_kl_per_dim, gaussian_nll, gaussian_nll_backward, log_normal,
@@ -273,6 +274,26 @@ def _dense_candidates(x, params, dout):
                    "over the B examples": dout.sum(axis=1),
                    "is not summed over the batch: db has one entry per output, dout summed over the "
                    "B examples": dout}}
+
+
+def _flipped_kernel_dx(make):
+    """Usual wrong dx of a convolution layer: its backward with the kernel flipped."""
+    def candidates(x, params, dout):
+        layer = make(np.random.default_rng(0))
+        layer.params["W"][...] = params["W"][:, :, ::-1, ::-1]
+        layer.forward(x)
+        return {"dx": {"uses the kernel flipped (a true convolution's backward): this layer "
+                       "correlates, so dx scatters dout through W as it is": layer.backward(dout)}}
+    return candidates
+
+
+def _conv2d(rng):
+    return Conv2D(2, 3, 3, stride=2, padding=1, rng=rng, init="pytorch", dtype=np.float64)
+
+
+def _conv_transpose2d(rng):
+    return ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, rng=rng,
+                           init="pytorch", dtype=np.float64)
 
 
 def activation_exercise(name, takes, extra):
@@ -645,6 +666,14 @@ EXERCISES = {ex.name: ex for ex in [
              "importance-weighted-bound", grade_iw_bound,
              (logmeanexp, log_normal, log_standard_normal),
              "log-mean-exp and the importance-weighted bound"),
+    layer_exercise("conv", "12_conv.py", _conv2d, (B, 2, 5, 6), "convolution",
+                   "a 3x3 stride-2 convolution with padding 1: forward (im2col) and backward",
+                   _flipped_kernel_dx(_conv2d), (Conv2D.forward, Conv2D.backward)),
+    layer_exercise("conv_transpose", "12_conv_transpose.py", _conv_transpose2d, (B, 3, 3, 4),
+                   "transposed-convolution",
+                   "a 3x3 stride-2 transposed convolution: forward (col2im) and backward",
+                   _flipped_kernel_dx(_conv_transpose2d),
+                   (ConvTranspose2D.forward, ConvTranspose2D.backward)),
 ]}
 
 

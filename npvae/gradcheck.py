@@ -167,16 +167,23 @@ def shrink_architecture(config, x_dim):
     Hidden sizes scale by x_dim / the original x_dim (at least 8 units);
     latents are capped at 4; depth, activation, likelihood, sigma, init and
     beta are kept. ``x_dim`` at or above the original keeps every size.
+
+    A convolutional model (``architecture="conv"``) keeps its pixels, which
+    its strides need (28 -> 14 -> 7), and shrinks its channels instead, by
+    the same factor (at least 2 each); its latents are capped at 4 too.
     """
     config = dict(config)
     full = config["x_dim"]
     x_dim = min(x_dim, full)
     if x_dim < full:
         scale = x_dim / full
+        conv = config.get("architecture") == "conv"
         for key in ("hidden", "decoder_hidden"):
             if config.get(key) is not None:
-                config[key] = [max(8, round(n * scale)) for n in config[key]]
+                config[key] = [max(2 if conv else 8, round(n * scale)) for n in config[key]]
         config["latent"] = min(config["latent"], 4)
+        if conv:
+            return config
     config["x_dim"] = x_dim
     return config
 

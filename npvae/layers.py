@@ -1,4 +1,4 @@
-"""The dense (affine) layer, the MLP that stacks layers, and flat storage.
+"""The dense (affine) layer, stacks of layers (``Sequential``, ``MLP``), and flat storage.
 
 Every layer keeps its parameters and their gradients side by side, in two
 dicts with the same keys (``params["W"]`` and ``grads["W"]``), so an optimizer
@@ -17,8 +17,12 @@ from .errors import ConfigError
 INITS = ("he", "glorot", "pytorch")
 
 
-def init_weights(n_in, n_out, init, rng):
+def init_weights(n_in, n_out, init, rng, *, shape=None, bias=None):
     """Initial ``(W, b)`` as float64 host arrays of shapes (n_in, n_out), (n_out,).
+
+    ``n_in`` and ``n_out`` are the fans: how many inputs feed each output and
+    how many outputs each input feeds. A convolution passes its fans (C_in k k,
+    C_out k k) with its weight's ``shape`` and its ``bias`` size instead.
 
     - ``he``: W ~ N(0, 2 / n_in), b = 0. Keeps the activations' variance
       through ReLU layers (He et al., 2015).
@@ -27,14 +31,16 @@ def init_weights(n_in, n_out, init, rng):
     - ``pytorch``: W, b ~ U(-1/sqrt(n_in), 1/sqrt(n_in)), what ``torch.nn.Linear``
       does by default; used to reproduce PyTorch's VAE example.
     """
+    shape = (n_in, n_out) if shape is None else shape
+    bias = n_out if bias is None else bias
     if init == "he":
-        return rng.normal(0.0, np.sqrt(2.0 / n_in), (n_in, n_out)), np.zeros(n_out)
+        return rng.normal(0.0, np.sqrt(2.0 / n_in), shape), np.zeros(bias)
     if init == "glorot":
         a = np.sqrt(6.0 / (n_in + n_out))
-        return rng.uniform(-a, a, (n_in, n_out)), np.zeros(n_out)
+        return rng.uniform(-a, a, shape), np.zeros(bias)
     if init == "pytorch":
         a = 1.0 / np.sqrt(n_in)
-        return rng.uniform(-a, a, (n_in, n_out)), rng.uniform(-a, a, n_out)
+        return rng.uniform(-a, a, shape), rng.uniform(-a, a, bias)
     raise ConfigError(f"init={init!r} is unknown; choose one of {', '.join(INITS)}")
 
 
@@ -76,30 +82,16 @@ class Dense:
         return f"Dense({n_in}, {n_out})"
 
 
-class MLP:
-    """Dense layers with an activation between them (none after the last).
-
-    ``MLP([784, 400, 40], "relu")`` is Dense(784, 400), ReLU, Dense(400, 40).
-    Shapes: x (B, sizes[0]) -> out (B, sizes[-1]).
+class Sequential:
+    """Layers applied in order: dense, convolutional, activations, reshapes.
 
     ``params`` and ``grads`` name each tensor ``"{layer}.{key}"``, e.g.
-    ``"0.W"``; they are the layers' own arrays, not copies.
+    ``"0.W"``; they are the layers' own arrays, not copies. Layers without
+    parameters (activations, reshapes) keep their place in the numbering.
     """
 
-    def __init__(self, sizes, activation="relu", *, rng, init=None, dtype=np.float32, xp=np):
-        if len(sizes) < 2 or any(int(n) != n or n < 1 for n in sizes):
-            raise ConfigError(f"MLP sizes={list(sizes)!r} must be two or more positive integers")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}"
-            )
-        if init is None:
-            init = "he" if activation in ("relu", "leaky_relu") else "glorot"
-        self.layers = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            self.layers.append(Dense(n_in, n_out, rng=rng, init=init, dtype=dtype, xp=xp))
-            self.layers.append(ACTIVATIONS[activation]())
-        self.layers.pop()  # no activation after the output layer
+    def __init__(self, layers):
+        self.layers = list(layers)
 
     @property
     def params(self):
@@ -115,18 +107,43 @@ class MLP:
         return x
 
     def backward(self, dout, need_dx=True):
-        """Backpropagate dout (B, sizes[-1]) through every layer; return dx or None.
+        """Backpropagate dout through every layer; return dx, or None.
 
         The chain rule, applied layer by layer from the last: each backward
         turns the gradient for its output into the gradient for its input.
+        With ``need_dx=False`` it stops at the first layer with parameters,
+        which skips its dx (nothing before it needs a gradient).
         Derivation: ``derivations.md#dense-layer``.
         """
-        for layer in reversed(self.layers[1:]):
+        first = 0 if need_dx else next(
+            (i for i, layer in enumerate(self.layers) if layer.params), 0)
+        for layer in reversed(self.layers[first + 1:]):
             dout = layer.backward(dout)
-        return self.layers[0].backward(dout, need_dx=need_dx)
+        head = self.layers[first]
+        return head.backward(dout, need_dx=need_dx) if head.params else head.backward(dout)
 
     def __repr__(self):
-        return f"MLP({', '.join(map(repr, self.layers))})"
+        return f"{type(self).__name__}({', '.join(map(repr, self.layers))})"
+
+
+class MLP(Sequential):
+    """Dense layers with an activation between them (none after the last).
+
+    ``MLP([784, 400, 40], "relu")`` is Dense(784, 400), ReLU, Dense(400, 40).
+    Shapes: x (B, sizes[0]) -> out (B, sizes[-1]). Parameters are named as
+    in ``Sequential``: ``"0.W"``, ``"0.b"``, ``"2.W"``, ...
+    """
+
+    def __init__(self, sizes, activation="relu", *, rng, init=None, dtype=np.float32, xp=np):
+        if len(sizes) < 2 or any(int(n) != n or n < 1 for n in sizes):
+            raise ConfigError(f"MLP sizes={list(sizes)!r} must be two or more positive integers")
+        default = default_init(activation)  # also checks the activation's name
+        init = default if init is None else init
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers.append(Dense(n_in, n_out, rng=rng, init=init, dtype=dtype, xp=xp))
+            layers.append(ACTIVATIONS[activation]())
+        super().__init__(layers[:-1])  # no activation after the output layer
 
     @staticmethod
     def shapes(sizes):
@@ -134,6 +151,15 @@ class MLP:
         ``MLP(sizes).params`` would have, without allocating anything."""
         return {f"{2 * i}.{k}": shape for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
                 for k, shape in (("W", (n_in, n_out)), ("b", (n_out,)))}
+
+
+def default_init(activation):
+    """``he`` for ReLU-like activations, ``glorot`` otherwise; a ConfigError if unknown."""
+    if activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}"
+        )
+    return "he" if activation in ("relu", "leaky_relu") else "glorot"
 
 
 def flatten_parameters(layers, xp=np):

@@ -12,6 +12,13 @@ summed over pixels and latents and averaged over the batch (nats per example).
   error *summed* over pixels (plus a constant), next to the KL.
 - ``iwae`` is the architecture of Burda, Grosse and Salakhutdinov (2016):
   two tanh layers of 200, 50 latents, dynamically binarized MNIST, batch 20.
+- ``conv`` is TensorFlow's convolutional VAE tutorial: two 3 x 3 stride-2
+  convolutions of 32 and 64 channels (28 -> 14 -> 7, padding 1) and a dense
+  layer to 2Z; a dense layer to 32 x 7 x 7, transposed convolutions of 64
+  and 32 channels (stride 2, padding 1, output padding 1: 7 -> 14 -> 28)
+  and one of 1 channel (stride 1, padding 1); ReLU, Bernoulli logits on
+  [0, 1] pixels, PyTorch's initialisation, Adam 1e-3, batch 128. The layers
+  are in ``npvae.vae.build_stacks``.
 """
 
 import math
@@ -39,6 +46,14 @@ PRESETS = {
         "model": dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
                       sigma=1.0, init=None),
         "training": dict(epochs=10, batch_size=20, lr=1e-3, binarize="dynamic"),
+    },
+    "conv": {
+        "description": "TensorFlow's convolutional VAE: conv 32-64 (3x3, stride 2) / 20 / "
+                       "dense 32x7x7, convT 64-32-1, ReLU, Bernoulli on [0,1] pixels, Adam "
+                       "1e-3, batch 128",
+        "model": dict(architecture="conv", hidden=(32, 64), decoder_hidden=None, latent=20,
+                      activation="relu", likelihood="bernoulli", sigma=1.0, init="pytorch"),
+        "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none"),
     },
 }
 

@@ -1,8 +1,13 @@
 """The variational autoencoder: encoder, reparameterization, decoder, loss.
 
-    x (B, D) --encoder MLP--> [mu | logvar] (B, 2Z)
+    x (B, D) --encoder--> [mu | logvar] (B, 2Z)
     z = mu + exp(logvar / 2) * eps                        (B, Z)
-    z --decoder MLP--> out (B, D): logits (Bernoulli) or means (Gaussian)
+    z --decoder--> out (B, D): logits (Bernoulli) or means (Gaussian)
+
+The encoder and decoder are stacks of layers (``npvae.layers.Sequential``),
+built by ``architecture``: ``mlp`` (dense layers) or ``conv`` (convolutions,
+``npvae.conv``). Either way x and out are flat (B, D) at the model's boundary;
+a convolutional stack reshapes to images inside.
 
     recon = mean_i  -log p(x_i | z_i)        summed over the D pixels
     kl    = mean_i  KL(q(z | x_i) || N(0, I)) summed over the Z latents
@@ -25,7 +30,8 @@ from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
 from .checks import number, parameter_count, positive_int, sizes
 from .errors import ConfigError, DataError
-from .layers import INITS, MLP, flatten_parameters
+from .conv import Conv2D, ConvTranspose2D, Reshape
+from .layers import INITS, MLP, Dense, Sequential, default_init, flatten_parameters
 from .losses import (
     LIKELIHOODS,
     bernoulli_nll,
@@ -37,6 +43,9 @@ from .losses import (
 )
 from .reparam import reparameterize, reparameterize_backward
 
+ARCHITECTURES = ("mlp", "conv")
+
+
 def _identity(out):
     return out
 
@@ -47,17 +56,23 @@ LossTerms.__doc__ = "The batch loss and its two terms, in nats per example (0-d 
 
 def check_arguments(x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
                     activation="relu", likelihood="bernoulli", sigma=1.0, beta=1.0, init=None,
-                    dtype="float32"):
+                    dtype="float32", architecture="mlp"):
     """The VAE's arguments checked and normalised: its ``config``, or a one-line ConfigError.
 
     The one place these rules live: ``VAE`` calls it, and so does
     ``TrainConfig.validate`` (with ``x_dim=None``, before the data is loaded).
     """
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+        raise ConfigError(f"architecture={architecture!r} is unknown; choose one of "
+                          f"{', '.join(ARCHITECTURES)}")
     x_dim = None if x_dim is None else positive_int("x_dim", x_dim)
     latent = positive_int("latent", latent)
     hidden = sizes("hidden", hidden)
-    decoder_hidden = hidden[::-1] if decoder_hidden is None else sizes("decoder_hidden",
-                                                                       decoder_hidden)
+    if architecture == "conv":
+        decoder_hidden = _conv_channels(x_dim, hidden, decoder_hidden)
+    else:
+        decoder_hidden = hidden[::-1] if decoder_hidden is None else sizes("decoder_hidden",
+                                                                           decoder_hidden)
     for name, value, choices in [("activation", activation, ACTIVATIONS),
                                  ("likelihood", likelihood, LIKELIHOODS),
                                  ("init", init, (None, *INITS)),
@@ -68,59 +83,150 @@ def check_arguments(x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
     return dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
                 activation=activation, likelihood=likelihood,
                 sigma=number("sigma", sigma, positive=True), beta=number("beta", beta),
-                init=init, dtype=np.dtype(dtype).name)
+                init=init, dtype=np.dtype(dtype).name, architecture=architecture)
+
+
+def _conv_channels(x_dim, hidden, decoder_hidden):
+    """The conv architecture's decoder channels, after checking its sizes against ``x_dim``."""
+    if not hidden:
+        raise ConfigError("hidden=[] leaves the conv architecture without a convolution; give "
+                          "its channels, e.g. (32, 64)")
+    n = len(hidden)
+    if decoder_hidden is None:
+        decoder_hidden = [hidden[0], *hidden[::-1]]
+    decoder_hidden = sizes("decoder_hidden", decoder_hidden)
+    if len(decoder_hidden) != n + 1:
+        raise ConfigError(f"decoder_hidden={decoder_hidden!r} must hold {n + 1} channel counts "
+                          f"for hidden={hidden!r}: the dense layer's map, then each of the {n} "
+                          "upsampling transposed convolutions")
+    if x_dim is not None:
+        side = math.isqrt(x_dim)
+        if side * side != x_dim or side % 2 ** n:
+            raise ConfigError(f"the conv architecture needs square images whose side divides "
+                              f"by 2^{n} (one halving per entry of hidden={hidden!r}); got "
+                              f"x_dim={x_dim}")
+    return decoder_hidden
+
+
+def build_stacks(config, *, rng, dtype, xp):
+    """The encoder and decoder (``Sequential``s) of a VAE ``config``, weights drawn from ``rng``.
+
+    ``mlp``: x_dim-hidden-2Z and Z-decoder_hidden-x_dim dense layers.
+
+    ``conv`` (TensorFlow's convolutional VAE tutorial, for hidden = (32, 64),
+    decoder_hidden = (32, 64, 32) on 28 x 28 images): 3 x 3 kernels; each
+    ``Conv2D`` has stride 2 and padding 1, halving the side (28 -> 14 -> 7);
+    each upsampling ``ConvTranspose2D`` has stride 2, padding 1 and output
+    padding 1, doubling it (7 -> 14 -> 28); the last has stride 1 and padding
+    1, keeping it::
+
+        encoder: (1, 28, 28) Conv 32 -> (32, 14, 14) Conv 64 -> (64, 7, 7)
+                 flatten 3136 -> Dense 2Z
+        decoder: Z Dense -> 1568 = (32, 7, 7) ConvT 64 -> (64, 14, 14)
+                 ConvT 32 -> (32, 28, 28) ConvT 1 -> (1, 28, 28) flatten 784
+
+    with ``activation`` after every layer but the last of each stack.
+    """
+    activation, latent, x_dim = config["activation"], config["latent"], config["x_dim"]
+    init = default_init(activation) if config["init"] is None else config["init"]
+    args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
+    if config["architecture"] == "mlp":
+        return (MLP([x_dim, *config["hidden"], 2 * latent], activation, **args),
+                MLP([latent, *config["decoder_hidden"], x_dim], activation, **args))
+    act = ACTIVATIONS[activation]
+    side = math.isqrt(x_dim)
+    small = side // 2 ** len(config["hidden"])
+    encoder, channels = [Reshape((1, side, side))], 1
+    for c in config["hidden"]:
+        encoder += [Conv2D(channels, c, 3, stride=2, padding=1, **args), act()]
+        channels = c
+    encoder += [Reshape((channels * small * small,)),
+                Dense(channels * small * small, 2 * latent, **args)]
+    channels, *upsampling = config["decoder_hidden"]
+    decoder = [Dense(latent, channels * small * small, **args), act(),
+               Reshape((channels, small, small))]
+    for c in upsampling:
+        decoder += [ConvTranspose2D(channels, c, 3, stride=2, padding=1, output_padding=1,
+                                    **args), act()]
+        channels = c
+    decoder += [ConvTranspose2D(channels, 1, 3, stride=1, padding=1, **args), Reshape((x_dim,))]
+    return Sequential(encoder), Sequential(decoder)
 
 
 def parameter_shapes(config):
-    """Every parameter's name and shape for a ``VAE.config`` (``x_dim``, ``hidden``, ``latent``,
-    ``decoder_hidden``), without allocating anything; a ConfigError for sizes that are not
-    positive integers or a model beyond ``checks.max_parameters()``."""
+    """Every parameter's name and shape for a ``VAE.config``, without allocating anything.
+
+    A ConfigError for sizes that are not positive integers, or a model beyond
+    ``checks.max_parameters()``. Layer indices are ``build_stacks``'s.
+    """
     x_dim, latent = positive_int("x_dim", config["x_dim"]), positive_int("latent", config["latent"])
     hidden = sizes("hidden", config["hidden"])
-    decoder_hidden = hidden[::-1] if config.get("decoder_hidden") is None else \
-        sizes("decoder_hidden", config["decoder_hidden"])
-    shapes = {**{f"encoder.{k}": s for k, s in MLP.shapes([x_dim, *hidden, 2 * latent]).items()},
-              **{f"decoder.{k}": s for k, s in MLP.shapes([latent, *decoder_hidden, x_dim]).items()}}
+    if config.get("architecture", "mlp") == "mlp":
+        decoder_hidden = hidden[::-1] if config.get("decoder_hidden") is None else \
+            sizes("decoder_hidden", config["decoder_hidden"])
+        shapes = {**{f"encoder.{k}": s for k, s in MLP.shapes([x_dim, *hidden, 2 * latent]).items()},
+                  **{f"decoder.{k}": s for k, s in MLP.shapes([latent, *decoder_hidden, x_dim]).items()}}
+    else:
+        decoder_hidden = _conv_channels(x_dim, hidden, config.get("decoder_hidden"))
+        small = math.isqrt(x_dim) // 2 ** len(hidden)
+        shapes, channels = {}, 1
+        for i, c in enumerate(hidden):                 # Conv2D at 1, 3, ...: (c_out, c_in, 3, 3)
+            shapes.update({f"encoder.{2 * i + 1}.W": (c, channels, 3, 3), f"encoder.{2 * i + 1}.b": (c,)})
+            channels = c
+        flat, dense = channels * small * small, 2 * len(hidden) + 2
+        shapes.update({f"encoder.{dense}.W": (flat, 2 * latent), f"encoder.{dense}.b": (2 * latent,)})
+        channels, *upsampling = decoder_hidden
+        shapes.update({"decoder.0.W": (latent, channels * small * small),
+                       "decoder.0.b": (channels * small * small,)})
+        for i, c in enumerate([*upsampling, 1]):       # ConvTranspose2D at 3, 5, ...: (c_in, c_out, 3, 3)
+            shapes.update({f"decoder.{2 * i + 3}.W": (channels, c, 3, 3), f"decoder.{2 * i + 3}.b": (c,)})
+            channels = c
     parameter_count(sum(math.prod(s) for s in shapes.values()))
     return shapes
 
 
 class VAE:
-    """A VAE with MLP encoder and decoder.
+    """A VAE whose encoder and decoder are stacks of layers (MLPs or convolutions).
 
     Parameters
     ----------
     x_dim : pixels per example, D (784 for MNIST).
-    hidden : encoder hidden sizes, e.g. ``(400,)`` or ``(128, 64)``.
+    hidden : encoder hidden sizes, e.g. ``(400,)`` or ``(128, 64)``; for
+        ``architecture="conv"``, the channels of its stride-2 convolutions.
     latent : latent size Z.
     decoder_hidden : decoder hidden sizes; default ``hidden`` reversed, so
-        ``hidden=(128, 64)`` gives 784-128-64 / 20 / 64-128-784.
+        ``hidden=(128, 64)`` gives 784-128-64 / 20 / 64-128-784. For ``conv``,
+        the channels of the dense layer's image, then of each stride-2
+        transposed convolution; default ``(hidden[0], *reversed(hidden))``.
     activation : ``relu``, ``leaky_relu``, ``tanh``, ``sigmoid`` or ``softplus``.
     likelihood : ``bernoulli`` (decoder gives logits) or ``gaussian`` (decoder
         gives means; fixed standard deviation ``sigma``).
     beta : weight of the KL term (1 gives the ELBO).
     init : ``he``, ``glorot`` or ``pytorch``; default by activation.
     dtype : ``float32`` for training, ``float64`` for gradient checks.
+    architecture : ``mlp`` (dense layers) or ``conv`` (see ``build_stacks``;
+        x_dim must be a square image whose side 2^len(hidden) divides).
     backend : ``numpy`` or ``cupy``.
     seed : seeds the initial weights.
+
+    ``VAE(**model.config)`` rebuilds the same model (with ``seed``, the same
+    initial weights).
     """
 
     def __init__(self, x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
                  activation="relu", likelihood="bernoulli", sigma=1.0, beta=1.0,
-                 init=None, dtype="float32", backend="numpy", seed=0):
+                 init=None, dtype="float32", architecture="mlp", backend="numpy", seed=0):
         self.config = config = check_arguments(
             positive_int("x_dim", x_dim), hidden, latent, decoder_hidden=decoder_hidden, activation=activation,
-            likelihood=likelihood, sigma=sigma, beta=beta, init=init, dtype=dtype)
+            likelihood=likelihood, sigma=sigma, beta=beta, init=init, dtype=dtype,
+            architecture=architecture)
         parameter_shapes(config)  # refuse a model beyond the size limit before allocating it
         self.xp = xp = get_xp(backend)
         self.backend = backend
         self.x_dim, self.latent, self.beta = config["x_dim"], config["latent"], config["beta"]
         self.dtype = dtype = np.dtype(config["dtype"])
-        hidden, decoder_hidden = config["hidden"], config["decoder_hidden"]
-        rng = np.random.default_rng(seed)
-        layer_args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
-        self.encoder = MLP([self.x_dim, *hidden, 2 * self.latent], activation, **layer_args)
-        self.decoder = MLP([self.latent, *decoder_hidden, self.x_dim], activation, **layer_args)
+        self.encoder, self.decoder = build_stacks(config, rng=np.random.default_rng(seed),
+                                                  dtype=dtype, xp=xp)
         self.theta, self.dtheta = flatten_parameters(self.encoder.layers + self.decoder.layers, xp)
         # ``output_mean`` maps the decoder's output to the mean of p(x | z): the sigmoid of
         # Bernoulli logits, or the Gaussian's mean itself (not to be confused with ``mu``).
@@ -210,6 +316,11 @@ class VAE:
 
     def __repr__(self):
         c = self.config
+        if c["architecture"] == "conv":
+            side = math.isqrt(c["x_dim"])
+            return (f"VAE(conv {side}x{side}, channels {'-'.join(map(str, c['hidden']))} / "
+                    f"{c['latent']} / {'-'.join(map(str, c['decoder_hidden']))}-1, "
+                    f"{c['activation']}, {c['likelihood']}, beta={c['beta']}, {c['dtype']})")
         return (f"VAE({c['x_dim']}-{'-'.join(map(str, c['hidden']))} / {c['latent']} / "
                 f"{'-'.join(map(str, c['decoder_hidden']))}-{c['x_dim']}, {c['activation']}, "
                 f"{c['likelihood']}, beta={c['beta']}, {c['dtype']})")

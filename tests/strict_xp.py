@@ -67,7 +67,7 @@ class StrictArray:
             return _wrap(getattr(self.a, name)(*_unwrap(args), **kwargs))
         return method
 
-    for _name in ("reshape", "ravel", "sum", "mean", "astype", "copy", "max", "min", "var", "all", "any"):
+    for _name in ("reshape", "transpose", "ravel", "sum", "mean", "astype", "copy", "max", "min", "var", "all", "any"):
         locals()[_name] = _method(_name)
 
     def _binary(name):

@@ -89,6 +89,34 @@ SOLUTIONS = {
     "iw_bound": """
         from npvae import evaluate
         return evaluate.logmeanexp(log_w, axis=0).mean()""",
+    "conv_forward": """
+        from npvae.conv import Conv2D
+        layer = Conv2D(W.shape[1], W.shape[0], W.shape[2], stride, padding,
+                       rng=np.random.default_rng(0), dtype=W.dtype)
+        layer.params["W"][...], layer.params["b"][...] = W, b
+        return layer.forward(x)""",
+    "conv_backward": """
+        from npvae.conv import Conv2D
+        layer = Conv2D(W.shape[1], W.shape[0], W.shape[2], stride, padding,
+                       rng=np.random.default_rng(0), dtype=W.dtype)
+        layer.params["W"][...] = W
+        layer.forward(x)
+        dx = layer.backward(dout)
+        return dx, layer.grads["W"], layer.grads["b"]""",
+    "conv_transpose_forward": """
+        from npvae.conv import ConvTranspose2D
+        layer = ConvTranspose2D(W.shape[0], W.shape[1], W.shape[2], stride, padding, output_padding,
+                                rng=np.random.default_rng(0), dtype=W.dtype)
+        layer.params["W"][...], layer.params["b"][...] = W, b
+        return layer.forward(x)""",
+    "conv_transpose_backward": """
+        from npvae.conv import ConvTranspose2D
+        layer = ConvTranspose2D(W.shape[0], W.shape[1], W.shape[2], stride, padding, 1,
+                                rng=np.random.default_rng(0), dtype=W.dtype)
+        layer.params["W"][...] = W
+        layer.forward(x)
+        dx = layer.backward(dout)
+        return dx, layer.grads["W"], layer.grads["b"]""",
 }
 
 # The VAE backward as a learner writes it, from the pieces; {dout} and {paths} are the places
@@ -248,6 +276,17 @@ PLANTED = {
     "float32 arithmetic": ("gaussian_kl", {"gaussian_kl": """
         mu, logvar = mu.astype(np.float32), logvar.astype(np.float32)
         return 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(axis=-1)"""}, "kl", "keep float64"),
+    "a flipped kernel in the convolution's dx": ("conv", {"conv_backward": """
+        from npvae.conv import Conv2D
+        layer = Conv2D(W.shape[1], W.shape[0], W.shape[2], stride, padding,
+                       rng=np.random.default_rng(0), dtype=W.dtype)
+        layer.params["W"][...] = W[:, :, ::-1, ::-1]
+        layer.forward(x)
+        dx = layer.backward(dout)
+        layer.params["W"][...] = W
+        layer.forward(x)
+        layer.backward(dout)
+        return dx, layer.grads["W"], layer.grads["b"]"""}, "dx", "kernel flipped"),
     "a mistake without a name": ("tanh", {"tanh_backward": "return dout * (1 - out**3)"}, "dx",
                                  "relative error"),
 }

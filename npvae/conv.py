@@ -1,0 +1,315 @@
+"""Convolution by hand: ``Conv2D``, ``ConvTranspose2D`` and ``Reshape``.
+
+Layout: **NCHW**. Every spatial array at a layer's boundary has shape
+(batch B, channels C, height H, width W), as in PyTorch. Weights are stored
+as PyTorch stores them: ``Conv2D`` W (C_out, C_in, k, k), ``ConvTranspose2D``
+W (C_in, C_out, k, k); biases (C_out,).
+
+A convolution is a matrix product (im2col). ``im2col`` copies, for each of
+the k x k kernel offsets, the input pixels that offset touches into a matrix
+``cols`` of shape (C k k, B Ho Wo), one column per output pixel; then
+
+    out = W.reshape(C_out, C_in k k) @ cols + b          (C_out, B Ho Wo)
+
+``col2im`` is its adjoint: it adds each column back onto the pixels it came
+from. Both loop over the k x k kernel offsets (9 for a 3 x 3 kernel), each
+iteration one strided slice of the whole batch; nothing loops over pixels or
+examples. Inside the layers the batch sits after the channels ((C, B, H, W)
+in memory), so that each product is one large matrix product; the arrays a
+layer returns are (B, C, H, W) views of that memory.
+
+A transposed convolution is the backward (the input gradient) of a
+convolution: ``ConvTranspose2D.forward`` is ``Conv2D``'s dx computation
+(product, then col2im) and its backward is ``Conv2D``'s forward (im2col,
+then product).
+
+Derivations: ``tutorials/derivations.md``, sections "Convolution" and
+"Transposed convolution".
+"""
+
+import numpy as np
+
+from .backend import xp_of
+from .checks import positive_int
+from .errors import ConfigError
+from .layers import init_weights
+
+
+def conv_output_size(size, kernel, stride=1, padding=0):
+    """Output height (or width) of a convolution: (size + 2 padding - kernel) // stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride=1, padding=0, output_padding=0):
+    """Output height (or width) of a transposed convolution:
+    (size - 1) stride - 2 padding + kernel + output_padding."""
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def channels_first(x, padding=0):
+    """x (B, C, H, W) as a (C, B, H + 2p, W + 2p) array, zero-padded by ``padding``.
+
+    Without padding it is a view of ``x`` (no copy).
+    """
+    xp = xp_of(x)
+    x = x.transpose(1, 0, 2, 3)
+    if not padding:
+        return x
+    C, B, H, W = x.shape
+    padded = xp.zeros((C, B, H + 2 * padding, W + 2 * padding), dtype=x.dtype)
+    padded[:, :, padding:padding + H, padding:padding + W] = x
+    return padded
+
+
+def im2col(x, kernel, stride, out_h, out_w):
+    """The columns of a convolution: (C, k, k, B, Ho, Wo) from x (C, B, Hp, Wp), padded.
+
+    cols[c, i, j, n, y, x'] = x[c, n, stride y + i, stride x' + j]: for each
+    kernel offset (i, j), the input pixel that offset multiplies when
+    producing output pixel (y, x'). Reshaped to (C k k, B Ho Wo), one column
+    per output pixel.
+    """
+    xp = xp_of(x)
+    C, B = x.shape[:2]
+    cols = xp.empty((C, kernel, kernel, B, out_h, out_w), dtype=x.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            cols[:, i, j] = x[:, :, i:i + stride * (out_h - 1) + 1:stride,
+                              j:j + stride * (out_w - 1) + 1:stride]
+    return cols
+
+
+def col2im(cols, shape, stride):
+    """The adjoint of ``im2col``: each entry of cols (C, k, k, B, Ho, Wo) added onto its pixel.
+
+    Returns a (C, B, Hp, Wp) array of ``shape``: out[c, n, stride y + i,
+    stride x' + j] += cols[c, i, j, n, y, x'], summed over every (i, j, y, x')
+    that lands on a pixel (overlapping windows add up). Pixels no window
+    reaches stay 0.
+    """
+    xp = xp_of(cols)
+    kernel, out_h, out_w = cols.shape[1], cols.shape[4], cols.shape[5]
+    out = xp.zeros(shape, dtype=cols.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            out[:, :, i:i + stride * (out_h - 1) + 1:stride,
+                j:j + stride * (out_w - 1) + 1:stride] += cols[:, i, j]
+    return out
+
+
+def crop(x, padding):
+    """x (C, B, Hp, Wp) without ``padding`` rows and columns on each side, as (B, C, H, W)."""
+    if padding:
+        x = x[:, :, padding:x.shape[2] - padding, padding:x.shape[3] - padding]
+    return x.transpose(1, 0, 2, 3)
+
+
+def _product_t(xp, a, b):
+    """a @ b^T for a (m, N), b (n, N) with N large (a weight gradient), as (b @ a^T)^T.
+
+    The same product; but OpenBLAS (0.3.31, two threads) computes it up to ten
+    times slower in the orientation a @ b^T when m and n are small and N is
+    large (measured in ``benchmarks/README.md``), so we ask for its transpose.
+    """
+    return xp.matmul(b, a.T).T
+
+
+def _check_sizes(name, c_in, c_out, kernel, stride, padding, output_padding=0):
+    for arg, value in (("c_in", c_in), ("c_out", c_out), ("kernel", kernel), ("stride", stride)):
+        positive_int(f"{name} {arg}", value)
+    for arg, value in (("padding", padding), ("output_padding", output_padding)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ConfigError(f"{name} {arg}={value!r} must be a non-negative integer")
+    if output_padding >= stride:
+        raise ConfigError(f"{name} output_padding={output_padding} must be smaller than "
+                          f"stride={stride}")
+
+
+def _spatial_input(name, x, channels):
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4 or shape[1] != channels:
+        raise ConfigError(f"{name} needs x of shape (batch, {channels}, height, width); got "
+                          f"shape {shape}")
+
+
+class Conv2D:
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    out[n, o, y, x'] = b[o] + sum_{c, i, j} W[o, c, i, j] xpad[n, c, s y + i, s x' + j]
+
+    with xpad the input zero-padded by ``padding`` on each side and s the
+    stride. Shapes: x (B, C_in, H, W), W (C_out, C_in, k, k), b (C_out,),
+    out (B, C_out, Ho, Wo), Ho = (H + 2 padding - k) // stride + 1.
+
+    Backward (``derivations.md#convolution``), with cols = im2col(xpad)
+    (C_in k k, B Ho Wo), W2 = W.reshape(C_out, C_in k k) and dout2 = dout
+    as (C_out, B Ho Wo):
+        dW = dout2 @ cols^T                       (C_out, C_in k k) -> W's shape
+        db = dout summed over n, y, x'            (C_out,)
+        dx = crop(col2im(W2^T @ dout2))           (B, C_in, H, W)
+
+    Initialisation: ``init_weights`` with PyTorch's fans, fan_in = C_in k k
+    and fan_out = C_out k k (``pytorch`` is what ``torch.nn.Conv2d`` does).
+    """
+
+    def __init__(self, c_in, c_out, kernel, stride=1, padding=0, *, rng, init="he",
+                 dtype=np.float32, xp=np):
+        _check_sizes("Conv2D", c_in, c_out, kernel, stride, padding)
+        self.c_in, self.c_out, self.kernel = c_in, c_out, kernel
+        self.stride, self.padding = stride, padding
+        area = kernel * kernel
+        W, b = init_weights(c_in * area, c_out * area, init, rng,
+                            shape=(c_out, c_in, kernel, kernel), bias=c_out)
+        self.params = {"W": xp.asarray(W, dtype=dtype), "b": xp.asarray(b, dtype=dtype)}
+        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.xp = xp
+
+    def output_shape(self, height, width):
+        """(C_out, Ho, Wo) for an input of ``height`` x ``width`` pixels."""
+        k, s, p = self.kernel, self.stride, self.padding
+        return self.c_out, conv_output_size(height, k, s, p), conv_output_size(width, k, s, p)
+
+    def forward(self, x):
+        _spatial_input(repr(self), x, self.c_in)
+        B, C, H, W = x.shape
+        _, Ho, Wo = self.output_shape(H, W)
+        if Ho < 1 or Wo < 1:
+            raise ConfigError(f"{self!r}: a {H}x{W} input is smaller than the kernel")
+        self.x_shape = x.shape
+        cols = im2col(channels_first(x, self.padding), self.kernel, self.stride, Ho, Wo)
+        self.cols = cols.reshape(C * self.kernel ** 2, B * Ho * Wo)
+        out = self.xp.matmul(self.params["W"].reshape(self.c_out, -1), self.cols)
+        out += self.params["b"][:, None]
+        return out.reshape(self.c_out, B, Ho, Wo).transpose(1, 0, 2, 3)
+
+    def backward(self, dout, need_dx=True):
+        """Fill ``grads`` from dout (B, C_out, Ho, Wo); return dx (B, C_in, H, W), or None.
+
+        dW = dout2 @ cols^T, db = sum of dout over (n, y, x'), dx = the
+        padding cropped off col2im(W2^T @ dout2). ``need_dx=False`` (a first
+        layer) skips dx. Derivation: ``derivations.md#convolution``.
+        """
+        B, C, H, W = self.x_shape
+        Ho, Wo = dout.shape[2:]
+        dout2 = dout.transpose(1, 0, 2, 3).reshape(self.c_out, B * Ho * Wo)
+        self.grads["W"].reshape(self.c_out, -1)[...] = _product_t(self.xp, dout2, self.cols)
+        dout2.sum(axis=1, out=self.grads["b"])
+        if not need_dx:
+            return None
+        dcols = self.xp.matmul(self.params["W"].reshape(self.c_out, -1).T, dout2)
+        p = self.padding
+        dx = col2im(dcols.reshape(C, self.kernel, self.kernel, B, Ho, Wo),
+                    (C, B, H + 2 * p, W + 2 * p), self.stride)
+        return crop(dx, p)
+
+    def __repr__(self):
+        return (f"Conv2D({self.c_in}, {self.c_out}, {self.kernel}, stride={self.stride}, "
+                f"padding={self.padding})")
+
+
+class ConvTranspose2D:
+    """2-D transposed convolution: the input gradient of a ``Conv2D``, as a layer.
+
+    It computes what ``Conv2D(C_out, C_in, k, stride, padding).backward``
+    computes for dx, with this layer's W (C_in, C_out, k, k) as that
+    convolution's weight: each input pixel scatters W[c_in] (C_out, k, k),
+    scaled by its value, onto a k x k window of the output, windows ``stride``
+    apart; overlaps add, ``padding`` is cropped off each side, and
+    ``output_padding`` extra rows and columns at the bottom and right receive
+    only the bias. Shapes: x (B, C_in, H, W), out (B, C_out, Ho, Wo),
+    Ho = (H - 1) stride - 2 padding + k + output_padding.
+
+    Backward (``derivations.md#transposed-convolution``), with
+    cols = im2col(dout padded) (C_out k k, B H W), W2 = W.reshape(C_in, C_out k k)
+    and x2 = x as (C_in, B H W):
+        dW = x2 @ cols^T       (C_in, C_out k k) -> W's shape
+        db = dout summed over n, y, x'      (C_out,)
+        dx = W2 @ cols         (C_in, B H W) -> (B, C_in, H, W)
+    which is a convolution of dout with W: the forward of the Conv2D above.
+
+    Initialisation: PyTorch's fans for this weight shape, fan_in = C_out k k
+    and fan_out = C_in k k (``pytorch`` is what ``torch.nn.ConvTranspose2d``
+    does).
+    """
+
+    def __init__(self, c_in, c_out, kernel, stride=1, padding=0, output_padding=0, *, rng,
+                 init="he", dtype=np.float32, xp=np):
+        _check_sizes("ConvTranspose2D", c_in, c_out, kernel, stride, padding, output_padding)
+        self.c_in, self.c_out, self.kernel = c_in, c_out, kernel
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        area = kernel * kernel
+        W, b = init_weights(c_out * area, c_in * area, init, rng,
+                            shape=(c_in, c_out, kernel, kernel), bias=c_out)
+        self.params = {"W": xp.asarray(W, dtype=dtype), "b": xp.asarray(b, dtype=dtype)}
+        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.xp = xp
+
+    def output_shape(self, height, width):
+        """(C_out, Ho, Wo) for an input of ``height`` x ``width`` pixels."""
+        args = self.kernel, self.stride, self.padding, self.output_padding
+        return (self.c_out, conv_transpose_output_size(height, *args),
+                conv_transpose_output_size(width, *args))
+
+    def forward(self, x):
+        _spatial_input(repr(self), x, self.c_in)
+        B, C, H, W = x.shape
+        _, Ho, Wo = self.output_shape(H, W)
+        if Ho < 1 or Wo < 1:
+            raise ConfigError(f"{self!r}: a {H}x{W} input gives no output pixels")
+        self.x_shape = x.shape
+        self.x2 = x.transpose(1, 0, 2, 3).reshape(C, B * H * W)
+        k, p = self.kernel, self.padding
+        cols = self.xp.matmul(self.params["W"].reshape(C, -1).T, self.x2)
+        out = col2im(cols.reshape(self.c_out, k, k, B, H, W),
+                     (self.c_out, B, Ho + 2 * p, Wo + 2 * p), self.stride)
+        out = crop(out, p)
+        out += self.params["b"][:, None, None]
+        return out
+
+    def backward(self, dout, need_dx=True):
+        """Fill ``grads`` from dout (B, C_out, Ho, Wo); return dx (B, C_in, H, W), or None.
+
+        cols = im2col(dout padded by ``padding``); dW = x2 @ cols^T,
+        db = sum of dout over (n, y, x'), dx = W2 @ cols: the forward of a
+        convolution. Derivation: ``derivations.md#transposed-convolution``.
+        """
+        B, C, H, W = self.x_shape
+        k = self.kernel
+        cols = im2col(channels_first(dout, self.padding), k, self.stride, H, W)
+        cols = cols.reshape(self.c_out * k * k, B * H * W)
+        self.grads["W"].reshape(C, -1)[...] = _product_t(self.xp, self.x2, cols)
+        dout.sum(axis=(0, 2, 3), out=self.grads["b"])
+        if not need_dx:
+            return None
+        dx = self.xp.matmul(self.params["W"].reshape(C, -1), cols)
+        return dx.reshape(C, B, H, W).transpose(1, 0, 2, 3)
+
+    def __repr__(self):
+        return (f"ConvTranspose2D({self.c_in}, {self.c_out}, {self.kernel}, "
+                f"stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding})")
+
+
+class Reshape:
+    """Reshape each example: x (B, *in_shape) -> (B, *shape); no parameters.
+
+    Sits between dense and spatial layers: ``Reshape((1, 28, 28))`` turns
+    (B, 784) into images, ``Reshape((784,))`` flattens them back (C, H, W
+    order, as ``torch.flatten``). Backward (``derivations.md#convolution``):
+    dx = dout reshaped back to x's shape, since reshaping only renames entries.
+    """
+
+    def __init__(self, shape):
+        self.shape = tuple(int(n) for n in shape)
+        self.params = {}
+        self.grads = {}
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], *self.shape)
+
+    def backward(self, dout):
+        return dout.reshape(self.x_shape)
+
+    def __repr__(self):
+        return f"Reshape({self.shape})"
