@@ -1,0 +1,287 @@
+"""npvae's importance-weighted bound against the same estimator in PyTorch, side by side.
+
+Both sides evaluate L_k = log (1/k) sum_j p(x|z_j) p(z_j) / q(z_j|x) on MNIST's
+test set with the same weights (an npvae 784-400-20 model: ``--run RUN``, or
+one trained here for ``--epochs`` epochs with ``npvae train``), in float32,
+batched over 100 examples, chunked over samples with a running log-sum-exp,
+and with the same noise: both draw eps from a NumPy Generator seeded alike, in
+the same order (per batch of examples, chunks of shape (chunk, 100, 20)), so
+the two bounds must agree to float32 rounding, and the script says by how much.
+
+- ``npvae``: ``npvae.evaluate.iw_bounds`` as ``npvae evaluate --iw-samples K``
+  runs it (its default chunking);
+- ``torch``: the estimator written plainly in PyTorch on ``torch_vae.py``'s
+  model (the example's ``nn.Linear`` layers, loaded with the same weights):
+  decoder, ``F.binary_cross_entropy_with_logits(..., reduction="none")``,
+  log p(z) and log q(z|x) from their formulas, ``torch.logsumexp`` per chunk
+  and ``torch.logaddexp`` across chunks, under ``torch.no_grad()``. Its chunk
+  is the fastest of ``--torch-chunks`` on a short trial.
+
+For each k in ``--ks`` the two sides run ``--repeats`` times, interleaved (the
+order alternates), each run timed together with the CPUs other processes used
+meanwhile (``_common.OtherLoad``). k = 5000 on the full test set takes many
+minutes a side; ``--examples-large N`` runs the k >= 1000 cases on the first N
+test examples only (the table says so).
+
+Then a profile of npvae alone (k = 100): ``numpy.matmul`` swapped for a timed
+wrapper (every product of the estimator goes through ``xp.matmul``), giving
+the share of its time in matrix products, the products' GFLOP (counted from
+the shapes) and their GFLOP/s, and a chunk-shaped sgemm alone (the bound the
+products set).
+
+Usage: ``python benchmarks/iw_bound_torch.py [--run RUN] [--ks 100,5000]
+[--examples-large 1000] [--repeats 3] [--threads 2]``
+"""
+
+if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumPy loads
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks._common import threads_from_argv
+
+    threads_from_argv()
+
+import contextlib
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import _common
+from benchmarks.torch_vae import make_model, weights_from_npvae
+
+LOG_2PI = math.log(2 * math.pi)
+BATCH = 100
+
+
+# ---------------------------------------------------------------- the two estimators
+
+
+def npvae_bounds(model, x, k, seed, progress=None):
+    """Per-example L_k from npvae, as ``npvae evaluate`` computes them: host (N,)."""
+    from npvae.evaluate import iw_bounds
+
+    return iw_bounds(model, x, k, np.random.default_rng(seed), batch_size=BATCH,
+                     progress=progress)
+
+
+def torch_bounds(net, x, k, seed, chunk, torch):
+    """Per-example L_k from the estimator written in PyTorch: (N,) float64."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(seed)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), BATCH):
+            xb = torch.from_numpy(x[start:start + BATCH])
+            mu, logvar = net.encode(xb)
+            std = torch.exp(0.5 * logvar)
+            acc = None
+            for c0 in range(0, k, chunk):
+                eps = torch.from_numpy(rng.standard_normal((min(chunk, k - c0), *mu.shape),
+                                                           dtype=np.float32))
+                z = mu + std * eps                                          # (c, B, Z)
+                logits = net.fc4(F.relu(net.fc3(z)))                        # (c, B, D)
+                log_px_z = -F.binary_cross_entropy_with_logits(
+                    logits, xb.expand_as(logits), reduction="none").sum(-1)
+                log_pz = -0.5 * (z * z + LOG_2PI).sum(-1)
+                log_qz = -0.5 * (((z - mu) / std) ** 2 + logvar + LOG_2PI).sum(-1)
+                lse = torch.logsumexp(log_px_z + log_pz - log_qz, dim=0)    # (B,)
+                acc = lse if acc is None else torch.logaddexp(acc, lse)
+            out.append((acc - math.log(k)).double().numpy())
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def load_or_train(run, epochs):
+    """An npvae model from run folder ``run``, or one trained here for ``epochs`` epochs."""
+    from npvae.checkpoint import model_from_checkpoint
+    from npvae.cli import main as npvae_main
+
+    if run is None:
+        run = Path(tempfile.mkdtemp(prefix="iw_bound_torch_")) / "run"
+        print(f"training the pytorch-example preset for {epochs} epochs in {run} ...", flush=True)
+        npvae_main(["train", "--epochs", str(epochs), "--run-dir", str(run), "--no-figures",
+                    "--no-progress"])
+    model, _ = model_from_checkpoint(run)
+    return model, str(run)
+
+
+def timed(fn):
+    """(result, wall seconds, other processes' CPUs meanwhile)."""
+    with _common.OtherLoad() as load:
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    return result, seconds, load.cpus
+
+
+def pick_torch_chunk(net, x, chunks, seed, torch):
+    """The fastest chunk for the PyTorch side on a short trial (k = 100, the first 500 examples)."""
+    trial = {}
+    for chunk in chunks:
+        _, seconds, load = timed(lambda: torch_bounds(net, x[:500], 100, seed, chunk, torch))
+        trial[chunk] = {"seconds": seconds, "other_load_cpus": load}
+        print(f"  torch chunk {chunk}: {seconds:.2f} s (other CPUs {load:.2f})", flush=True)
+    return min(trial, key=lambda c: trial[c]["seconds"]), trial
+
+
+def side_by_side(model, net, x, k, repeats, seed, torch_chunk, torch):
+    """Interleaved runs of both sides: per-run seconds, loads and the two bounds."""
+    runs = {"npvae": [], "torch": []}
+    values = {}
+    for rep in range(repeats):
+        order = ("npvae", "torch") if rep % 2 == 0 else ("torch", "npvae")
+        for side in order:
+            fn = ((lambda: npvae_bounds(model, x, k, seed)) if side == "npvae" else
+                  (lambda: torch_bounds(net, x, k, seed, torch_chunk, torch)))
+            bounds, seconds, load = timed(fn)
+            values[side] = bounds
+            runs[side].append({"seconds": seconds, "other_load_cpus": load})
+            print(f"  k={k} {side:6s} {seconds:8.2f} s  other CPUs {load:.2f}  "
+                  f"bound {bounds.mean():.4f}", flush=True)
+    return runs, values
+
+
+# ---------------------------------------------------------------- profile
+
+
+@contextlib.contextmanager
+def timed_matmul(clock):
+    """``numpy.matmul`` replaced by a timed wrapper while the block runs.
+
+    npvae calls ``xp.matmul`` with ``xp`` the numpy module, so every product
+    of the estimator (layers, likelihood, data term) goes through it.
+    """
+    original = np.matmul
+
+    def matmul(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock["matmul"] += time.perf_counter() - start
+            clock["calls"] += 1
+
+    np.matmul = matmul
+    try:
+        yield clock
+    finally:
+        np.matmul = original
+
+
+def estimator_flops(model, n, k):
+    """FLOPs of the products of npvae's estimator: encoder once per example, decoder k times,
+    the data term's x W^T once per example and a dot per sample."""
+    enc = [layer.params["W"].shape for layer in model.encoder.layers if layer.params]
+    dec = [layer.params["W"].shape for layer in model.decoder.layers if layer.params]
+    H, D = dec[-1]
+    per_example = sum(2 * a * b for a, b in enc) + 2 * D * H
+    per_sample = sum(2 * a * b for a, b in dec) + 2 * H + 2 * 2 * D  # + the ones-vector sums
+    return n * per_example + n * k * per_sample
+
+
+def gemm_gflops(rows, H, D, repeats=7):
+    """GFLOP/s of the estimator's main product alone, (rows, H) @ (H, D), best of ``repeats``."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((rows, H), dtype=np.float32)
+    w = rng.standard_normal((H, D), dtype=np.float32)
+    out = np.empty((rows, D), np.float32)
+    np.matmul(a, w, out=out)
+    best = min(_seconds(lambda: np.matmul(a, w, out=out)) for _ in range(repeats))
+    return 2 * rows * H * D / best / 1e9
+
+
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def profile_npvae(model, x, k, seed):
+    from npvae import evaluate
+
+    clock = {"matmul": 0.0, "calls": 0}
+    with timed_matmul(clock):
+        _, seconds, load = timed(lambda: npvae_bounds(model, x, k, seed))
+    flops = estimator_flops(model, len(x), k)
+    H, D = model.decoder.layers[-1].params["W"].shape
+    rows = BATCH * evaluate._default_chunk(model, k, BATCH, plain=False)
+    peak = gemm_gflops(rows, H, D)
+    return {"k": k, "examples": len(x), "seconds": seconds, "other_load_cpus": load,
+            "matmul_seconds": clock["matmul"], "matmul_calls": clock["calls"],
+            "matmul_share": clock["matmul"] / seconds, "gflop": flops / 1e9,
+            "products_gflops": flops / 1e9 / clock["matmul"],
+            "chunk_gemm_alone_gflops": peak, "chunk_rows": rows,
+            "bound_seconds": flops / 1e9 / peak, "distance_to_bound": seconds / (flops / 1e9 / peak)}
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None):
+    parser = _common.script_parser(__doc__, epochs=3)
+    parser.add_argument("--run", help="npvae run folder to take the weights from "
+                        "(default: train the pytorch-example preset for --epochs epochs)")
+    parser.add_argument("--ks", default="100,5000", help="importance samples, comma separated")
+    parser.add_argument("--examples", type=int, default=10000,
+                        help="test examples for k < 1000 (default: all 10000)")
+    parser.add_argument("--examples-large", type=int, default=10000,
+                        help="test examples for k >= 1000 (default: all 10000)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per side")
+    parser.add_argument("--torch-chunks", default="10,50,100",
+                        help="chunks tried for the PyTorch side; the fastest is used")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the noise of both sides")
+    args = parser.parse_args(argv)
+    torch = _common.import_torch(args.threads)
+    if torch is None:
+        _common.skip_without_torch("iw_bound_torch")
+
+    model, run = load_or_train(args.run, args.epochs)
+    net = make_model(weights_from_npvae(model)).eval()
+    _, x_test = _common.mnist_arrays()
+    print("uptime at start:", os.getloadavg())
+    print("choosing the PyTorch chunk ...")
+    torch_chunk, trial = pick_torch_chunk(net, x_test, [int(c) for c in args.torch_chunks.split(",")],
+                                          args.seed, torch)
+    results, rows = [], []
+    for k in (int(v) for v in args.ks.split(",")):
+        n = args.examples_large if k >= 1000 else args.examples
+        runs, values = side_by_side(model, net, x_test[:n], k, args.repeats, args.seed,
+                                    torch_chunk, torch)
+        med = {side: _common.median([r["seconds"] for r in runs[side]]) for side in runs}
+        diff = float(np.abs(values["npvae"] - values["torch"]).max())
+        bound = float(values["npvae"].mean())
+        results.append({"k": k, "examples": n, "runs": runs, "median_seconds": med,
+                        "ratio_npvae_torch": med["npvae"] / med["torch"],
+                        "bound_npvae": bound, "bound_torch": float(values["torch"].mean()),
+                        "max_abs_difference_per_example": diff,
+                        "standard_error": float(values["npvae"].std(ddof=1) / math.sqrt(n))})
+        rows.append((k, n, med["npvae"], med["torch"], med["npvae"] / med["torch"], bound,
+                     float(values["torch"].mean()), f"{diff:.1e}",
+                     " ".join(f"{r['other_load_cpus']:.2f}" for side in runs for r in runs[side])))
+    print("profiling npvae (k=100, numpy.matmul timed) ...", flush=True)
+    profile = profile_npvae(model, x_test[:args.examples], 100, args.seed)
+    _common.print_table(rows, ["k", "examples", "npvae s", "torch s", "npvae/torch", "npvae bound",
+                               "torch bound", "max |diff|", "other CPUs (npvae.., torch..)"],
+                        title=f"\nimportance-weighted bound, float32, {args.threads} threads, "
+                              f"torch chunk {torch_chunk}; medians of {args.repeats} interleaved runs")
+    print(f"npvae profile (k=100, {profile['examples']} examples): {profile['seconds']:.2f} s, "
+          f"matmul {profile['matmul_seconds']:.2f} s ({100 * profile['matmul_share']:.1f}%), "
+          f"{profile['gflop']:.0f} GFLOP at {profile['products_gflops']:.0f} GFLOP/s in the "
+          f"products; the chunk's sgemm alone {profile['chunk_gemm_alone_gflops']:.0f} GFLOP/s, "
+          f"so the products' bound is {profile['bound_seconds']:.2f} s and npvae is "
+          f"{profile['distance_to_bound']:.2f}x it")
+    print("load average at the end:", os.getloadavg())
+    _common.write_json("iw_bound_torch", {
+        "args": vars(args), "run": run, "machine": _common.machine_info(torch),
+        "torch_chunk": torch_chunk, "torch_chunk_trial": trial, "results": results,
+        "npvae_profile": profile, "load_average_at_end": os.getloadavg()}, args.out)
+
+
+if __name__ == "__main__":
+    main()
