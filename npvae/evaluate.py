@@ -21,6 +21,8 @@ steps, never between a model's ``forward`` and its ``backward``.
 """
 
 import math
+import sys
+import time
 
 import numpy as np
 
@@ -313,6 +315,53 @@ def iw_bound(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progr
     """
     return float(iw_bounds(model, x, k, rng, batch_size, chunk, plain=plain,
                            progress=progress).mean())
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback: a tqdm bar with its ETA, and a notice.
+
+    After the first call (the first chunk), if the whole run is expected to
+    take longer than ``notice_after`` seconds (the first chunk's time scaled
+    to ``total``), one line says so before the bar appears:
+
+        importance-weighted bound, k=5000: about 3 min 10 s (from the first chunk)
+
+    Both go to ``file`` (default: stderr, so stdout keeps only the results).
+    ``clock``: a function returning seconds (tests pass a fake one).
+    Call ``close()`` when the run ends.
+    """
+
+    def __init__(self, desc, *, notice_after=10.0, file=None, clock=time.perf_counter):
+        self.desc, self.notice_after, self.clock = desc, notice_after, clock
+        self.file = sys.stderr if file is None else file
+        self.started, self.bar = clock(), None
+
+    def __call__(self, done, total):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            expected = (self.clock() - self.started) * total / done
+            if expected > self.notice_after:
+                print(f"{self.desc}: about {format_duration(expected)} (from the first chunk)",
+                      file=self.file, flush=True)
+            self.bar = tqdm(total=total, initial=done, desc=self.desc, unit="sample",
+                            unit_scale=True, file=self.file, dynamic_ncols=True)
+        else:
+            self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_duration(seconds):
+    """``"45 s"``, ``"3 min 10 s"`` or ``"1 h 05 min"``, for a notice."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # ------------------------------------------------------------------ latent usage
