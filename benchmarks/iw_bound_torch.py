@@ -21,7 +21,7 @@ For each k in ``--ks`` the two sides run ``--repeats`` times, interleaved (the
 order alternates), each run timed together with the CPUs other processes used
 meanwhile (``_common.OtherLoad``). k = 5000 on the full test set takes many
 minutes a side; ``--examples-large N`` runs the k >= 1000 cases on the first N
-test examples only (the table says so).
+test examples only (the table says so), ``--repeats-large`` times.
 
 Then a profile of npvae alone (k = 100): ``numpy.matmul`` swapped for a timed
 wrapper (every product of the estimator goes through ``xp.matmul``), giving
@@ -42,7 +42,6 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
 
     threads_from_argv()
 
-import contextlib
 import math
 import tempfile
 import time
@@ -150,30 +149,6 @@ def side_by_side(model, net, x, k, repeats, seed, torch_chunk, torch):
 # ---------------------------------------------------------------- profile
 
 
-@contextlib.contextmanager
-def timed_matmul(clock):
-    """``numpy.matmul`` replaced by a timed wrapper while the block runs.
-
-    npvae calls ``xp.matmul`` with ``xp`` the numpy module, so every product
-    of the estimator (layers, likelihood, data term) goes through it.
-    """
-    original = np.matmul
-
-    def matmul(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            clock["matmul"] += time.perf_counter() - start
-            clock["calls"] += 1
-
-    np.matmul = matmul
-    try:
-        yield clock
-    finally:
-        np.matmul = original
-
-
 def estimator_flops(model, n, k):
     """FLOPs of the products of npvae's estimator: encoder once per example, decoder k times,
     the data term's x W^T once per example and a dot per sample."""
@@ -205,17 +180,16 @@ def _seconds(fn):
 def profile_npvae(model, x, k, seed):
     from npvae import evaluate
 
-    clock = {"matmul": 0.0, "calls": 0}
-    with timed_matmul(clock):
+    with _common.timed_matmul() as clock:
         _, seconds, load = timed(lambda: npvae_bounds(model, x, k, seed))
     flops = estimator_flops(model, len(x), k)
     H, D = model.decoder.layers[-1].params["W"].shape
     rows = BATCH * evaluate._default_chunk(model, k, BATCH, plain=False)
     peak = gemm_gflops(rows, H, D)
     return {"k": k, "examples": len(x), "seconds": seconds, "other_load_cpus": load,
-            "matmul_seconds": clock["matmul"], "matmul_calls": clock["calls"],
-            "matmul_share": clock["matmul"] / seconds, "gflop": flops / 1e9,
-            "products_gflops": flops / 1e9 / clock["matmul"],
+            "matmul_seconds": clock.seconds, "matmul_calls": clock.calls,
+            "matmul_share": clock.seconds / seconds, "gflop": flops / 1e9,
+            "products_gflops": flops / 1e9 / clock.seconds,
             "chunk_gemm_alone_gflops": peak, "chunk_rows": rows,
             "bound_seconds": flops / 1e9 / peak, "distance_to_bound": seconds / (flops / 1e9 / peak)}
 
@@ -233,6 +207,8 @@ def main(argv=None):
     parser.add_argument("--examples-large", type=int, default=10000,
                         help="test examples for k >= 1000 (default: all 10000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per side")
+    parser.add_argument("--repeats-large", type=int, default=1,
+                        help="interleaved runs per side for k >= 1000 (default 1)")
     parser.add_argument("--torch-chunks", default="10,50,100",
                         help="chunks tried for the PyTorch side; the fastest is used")
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise of both sides")
@@ -250,8 +226,9 @@ def main(argv=None):
                                           args.seed, torch)
     results, rows = [], []
     for k in (int(v) for v in args.ks.split(",")):
-        n = args.examples_large if k >= 1000 else args.examples
-        runs, values = side_by_side(model, net, x_test[:n], k, args.repeats, args.seed,
+        n, repeats = ((args.examples_large, args.repeats_large) if k >= 1000 else
+                      (args.examples, args.repeats))
+        runs, values = side_by_side(model, net, x_test[:n], k, repeats, args.seed,
                                     torch_chunk, torch)
         med = {side: _common.median([r["seconds"] for r in runs[side]]) for side in runs}
         diff = float(np.abs(values["npvae"] - values["torch"]).max())
@@ -269,7 +246,7 @@ def main(argv=None):
     _common.print_table(rows, ["k", "examples", "npvae s", "torch s", "npvae/torch", "npvae bound",
                                "torch bound", "max |diff|", "other CPUs (npvae.., torch..)"],
                         title=f"\nimportance-weighted bound, float32, {args.threads} threads, "
-                              f"torch chunk {torch_chunk}; medians of {args.repeats} interleaved runs")
+                              f"torch chunk {torch_chunk}; medians of interleaved runs")
     print(f"npvae profile (k=100, {profile['examples']} examples): {profile['seconds']:.2f} s, "
           f"matmul {profile['matmul_seconds']:.2f} s ({100 * profile['matmul_share']:.1f}%), "
           f"{profile['gflop']:.0f} GFLOP at {profile['products_gflops']:.0f} GFLOP/s in the "
