@@ -44,7 +44,8 @@ from npvae import VAE  # noqa: E402
 from npvae import plots  # noqa: E402
 from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.evaluate import evaluate_elbo  # noqa: E402
-from npvae.train import TrainConfig, read_metrics, resume, train  # noqa: E402
+from npvae.runs import read_metrics  # noqa: E402
+from npvae.train import TrainConfig, resume, train  # noqa: E402
 
 QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: a small subset
 FULL = os.environ.get("NPVAE_FULL") == "1" and not QUICK  # the preset's full 10 epochs
