@@ -23,14 +23,20 @@ meanwhile (``_common.OtherLoad``). k = 5000 on the full test set takes many
 minutes a side; ``--examples-large N`` runs the k >= 1000 cases on the first N
 test examples only (the table says so), ``--repeats-large`` times.
 
-Then a profile of npvae alone (k = 100): ``numpy.matmul`` swapped for a timed
-wrapper (every product of the estimator goes through ``xp.matmul``), giving
-the share of its time in matrix products, the products' GFLOP (counted from
-the shapes) and their GFLOP/s, and a chunk-shaped sgemm alone (the bound the
-products set).
+On a machine other processes share, ``--threads 1 --cpu-time`` times both
+sides by the CPU time their process ran, which waiting for a core does not
+inflate.
+
+Then npvae's fast estimator against its plain reference (``plain=True``) on
+the same noise (``--examples-plain`` examples, k = 100): the two bounds and
+the largest per-example difference, in float32. And a profile of npvae alone
+(k = 100): ``numpy.matmul`` swapped for a timed wrapper (every product of the
+estimator goes through ``xp.matmul``), giving the share of its time in matrix
+products, the products' GFLOP (counted from the shapes) and their GFLOP/s,
+and a chunk-shaped sgemm alone (the bound the products set).
 
 Usage: ``python benchmarks/iw_bound_torch.py [--run RUN] [--ks 100,5000]
-[--examples-large 1000] [--repeats 3] [--threads 2]``
+[--examples-large 1000] [--repeats 3] [--threads 2] [--threads 1 --cpu-time]``
 """
 
 if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumPy loads
@@ -43,6 +49,8 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
     threads_from_argv()
 
 import math
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -107,15 +115,24 @@ def load_or_train(run, epochs):
         npvae_main(["train", "--epochs", str(epochs), "--run-dir", str(run), "--no-figures",
                     "--no-progress"])
     model, _ = model_from_checkpoint(run)
+    c = model.config
+    if (c["x_dim"], len(c["hidden"]), c["latent"], c["activation"], c["likelihood"]) != \
+            (784, 1, 20, "relu", "bernoulli"):
+        sys.exit(f"--run {run}: {model!r}; the PyTorch side is the example's 784-H-20 ReLU "
+                 "Bernoulli VAE")
     return model, str(run)
 
 
+CLOCK = time.perf_counter
+"""The clock of every timing: the wall clock, or with ``--cpu-time`` the process's CPU time."""
+
+
 def timed(fn):
-    """(result, wall seconds, other processes' CPUs meanwhile)."""
+    """(result, seconds by CLOCK, other processes' CPUs meanwhile)."""
     with _common.OtherLoad() as load:
-        start = time.perf_counter()
+        start = CLOCK()
         result = fn()
-        seconds = time.perf_counter() - start
+        seconds = CLOCK() - start
     return result, seconds, load.cpus
 
 
@@ -172,15 +189,15 @@ def gemm_gflops(rows, H, D, repeats=7):
 
 
 def _seconds(fn):
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def profile_npvae(model, x, k, seed):
     from npvae import evaluate
 
-    with _common.timed_matmul() as clock:
+    with _common.timed_matmul(CLOCK) as clock:
         _, seconds, load = timed(lambda: npvae_bounds(model, x, k, seed))
     flops = estimator_flops(model, len(x), k)
     H, D = model.decoder.layers[-1].params["W"].shape
@@ -192,6 +209,23 @@ def profile_npvae(model, x, k, seed):
             "products_gflops": flops / 1e9 / clock.seconds,
             "chunk_gemm_alone_gflops": peak, "chunk_rows": rows,
             "bound_seconds": flops / 1e9 / peak, "distance_to_bound": seconds / (flops / 1e9 / peak)}
+
+
+def fast_against_plain(model, x, k, seed):
+    """npvae's fast estimator and its plain reference on the same noise, in float32."""
+    from npvae.evaluate import iw_bounds
+
+    runs = {}
+    for plain in (False, True):
+        bounds, seconds, load = timed(lambda: iw_bounds(model, x, k, np.random.default_rng(seed),
+                                                        batch_size=BATCH, plain=plain))
+        runs["plain" if plain else "fast"] = (bounds, seconds, load)
+    (fast, fast_s, fast_load), (plain, plain_s, plain_load) = runs["fast"], runs["plain"]
+    return {"k": k, "examples": len(x), "fast_bound": float(fast.mean()),
+            "plain_bound": float(plain.mean()),
+            "max_abs_difference_per_example": float(np.abs(fast - plain).max()),
+            "fast_seconds": fast_s, "plain_seconds": plain_s,
+            "other_load_cpus": [fast_load, plain_load]}
 
 
 # ---------------------------------------------------------------- main
@@ -207,18 +241,28 @@ def main(argv=None):
     parser.add_argument("--examples-large", type=int, default=10000,
                         help="test examples for k >= 1000 (default: all 10000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per side")
+    parser.add_argument("--examples-plain", type=int, default=1000,
+                        help="test examples for npvae's fast-against-plain check (default 1000)")
     parser.add_argument("--repeats-large", type=int, default=1,
                         help="interleaved runs per side for k >= 1000 (default 1)")
     parser.add_argument("--torch-chunks", default="10,50,100",
                         help="chunks tried for the PyTorch side; the fastest is used")
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise of both sides")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with the process's CPU time, not the wall clock (needs "
+                             "--threads 1): on a shared machine, what other processes' load "
+                             "does not inflate")
     args = parser.parse_args(argv)
+    if args.cpu_time and args.threads != 1:
+        parser.error("--cpu-time needs --threads 1 (a second BLAS thread's spinning counts as CPU time)")
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     torch = _common.import_torch(args.threads)
     if torch is None:
         _common.skip_without_torch("iw_bound_torch")
 
     model, run = load_or_train(args.run, args.epochs)
-    net = make_model(weights_from_npvae(model)).eval()
+    net = make_model(weights_from_npvae(model), hidden=model.config["hidden"][0]).eval()
     _, x_test = _common.mnist_arrays()
     print("uptime at start:", os.getloadavg())
     print("choosing the PyTorch chunk ...")
@@ -241,11 +285,14 @@ def main(argv=None):
         rows.append((k, n, med["npvae"], med["torch"], med["npvae"] / med["torch"], bound,
                      float(values["torch"].mean()), f"{diff:.1e}",
                      " ".join(f"{r['other_load_cpus']:.2f}" for side in runs for r in runs[side])))
+    print("npvae's fast estimator against its plain one (k=100) ...", flush=True)
+    plain_check = fast_against_plain(model, x_test[:args.examples_plain], 100, args.seed)
     print("profiling npvae (k=100, numpy.matmul timed) ...", flush=True)
     profile = profile_npvae(model, x_test[:args.examples], 100, args.seed)
     _common.print_table(rows, ["k", "examples", "npvae s", "torch s", "npvae/torch", "npvae bound",
                                "torch bound", "max |diff|", "other CPUs (npvae.., torch..)"],
                         title=f"\nimportance-weighted bound, float32, {args.threads} threads, "
+                              f"{'CPU' if args.cpu_time else 'wall'} time, "
                               f"torch chunk {torch_chunk}; medians of interleaved runs")
     print(f"npvae profile (k=100, {profile['examples']} examples): {profile['seconds']:.2f} s, "
           f"matmul {profile['matmul_seconds']:.2f} s ({100 * profile['matmul_share']:.1f}%), "
@@ -253,11 +300,16 @@ def main(argv=None):
           f"products; the chunk's sgemm alone {profile['chunk_gemm_alone_gflops']:.0f} GFLOP/s, "
           f"so the products' bound is {profile['bound_seconds']:.2f} s and npvae is "
           f"{profile['distance_to_bound']:.2f}x it")
+    print(f"npvae fast vs plain (k=100, {plain_check['examples']} examples, float32): bound "
+          f"{plain_check['fast_bound']:.6f} vs {plain_check['plain_bound']:.6f}, largest "
+          f"per-example difference {plain_check['max_abs_difference_per_example']:.1e}; "
+          f"{plain_check['fast_seconds']:.2f} s vs {plain_check['plain_seconds']:.2f} s")
     print("load average at the end:", os.getloadavg())
     _common.write_json("iw_bound_torch", {
         "args": vars(args), "run": run, "machine": _common.machine_info(torch),
         "torch_chunk": torch_chunk, "torch_chunk_trial": trial, "results": results,
-        "npvae_profile": profile, "load_average_at_end": os.getloadavg()}, args.out)
+        "npvae_profile": profile, "fast_against_plain": plain_check,
+        "load_average_at_end": os.getloadavg()}, args.out)
 
 
 if __name__ == "__main__":

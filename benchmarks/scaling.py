@@ -9,8 +9,8 @@ alternates over ``--repeats``); the median time is scaled to an epoch of
 2-core machine; the step does not change from step to step, so a fixed
 number of steps measures the same thing.
 
-- ``npvae``: the training step of ``npvae.train``: ``VAE.forward`` (data
-  checked once, not per batch), ``VAE.backward``, ``Adam.step``;
+- ``npvae``: ``npvae.train.train_step`` (forward, backward, Adam's step;
+  the data checked once, not per batch), the step ``npvae train`` takes;
 - ``torch``: PyTorch's VAE example (``torch_vae.py``, its hidden width set to
   H): forward, the example's loss, ``backward``, ``Adam.step``.
 
@@ -22,7 +22,12 @@ says how far the whole step is from the time its own products need: near 1
 where the products dominate, far where NumPy's elementwise work (one thread:
 ReLU, likelihood, KL, Adam's passes over the parameters) does.
 
-Writes ``results/scaling.json`` and the figure ``results/scaling.png``.
+On a machine other processes share, ``--threads 1 --cpu-time`` times both
+sides by the CPU time their process ran, which waiting for a core does not
+inflate.
+
+Writes ``results/scaling.json`` and the figure ``results/scaling.png``
+(``--out``, ``--figure`` to put them elsewhere).
 
 Usage: ``python benchmarks/scaling.py [--widths 400,1024,2048]
 [--batch-sizes 32,64,128,256,512,1024] [--examples 4096] [--repeats 2] [--threads 2]``
@@ -43,7 +48,7 @@ import time
 import numpy as np
 
 from benchmarks import _common
-from benchmarks.profile_epoch import epoch_flops, gemm_shapes, time_best
+from benchmarks.profile_epoch import epoch_flops, gemm_shapes
 from benchmarks.torch_vae import loss_function, make_model, weights_from_npvae
 
 EPOCH = 60_000
@@ -59,10 +64,10 @@ def npvae_setup(width, seed):
 
 
 def npvae_steps(model, optimizer, batches, rng):
+    from npvae.train import train_step
+
     for xb in batches:
-        model.forward(xb, rng=rng, check=False)
-        model.backward()
-        optimizer.step()
+        train_step(model, optimizer, xb, rng=rng, check=False)
 
 
 def torch_steps(net, optimizer, batches):
@@ -74,7 +79,7 @@ def torch_steps(net, optimizer, batches):
         optimizer.step()
 
 
-def products_bound(model, batch, steps):
+def products_bound(model, batch, steps, clock):
     """Seconds of the step's products, each timed alone (best of 7), over ``steps`` steps."""
     rng = np.random.default_rng(0)
     total = 0.0
@@ -84,7 +89,14 @@ def products_bound(model, batch, steps):
         A, B = (a.T if ta else a), (b.T if tb else b)
         out = np.empty((M, N), np.float32)
         number = max(1, int(2e8 // (2 * M * K * N)))     # about 0.2 GFLOP a repeat
-        total += time_best(lambda: np.matmul(A, B, out=out), repeats=7, number=number)
+        np.matmul(A, B, out=out)
+        best = float("inf")
+        for _ in range(7):
+            start = clock()
+            for _ in range(number):
+                np.matmul(A, B, out=out)
+            best = min(best, (clock() - start) / number)
+        total += best
     return total * steps
 
 
@@ -100,28 +112,29 @@ def measure(width, batch, x_train, args, torch):
     rng = np.random.default_rng(args.seed)
     npvae_steps(model, optimizer, batches[:1], rng)                  # warm-up
     torch_steps(net, torch_optimizer, torch_batches[:1])
+    clock = time.process_time if args.cpu_time else time.perf_counter
     runs = {"npvae": [], "torch": []}
     for rep in range(args.repeats):
         for side in (("npvae", "torch") if rep % 2 == 0 else ("torch", "npvae")):
             with _common.OtherLoad() as load:
-                start = time.perf_counter()
+                start = clock()
                 if side == "npvae":
                     npvae_steps(model, optimizer, batches, rng)
                 else:
                     torch_steps(net, torch_optimizer, torch_batches)
-                seconds = time.perf_counter() - start
+                seconds = clock() - start
             runs[side].append({"epoch_seconds": seconds / steps * EPOCH / batch,
                                "other_load_cpus": load.cpus})
-    with _common.timed_matmul() as clock:
-        start = time.perf_counter()
+    with _common.timed_matmul(clock) as products:
+        start = clock()
         npvae_steps(model, optimizer, batches, rng)
-        seconds = time.perf_counter() - start
-    bound = products_bound(model, batch, EPOCH / batch)
+        seconds = clock() - start
+    bound = products_bound(model, batch, EPOCH / batch, clock)
     med = {side: _common.median([r["epoch_seconds"] for r in runs[side]]) for side in runs}
     return {"width": width, "batch": batch, "steps": steps, "runs": runs,
             "npvae_epoch_s": med["npvae"], "torch_epoch_s": med["torch"],
             "ratio_npvae_torch": med["npvae"] / med["torch"],
-            "npvae_matmul_share": clock.seconds / seconds,
+            "npvae_matmul_share": products.seconds / seconds,
             "gflop_per_epoch": epoch_flops(model, EPOCH) / 1e9,
             "products_bound_epoch_s": bound,
             "bound_gflops": epoch_flops(model, EPOCH) / 1e9 / bound,
@@ -183,8 +196,14 @@ def main(argv=None):
                         help="examples timed per point and side (at least 3 steps)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per side")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with the process's CPU time, not the wall clock (needs "
+                             "--threads 1): on a shared machine, what other processes' load "
+                             "does not inflate")
     parser.add_argument("--figure", default=str(_common.RESULTS / "scaling.png"))
     args = parser.parse_args(argv)
+    if args.cpu_time and args.threads != 1:
+        parser.error("--cpu-time needs --threads 1 (a second BLAS thread's spinning counts as CPU time)")
     torch = _common.import_torch(args.threads)
     if torch is None:
         _common.skip_without_torch("scaling")
@@ -208,7 +227,8 @@ def main(argv=None):
     _common.print_table(rows, ["H", "batch", "npvae s/epoch", "torch s/epoch", "npvae/torch",
                                "npvae in products", "GFLOP/epoch", "products' bound s",
                                "npvae/bound"],
-                        title=f"\n{args.threads} threads; {args.examples} examples per point, "
+                        title=f"\n{args.threads} threads, {'CPU' if args.cpu_time else 'wall'} "
+                              f"time; {args.examples} examples per point, "
                               f"medians of {args.repeats} interleaved runs, scaled to 60,000")
     print("load average at the end:", os.getloadavg())
     figure(points, args.figure)
