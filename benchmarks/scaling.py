@@ -42,8 +42,10 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
 
     threads_from_argv()
 
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -141,7 +143,7 @@ def measure(width, batch, x_train, args, torch):
             "npvae_over_bound": med["npvae"] / bound}
 
 
-def figure(points, path):
+def figure(points, path, note):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,7 +175,12 @@ def figure(points, path):
     left.set_yscale("log")
     left.set_ylabel("seconds per epoch (60,000 examples)")
     left.set_title("784-H-20 VAE: one training epoch")
-    left.legend(fontsize=7)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=f"C{i}", lw=6, label=f"H={w}") for i, w in enumerate(widths)]
+    handles += [Line2D([], [], color="k", ls=ls, marker=m, label=name) for ls, m, name in
+                (("-", "o", "npvae"), ("--", "s", "PyTorch"), (":", "", "npvae's products alone"))]
+    left.legend(handles=handles, fontsize=7, ncol=2)
     middle.axhline(1.0, color="k", lw=0.8)
     middle.set_ylim(bottom=0)
     middle.set_ylabel("npvae's epoch / its products alone")
@@ -183,9 +190,17 @@ def figure(points, path):
     right.set_ylabel("% of npvae's epoch in matrix products")
     right.set_title("share in matrix products")
     right.legend(fontsize=8)
+    fig.suptitle(note, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
+
+
+def figure_note(args):
+    clock = "CPU time" if args["cpu_time"] else "wall clock"
+    return (f"benchmarks/scaling.py: {args['threads']} thread(s) for both, {clock}, "
+            f"{args['examples']} examples per point scaled to 60,000, "
+            f"medians of {args['repeats']} interleaved runs")
 
 
 def main(argv=None):
@@ -201,7 +216,13 @@ def main(argv=None):
                              "--threads 1): on a shared machine, what other processes' load "
                              "does not inflate")
     parser.add_argument("--figure", default=str(_common.RESULTS / "scaling.png"))
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="only redraw the figure from a results file")
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        results = json.loads(args.replot.read_text())
+        figure(results["points"], args.figure, figure_note(results["args"]))
+        return
     if args.cpu_time and args.threads != 1:
         parser.error("--cpu-time needs --threads 1 (a second BLAS thread's spinning counts as CPU time)")
     torch = _common.import_torch(args.threads)
@@ -231,7 +252,7 @@ def main(argv=None):
                               f"time; {args.examples} examples per point, "
                               f"medians of {args.repeats} interleaved runs, scaled to 60,000")
     print("load average at the end:", os.getloadavg())
-    figure(points, args.figure)
+    figure(points, args.figure, figure_note(vars(args)))
     _common.write_json("scaling", {"args": vars(args), "machine": _common.machine_info(torch),
                                    "points": points, "load_average_at_end": os.getloadavg()},
                        args.out)
