@@ -61,14 +61,14 @@ def model_class():
     from torch.nn import functional as F
 
     class VAE(nn.Module):
-        def __init__(self):
+        def __init__(self, hidden=400):  # hidden: ours, for benchmarks/scaling.py (the example: 400)
             super(VAE, self).__init__()
 
-            self.fc1 = nn.Linear(784, 400)
-            self.fc21 = nn.Linear(400, 20)
-            self.fc22 = nn.Linear(400, 20)
-            self.fc3 = nn.Linear(20, 400)
-            self.fc4 = nn.Linear(400, 784)
+            self.fc1 = nn.Linear(784, hidden)
+            self.fc21 = nn.Linear(hidden, 20)
+            self.fc22 = nn.Linear(hidden, 20)
+            self.fc3 = nn.Linear(20, hidden)
+            self.fc4 = nn.Linear(hidden, 784)
 
         def encode(self, x):
             h1 = F.relu(self.fc1(x))
@@ -127,11 +127,14 @@ def weights_from_npvae(vae):
     }
 
 
-def make_model(weights=None, dtype=None):
-    """The example's model; ``weights`` (name -> array, ``weights_from_npvae``) replace its init."""
+def make_model(weights=None, dtype=None, hidden=400):
+    """The example's model; ``weights`` (name -> array, ``weights_from_npvae``) replace its init.
+
+    ``hidden`` widens or narrows the two hidden layers (the example: 400).
+    """
     import torch
 
-    model = model_class()()
+    model = model_class()(hidden)
     if dtype is not None:
         model = model.to(dtype)
     if weights is not None:

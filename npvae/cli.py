@@ -174,10 +174,19 @@ def cmd_evaluate(args):
     print(f"test ELBO: {elbo:.4f} nats/example (recon {terms['recon']:.4f}, "
           f"kl {terms['kl']:.4f}; loss = -ELBO = {-elbo:.4f})")
     if args.iw_samples:
-        bound = evaluate.iw_bound(model, x, args.iw_samples, rng,
-                                  batch_size=max(1, min(args.batch_size, 100)))
-        print(f"importance-weighted bound, k={args.iw_samples}: log p(x) >= {bound:.4f} "
-              f"nats/example (-log p(x) <= {-bound:.4f})")
+        desc = f"importance-weighted bound, k={args.iw_samples}"
+        bar = None if args.no_progress else evaluate.ProgressBar(desc)
+        try:
+            bounds = evaluate.iw_bounds(model, x, args.iw_samples, rng, progress=bar,
+                                        batch_size=max(1, min(args.batch_size, 100)))
+        finally:
+            if bar is not None:
+                bar.close()
+        bound = bounds.mean()
+        print(f"{desc}: log p(x) >= {bound:.4f} nats/example (-log p(x) <= {-bound:.4f})")
+        if args.limit and len(bounds) > 1:
+            print(f"  standard error {bounds.std(ddof=1) / np.sqrt(len(bounds)):.4f} nats "
+                  f"(the {len(bounds)} examples' bounds: standard deviation / sqrt({len(bounds)}))")
     kl = np.asarray(evaluate.kl_per_dim(model, x, batch_size=args.batch_size))
     active = evaluate.active_units(model, x, threshold=args.threshold,
                                    batch_size=args.batch_size)
@@ -361,6 +370,8 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seeds the evaluation noise")
     p.add_argument("--data-dir", type=_text, help="the data folder, if not the run's")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on stderr) during the importance-weighted bound")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="decode samples from the prior into a PNG grid",

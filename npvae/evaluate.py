@@ -21,13 +21,23 @@ steps, never between a model's ``forward`` and its ``backward``.
 """
 
 import math
+import sys
+import time
 
 import numpy as np
 
 from .backend import to_numpy, xp_of
 from .checks import positive_int
 from .errors import ConfigError
-from .losses import gaussian_kl, gaussian_kl_per_dim, log_normal, log_standard_normal
+from .losses import (
+    bernoulli_nll_linear,
+    gaussian_kl,
+    gaussian_kl_per_dim,
+    gaussian_nll_linear,
+    log_normal,
+    log_normal_at_eps,
+    log_standard_normal,
+)
 from .reparam import reparameterize
 
 DEFAULT_SEED = 0
@@ -173,37 +183,117 @@ def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analyti
 def _log_weights(model, xb, mu, logvar, eps):
     """log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x) for eps (k, B, Z): (k, B).
 
-    z_j = mu + exp(logvar / 2) * eps_j; xb, mu, logvar broadcast over the k samples.
+    z_j = mu + exp(logvar / 2) * eps_j; xb, mu, logvar broadcast over the k
+    samples. The plain formula, term by term: the reference for
+    ``_log_weights_fast``.
     """
     z, _ = reparameterize(mu, logvar, eps)
     log_px_z = -model.nll(_decoder_out(model, z), xb)
     return log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
 
 
-def _default_chunk(model, k, batch):
-    """Samples per chunk so that chunk * batch * width floats stay under CHUNK_BYTES."""
+def _log_weights_fast(model, xb, mu, logvar, eps, xW=None):
+    """The log weights of ``_log_weights``, equal up to rounding, computed faster: (k, B).
+
+    The samples are laid out example-major, (B, k), so that each example's
+    decoder inputs are contiguous rows; the likelihood is the last layer's
+    fused form (``bernoulli_nll_linear``: the data term as a product, or
+    ``gaussian_nll_linear``), and log q(z | x) comes from eps
+    (``log_normal_at_eps``). ``xW``: x @ W.T of the last layer, for the
+    Bernoulli data term (computed here when None).
+    """
+    eps = model.xp.ascontiguousarray(model.xp.transpose(eps, (1, 0, 2)))        # (B, k, Z)
+    z, _ = reparameterize(mu[:, None, :], logvar[:, None, :], eps)
+    B, k, Z = z.shape
+    h = z.reshape(B * k, Z)
+    for layer in model.decoder.layers[:-1]:
+        h = layer.forward(h)
+    h = h.reshape(B, k, -1)
+    W, b = model.decoder.layers[-1].params["W"], model.decoder.layers[-1].params["b"]
+    if model.config["likelihood"] == "bernoulli":
+        nll = bernoulli_nll_linear(h, W, b, xb, xW)
+    else:
+        nll = gaussian_nll_linear(h, W, b, xb, model.config["sigma"])
+    log_w = log_standard_normal(z) - log_normal_at_eps(eps, logvar[:, None, :]) - nll
+    return model.xp.transpose(log_w)
+
+
+FAST_CHUNK_ROWS = 2048
+"""Samples x examples per chunk of the fast estimator, so that its (rows, D)
+float32 scratch arrays stay near the CPU's caches. On a 784-400-20 model,
+chunks of 500 to 8000 rows cost within 15% of each other (CPU time, one
+thread); 2000 to 4000 were the cheapest."""
+
+
+def _default_chunk(model, k, batch, plain=True):
+    """Samples per chunk: chunk * batch * width floats under CHUNK_BYTES (plain),
+    or chunk * batch near FAST_CHUNK_ROWS (fast)."""
+    if not plain:
+        return max(1, min(k, FAST_CHUNK_ROWS // batch))
     width = max(model.x_dim, *model.config["decoder_hidden"])
     per_sample = batch * width * model.dtype.itemsize
     return max(1, min(k, CHUNK_BYTES // per_sample))
 
 
-def iw_log_weights(model, x, k, rng):
+def _weights_function(model, xb, mu, logvar, plain):
+    """eps (k, B, Z) -> log weights (k, B) of batch ``xb``: the plain or the fast form."""
+    if plain:
+        return lambda eps: _log_weights(model, xb, mu, logvar, eps)
+    xW = None
+    if model.config["likelihood"] == "bernoulli":   # once per batch, not once per chunk
+        xW = model.xp.matmul(xb, model.decoder.layers[-1].params["W"].T)
+    return lambda eps: _log_weights_fast(model, xb, mu, logvar, eps, xW)
+
+
+def iw_log_weights(model, x, k, rng, *, plain=False):
     """The k log importance weights of every example in ``x`` (B, D): host (k, B).
 
         log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x),   z_j ~ q(z | x)
 
     All k samples in one piece (meant for tests and small k); the noise is
     one draw of shape (k, B, Z) from ``rng``, the same noise ``iw_bound``
-    uses for one batch of examples.
+    uses for one batch of examples. ``plain=True``: the straightforward
+    formula term by term (the reference); default: the fast form
+    ``iw_bound`` uses, equal to it up to rounding.
     """
     k = positive_int("k", k)
     xb = model.check_input(model.xp.asarray(x))
     mu, logvar = model.encode(xb)
     eps = _draw_eps(model, rng, (k, *mu.shape))
-    return to_numpy(_log_weights(model, xb, mu, logvar, eps))
+    return to_numpy(_weights_function(model, xb, mu, logvar, plain)(eps))
 
 
-def iw_bound(model, x, k, rng, batch_size=100, chunk=None):
+def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progress=None):
+    """The importance-weighted bound L_k of every example in ``x``: host float64 (N,).
+
+        L_k(x) = log (1/k) sum_j p(x | z_j) p(z_j) / q(z_j | x),   z_j ~ q(z | x)
+
+    See ``iw_bound``, which is their mean; their standard deviation over
+    sqrt(N) is the standard error of that mean. ``progress``: None, or a
+    function called after every chunk as ``progress(done, total)``, counting
+    samples times examples (total = k N). ``plain=True`` uses the
+    straightforward formula (the reference the tests compare with); the
+    default fast form gives the same values up to rounding.
+    """
+    k = positive_int("k", k)
+    total, done, bounds = k * getattr(x, "shape", (0,))[0], 0, []
+    for xb in _batches(model, x, batch_size):
+        mu, logvar = model.encode(xb)
+        size = (_default_chunk(model, k, xb.shape[0], plain) if chunk is None
+                else positive_int("chunk", chunk))
+        log_weights = _weights_function(model, xb, mu, logvar, plain)
+        acc = RunningLogSumExp()
+        for start in range(0, k, size):
+            eps = _draw_eps(model, rng, (min(size, k - start), *mu.shape))
+            acc.add(log_weights(eps))
+            done += eps.shape[0] * eps.shape[1]
+            if progress is not None:
+                progress(done, total)
+        bounds.append(to_numpy(acc.log_mean()).astype(np.float64))
+    return np.concatenate(bounds)
+
+
+def iw_bound(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progress=None):
     """The importance-weighted estimate of log p(x), averaged over examples (a float).
 
         L_k(x) = log (1/k) sum_j p(x | z_j) p(z_j) / q(z_j | x),   z_j ~ q(z | x)
@@ -214,27 +304,72 @@ def iw_bound(model, x, k, rng, batch_size=100, chunk=None):
     Derivation: ``tutorials/derivations.md#importance-weighted-bound``.
 
     Batched over examples (``batch_size``) and over samples: the k samples of
-    a batch come in chunks of ``chunk`` (default: as many as keep
+    a batch come in chunks of ``chunk`` (default: about 2048 / batch_size
+    samples for the fast form; for the plain form as many as keep
     chunk * batch * width floats under 64 MB) folded into a running
     log-sum-exp, so memory does not grow with k. Noise: for each batch of
     examples in turn, chunks of shape (chunk, B, Z) drawn from ``rng``; the
     chunking does not change the noise, so any ``chunk`` gives the same value
-    up to rounding.
+    up to rounding. ``plain`` and ``progress``: see ``iw_bounds``.
 
     Shapes: x (N, D).
     """
-    k = positive_int("k", k)
-    total, n = 0.0, 0
-    for xb in _batches(model, x, batch_size):
-        mu, logvar = model.encode(xb)
-        size = _default_chunk(model, k, xb.shape[0]) if chunk is None else positive_int("chunk", chunk)
-        acc = RunningLogSumExp()
-        for start in range(0, k, size):
-            eps = _draw_eps(model, rng, (min(size, k - start), *mu.shape))
-            acc.add(_log_weights(model, xb, mu, logvar, eps))
-        total += _host_sum(acc.log_mean())
-        n += xb.shape[0]
-    return total / n
+    return float(iw_bounds(model, x, k, rng, batch_size, chunk, plain=plain,
+                           progress=progress).mean())
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback: a tqdm bar with its ETA, and a notice.
+
+    The first chunk pays for warming up (first allocations, BLAS threads
+    waking), so the rate is timed on the second: after it, if the whole run
+    is expected to take longer than ``notice_after`` seconds, one line says
+    so before the bar appears:
+
+        importance-weighted bound, k=5000: about 3 min 10 s in all (from the first chunks)
+
+    Both go to ``file`` (default: stderr, so stdout keeps only the results).
+    ``clock``: a function returning seconds (tests pass a fake one).
+    Call ``close()`` when the run ends.
+    """
+
+    def __init__(self, desc, *, notice_after=10.0, file=None, clock=time.perf_counter):
+        self.desc, self.notice_after, self.clock = desc, notice_after, clock
+        self.file = sys.stderr if file is None else file
+        self.started, self.first, self.bar = clock(), None, None
+
+    def __call__(self, done, total):
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            return
+        now = self.clock()
+        if self.first is None and done < total:
+            self.first = (now, done)
+            return
+        if self.first is not None:
+            seconds, samples = now - self.first[0], done - self.first[1]
+            expected = now - self.started + seconds / samples * (total - done)
+            if expected > self.notice_after:
+                print(f"{self.desc}: about {format_duration(expected)} in all "
+                      "(from the first chunks)", file=self.file, flush=True)
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=done, desc=self.desc, unit="sample",
+                        unit_scale=True, file=self.file, dynamic_ncols=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_duration(seconds):
+    """``"45 s"``, ``"3 min 10 s"`` or ``"1 h 05 min"``, for a notice."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # ------------------------------------------------------------------ latent usage

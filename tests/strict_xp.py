@@ -128,7 +128,7 @@ def make_module():
                  "minimum", "where", "multiply", "divide", "add", "subtract", "concatenate",
                  "zeros", "zeros_like", "empty", "empty_like", "ones", "full", "asarray", "vdot",
                  "isfinite", "all", "any", "sum", "arange", "stack", "clip", "logaddexp",
-                 "square", "log"):
+                 "square", "log", "negative", "transpose", "ascontiguousarray"):
         setattr(xp, name, _function(name))
     xp.finfo, xp.float32, xp.float64, xp.ndarray = np.finfo, np.float32, np.float64, StrictArray
     xp.random = types.SimpleNamespace(default_rng=_Generator)

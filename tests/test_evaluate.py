@@ -20,6 +20,7 @@ from npvae.evaluate import (
     encode_means,
     evaluate_elbo,
     iw_bound,
+    iw_bounds,
     iw_log_weights,
     kl_per_dim,
     latent_activity,
@@ -217,3 +218,107 @@ def test_evaluation_runs_on_another_backend_and_returns_host_values(strict_backe
         evaluate_elbo(host, x, rng=np.random.default_rng(3))
     log_w = device.xp.asarray(iw_log_weights(host, x, 5, np.random.default_rng(0)))
     np.testing.assert_allclose(to_host(logmeanexp(log_w)), logmeanexp(to_host(log_w)))
+
+
+# ------------------------------------------------------------------ the fast estimator
+
+
+def random_model(seed, likelihood, dtype="float64"):
+    """A random VAE: sizes, activation and (for the gaussian) sigma drawn from ``seed``."""
+    r = np.random.default_rng(seed)
+    hidden = [int(n) for n in r.integers(3, 12, size=r.integers(1, 3))]
+    activation = ["relu", "tanh", "softplus", "leaky_relu", "sigmoid"][seed % 5]
+    kw = dict(sigma=float(r.uniform(0.3, 2.0))) if likelihood == "gaussian" else {}
+    model = VAE(int(r.integers(5, 30)), hidden, int(r.integers(1, 5)), activation=activation,
+                likelihood=likelihood, dtype=dtype, seed=seed, **kw)
+    for p in model.params.values():                 # biases too, so b . x is tested
+        p += r.normal(0, 0.3, p.shape).astype(p.dtype)
+    return model
+
+
+def random_data(model, n, seed):
+    r = np.random.default_rng(seed + 100)
+    if model.config["likelihood"] == "bernoulli":    # binary and grey pixels both
+        return np.where(r.random((n, model.x_dim)) < 0.5, r.random((n, model.x_dim)) < 0.3,
+                        r.random((n, model.x_dim)))
+    return r.normal(0.5, 1.0, (n, model.x_dim))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_estimator_equals_plain_in_float64(likelihood, seed):
+    model = random_model(seed, likelihood)
+    x = random_data(model, 23, seed)
+    plain = iw_log_weights(model, x, 17, np.random.default_rng(seed), plain=True)
+    fast = iw_log_weights(model, x, 17, np.random.default_rng(seed))
+    np.testing.assert_allclose(fast, plain, rtol=1e-10, atol=0)
+    # the whole bound, chunked and batched: the same noise, the same value
+    bounds = [iw_bound(model, x, 40, np.random.default_rng(seed), batch_size=8, chunk=c, plain=p)
+              for c, p in ((None, True), (None, False), (3, False))]
+    assert bounds[1] == pytest.approx(bounds[0], rel=1e-10)
+    assert bounds[2] == pytest.approx(bounds[0], rel=1e-10)
+
+
+def test_fast_likelihoods_equal_the_plain_ones():
+    from npvae.losses import bernoulli_nll, bernoulli_nll_linear, gaussian_nll, gaussian_nll_linear
+
+    r = np.random.default_rng(0)
+    h, W, b = r.normal(0, 3, (4, 6, 9)), r.normal(0, 1, (9, 13)), r.normal(0, 1, 13)
+    x = r.random((4, 13))
+    logits = h @ W + b                                   # (4, 6, 13)
+    expected = bernoulli_nll(logits, x[:, None, :])
+    np.testing.assert_allclose(bernoulli_nll_linear(h, W, b, x), expected, rtol=1e-12)
+    np.testing.assert_allclose(bernoulli_nll_linear(h, W, b, x, xW=x @ W.T), expected, rtol=1e-12)
+    np.testing.assert_allclose(gaussian_nll_linear(h, W, b, x, sigma=0.7),
+                               gaussian_nll(logits, x[:, None, :], sigma=0.7), rtol=1e-12)
+    # the comparison can fail: the data term without its bias part is caught
+    wrong = bernoulli_nll_linear(h, W, np.zeros(13), x) - ((h @ W) * 0 + b).clip(0).sum(-1)
+    assert np.abs(wrong - expected).max() > 1e-3
+
+
+class FixedNoise:
+    """A stand-in Generator whose ``standard_normal`` returns ``eps`` in the dtype asked for."""
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def standard_normal(self, shape, dtype):
+        assert tuple(shape) == self.eps.shape
+        return self.eps.astype(dtype)
+
+
+def test_fast_estimator_in_float32_stays_within_float32_rounding():
+    # The fast form sums its terms apart (relu, data, log1p), so in float32 it
+    # rounds differently from the plain one; both stay within ~1e-6 relative
+    # of the float64 value of the same function (float32's epsilon: 1.2e-7).
+    # MNIST's pixel count, and logits of about +/-10 (a confident decoder).
+    model64 = VAE(784, (32,), 4, dtype="float64", seed=0)
+    model64.decoder.layers[-1].params["W"] *= 3
+    model64.decoder.layers[-1].params["b"] += np.random.default_rng(0).normal(0, 3, 784)
+    model32 = VAE(**{**model64.config, "dtype": "float32"})
+    model32.theta[:] = model64.theta
+    model64.theta[:] = model32.theta                 # the float32 weights, exactly
+    x = (np.random.default_rng(1).random((50, 784)) < 0.2).astype(np.float32)
+    eps = np.random.default_rng(2).standard_normal((30, 50, model64.latent)).astype(np.float32)
+    exact = iw_log_weights(model64, x, 30, FixedNoise(eps), plain=True)
+    for plain in (True, False):
+        got = iw_log_weights(model32, x, 30, FixedNoise(eps), plain=plain)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, exact, rtol=2e-6, atol=0)
+
+
+def test_iw_bounds_are_per_example_and_report_progress():
+    model, x = small_vae(), binary_data(45)
+    calls = []
+    per_example = iw_bounds(model, x, 25, np.random.default_rng(5), batch_size=20, chunk=7,
+                            progress=lambda done, total: calls.append((done, total)))
+    assert per_example.shape == (45,) and per_example.dtype == np.float64
+    assert per_example.mean() == pytest.approx(
+        iw_bound(model, x, 25, np.random.default_rng(5), batch_size=20), abs=1e-12)
+    # one call per chunk: 3 batches (20, 20, 5 examples) x 4 chunks (7, 7, 7, 4 samples)
+    assert len(calls) == 12 and all(total == 25 * 45 for _, total in calls)
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones) and dones[0] == 7 * 20 and dones[-1] == 25 * 45
+    # each example's bound is its own log-mean-exp of its weights
+    log_w = iw_log_weights(model, x[:20], 25, np.random.default_rng(5))
+    np.testing.assert_allclose(per_example[:20], logmeanexp(log_w, axis=0), rtol=1e-12)
