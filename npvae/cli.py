@@ -375,6 +375,8 @@ def build_parser():
                    help=f"largest relative error that passes (default {DEFAULT_TOL:g})")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise")
     p.set_defaults(func=cmd_gradcheck)
+    from .explore import add_parser as add_explore_parser  # npvae explore RUN: npvae/explore.py
+    add_explore_parser(sub)
     return parser
 
 
