@@ -6,7 +6,7 @@
     npvae evaluate runs/pytorch-example --iw-samples 5000
     npvae sample runs/pytorch-example --n 64 --out samples.png
     npvae plot runs/pytorch-example
-    npvae gradcheck --preset seed
+    npvae gradcheck --preset mlp-mse
 
 Every error npvae can explain is one line, ``npvae: error: ...``, with exit
 code 2; an interrupted training run exits with 130 after saving a checkpoint.
