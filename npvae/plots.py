@@ -124,11 +124,12 @@ def plot_reconstructions(model, x, path, n=10):
     return _save(fig, path)
 
 
-def plot_samples(model, path, rng, n=64):
+def plot_samples(model, path, rng, n=64, title=None):
     """``n`` samples decode(z), z ~ N(0, I) from ``rng``, in a square-ish grid (8 x 8 for 64).
 
     Shown are the decoder means, not Bernoulli draws of pixels: the usual
-    (and smoother) picture of what the model generates.
+    (and smoother) picture of what the model generates. ``title`` names the
+    model, before the standard description.
     """
     side = _image_side(model.x_dim)
     cols = math.ceil(math.sqrt(n))
@@ -138,7 +139,8 @@ def plot_samples(model, path, rng, n=64):
     fig = _new_figure(6, 6)
     ax = fig.add_axes([0.02, 0.02, 0.96, 0.9])
     _show(ax, canvas)
-    ax.set_title("Samples: decoder mean of p(x | z), z ~ N(0, I)", fontsize=10)
+    what = r"decoder mean of $p(x \mid z)$, $z \sim \mathcal{N}(0, I)$"
+    ax.set_title(f"{title}: samples, {what}" if title else f"Samples: {what}", fontsize=10)
     return _save(fig, path)
 
 

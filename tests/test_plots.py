@@ -82,6 +82,16 @@ def test_samples_grid(tmp_path):
     read_png(path, size=(6, 6))
 
 
+def test_samples_carry_the_models_name_in_their_title(tmp_path, monkeypatch):
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plot_samples(model_of(), tmp_path / "a.png", np.random.default_rng(0), n=4, title="(a) No KL term")
+    plot_samples(model_of(), tmp_path / "b.png", np.random.default_rng(0), n=4)
+    titles = [fig.axes[0].get_title() for fig in figures]
+    assert titles[0].startswith("(a) No KL term: samples") and titles[1].startswith("Samples: ")
+
+
 def test_curves_with_and_without_test_keys(tmp_path):
     read_png(plot_curves(METRICS, tmp_path / "c.png"), size=(12, 3.6))
     train_only = [{k: v for k, v in m.items() if not k.startswith("test")} for m in METRICS]
