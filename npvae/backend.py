@@ -62,11 +62,6 @@ def to_numpy(x):
     return _to_numpy[xp_of(x)](x)
 
 
-def asarray(x, xp=np, dtype=None):
-    """``x`` as an array of module ``xp`` (host data is copied to the device)."""
-    return xp.asarray(x, dtype=dtype)
-
-
 def default_rng(seed, xp=np):
     """A seeded random Generator of module ``xp`` (``xp.random.default_rng``)."""
     return xp.random.default_rng(seed)

@@ -163,14 +163,14 @@ def _reference_model(path, config):
     from .vae import VAE
 
     try:
-        kwargs = dict(config)
-        x_dim = kwargs.pop("x_dim")
-        hidden = kwargs.pop("hidden")
-        latent = kwargs.pop("latent")
-        return VAE(x_dim, tuple(hidden), latent, **kwargs)
-    except (KeyError, TypeError, NpvaeError) as err:
+        reference = VAE(**config)
+    except (TypeError, NpvaeError) as err:
         raise CheckpointError(f"{path}: the model config in the checkpoint is invalid "
                               f"({err})") from err
+    if set(config) != set(reference.config):
+        raise CheckpointError(f"{path}: the model config in the checkpoint has the fields "
+                              f"{sorted(config)}, not {sorted(reference.config)}")
+    return reference
 
 
 def _check_params(path, arrays, reference):
@@ -303,12 +303,10 @@ def model_from_checkpoint(path, backend="numpy"):
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     checkpoint = load_checkpoint(path)
-    config = dict(checkpoint.model_config)
     from .vae import VAE
 
     try:
-        model = VAE(config.pop("x_dim"), tuple(config.pop("hidden")), config.pop("latent"),
-                    backend=backend, **config)
+        model = VAE(**checkpoint.model_config, backend=backend)
     except ConfigError as err:
         raise CheckpointError(f"{path}: cannot build its model ({err})") from err
     restore_model(checkpoint, model)

@@ -28,3 +28,11 @@ def number(name, value, positive=False):
         raise ConfigError(f"{name}={value!r} must be a {'positive' if positive else 'non-negative'}"
                           " number")
     return float(value)
+
+
+def sizes(name, value):
+    """Layer sizes such as (400,) or [128, 64] as a list of ints, or a ConfigError unless
+    ``value`` is a sequence of positive integers (empty: no hidden layer)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name}={value!r} must be a sequence of positive integers, e.g. (400,)")
+    return [positive_int(name, n) for n in value]

@@ -15,32 +15,27 @@ code 2; an interrupted training run exits with 130 after saving a checkpoint.
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .errors import CheckpointError, ConfigError, NpvaeError
+from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-# Flags of ``train`` that shape the numbers: a resumed run takes them from its checkpoint.
-MODEL_FLAGS = ("preset", "hidden", "latent", "activation", "likelihood", "sigma", "beta",
-               "warmup_epochs", "batch_size", "lr", "seed", "dtype", "backend", "binarize",
-               "validation", "n_train", "n_test", "clip")
 
-
-def _sizes(text):
+def _int_list(text):
     """``"400"`` or ``"128,64"`` -> a tuple of ints (argparse type)."""
     try:
-        sizes = tuple(int(part) for part in text.split(","))
+        return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of integers, e.g. 400 or 128,64") from None
-    return sizes
 
 
 # ---------------------------------------------------------------- train
@@ -48,28 +43,23 @@ def _sizes(text):
 
 def cmd_train(args):
     from . import train as training
+    from .config import RESUMABLE, TrainConfig
 
+    settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                if hasattr(args, f.name)}
+    settings.update(progress=not args.no_progress, figures=not args.no_figures)
     if args.resume is not None:
-        given = [f"--{name.replace('_', '-')}" for name in MODEL_FLAGS
-                 if getattr(args, name) is not None]
-        if args.run_dir is not None:
-            given.append("--run-dir")
-        if args.overwrite:
-            given.append("--overwrite")
+        given = [f"--{name.replace('_', '-')}" for name, value in settings.items()
+                 if value is not None and name not in RESUMABLE]
+        given += [flag for flag, value in (("--run-dir", args.run_dir),
+                                           ("--overwrite", args.overwrite)) if value]
         if given:
             raise ConfigError(
                 f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps the "
-                "settings in its checkpoint (allowed: --epochs, --max-steps, --data-dir, "
-                "--checkpoint-every, --no-progress, --no-figures)")
-        result = training.resume(args.resume, epochs=args.epochs, max_steps=args.max_steps,
-                                 progress=not args.no_progress, figures=not args.no_figures,
-                                 data_dir=args.data_dir, checkpoint_every=args.checkpoint_every)
+                f"settings in its checkpoint (allowed: {', '.join(_flags(RESUMABLE))})")
+        result = training.resume(args.resume, **settings)
     else:
-        overrides = {name: getattr(args, name) for name in MODEL_FLAGS if name != "preset"}
-        overrides.update(epochs=args.epochs, data_dir=args.data_dir, max_steps=args.max_steps,
-                         checkpoint_every=args.checkpoint_every)
-        config = training.TrainConfig.from_preset(args.preset or DEFAULT_PRESET, **overrides)
-        config.progress, config.figures = not args.no_progress, not args.no_figures
+        config = TrainConfig.from_preset(settings.pop("preset") or DEFAULT_PRESET, **settings)
         result = training.train(config, args.run_dir, overwrite=args.overwrite)
     if result.completed:
         print(f"done: {result.run_dir} ({result.state['epoch']} epochs, "
@@ -77,6 +67,12 @@ def cmd_train(args):
     else:
         print(f"paused: continue with: npvae train --resume {result.run_dir}")
     return 0
+
+
+def _flags(names):
+    """The command-line flags of ``TrainConfig`` fields."""
+    negated = {"progress": "--no-progress", "figures": "--no-figures"}
+    return [negated.get(name, f"--{name.replace('_', '-')}") for name in names]
 
 
 # ---------------------------------------------------------------- loading a run
@@ -95,29 +91,6 @@ def _load_run(run, backend="numpy"):
     return model, checkpoint, path if path.is_dir() else path.parent
 
 
-def _run_data(checkpoint, data_dir=None):
-    """The run's test set (``x_test``, ``y_test``), preprocessed as in training."""
-    from .train import TrainConfig, prepare_data
-
-    stored = checkpoint.state.get("train_config")
-    if stored is not None:
-        try:
-            config = TrainConfig.from_dict(stored)
-        except (TypeError, ConfigError) as err:
-            raise CheckpointError(f"{checkpoint.path}: bad training config ({err})") from err
-    else:  # a checkpoint written outside the trainer: plain [0, 1] pixels
-        model = checkpoint.model_config
-        config = TrainConfig(likelihood=model["likelihood"], dtype=model["dtype"], batch_size=1)
-    if data_dir is not None:
-        config.data_dir = data_dir
-    config.validate()
-    data = prepare_data(config)
-    if data.x_test.shape[1] != checkpoint.model_config["x_dim"]:
-        raise ConfigError(f"the data has {data.x_test.shape[1]} pixels per example but the "
-                          f"model expects {checkpoint.model_config['x_dim']}")
-    return data.x_test, data.y_test
-
-
 def _position(checkpoint):
     state = checkpoint.state
     if "epoch" not in state:
@@ -130,6 +103,7 @@ def _position(checkpoint):
 
 def cmd_evaluate(args):
     from . import evaluate
+    from .data import run_test_data
 
     for name in ("batch_size", "iw_samples", "limit"):
         value = getattr(args, name)
@@ -137,7 +111,7 @@ def cmd_evaluate(args):
             raise ConfigError(f"--{name.replace('_', '-')}={value} must be "
                               f"{'non-negative' if name == 'iw_samples' else 'positive'}")
     model, checkpoint, _ = _load_run(args.run)
-    x, _ = _run_data(checkpoint, args.data_dir)
+    x, _ = run_test_data(checkpoint, args.data_dir)
     if args.limit:
         x = x[:args.limit]
     rng = np.random.default_rng(args.seed)
@@ -182,10 +156,11 @@ def cmd_sample(args):
 
 def cmd_plot(args):
     from . import plots
-    from .train import read_metrics
+    from .data import run_test_data
+    from .runs import read_metrics
 
     model, checkpoint, run_dir = _load_run(args.run)
-    x_test, y_test = _run_data(checkpoint, args.data_dir)
+    x_test, y_test = run_test_data(checkpoint, args.data_dir)
     metrics_path = run_dir / "metrics.csv"
     metrics = (read_metrics(metrics_path) if metrics_path.is_file()
                else checkpoint.state.get("metrics", []))
@@ -198,42 +173,20 @@ def cmd_plot(args):
 # ---------------------------------------------------------------- gradcheck
 
 
-def shrink_architecture(config, x_dim):
-    """A copy of a model config scaled to ``x_dim`` pixels, for a fast gradient check.
-
-    Hidden sizes scale by x_dim / the original x_dim (at least 8 units);
-    latents are capped at 4; depth, activation, likelihood, sigma, init and
-    beta are kept. ``x_dim`` at or above the original keeps every size.
-    """
-    config = dict(config)
-    full = config["x_dim"]
-    x_dim = min(x_dim, full)
-    if x_dim < full:
-        scale = x_dim / full
-        for key in ("hidden", "decoder_hidden"):
-            if config.get(key) is not None:
-                config[key] = [max(8, round(n * scale)) for n in config[key]]
-        config["latent"] = min(config["latent"], 4)
-    config["x_dim"] = x_dim
-    return config
-
-
 def cmd_gradcheck(args):
-    from .gradcheck import DEFAULT_H, DEFAULT_TOL, check_model, format_results
+    from .gradcheck import check_architecture, format_results, shrink_architecture
     from .presets import get_preset
-    from .vae import VAE
 
     if args.run is not None:
         _, checkpoint, _ = _load_run(args.run)
         base = dict(checkpoint.model_config)
         source = str(checkpoint.path)
     else:
-        preset = get_preset(args.preset)["model"]
-        base = {"x_dim": 784, "decoder_hidden": None, "beta": 1.0, **preset}
+        base = {"x_dim": 784, **get_preset(args.preset)["model"]}
         source = f"preset {args.preset}"
     for name in ("hidden", "latent", "activation", "likelihood"):
         if getattr(args, name) is not None:
-            base[name] = list(getattr(args, name)) if name == "hidden" else getattr(args, name)
+            base[name] = getattr(args, name)
             if name == "hidden":
                 base["decoder_hidden"] = None
     for name in ("x_dim", "batch"):
@@ -241,26 +194,15 @@ def cmd_gradcheck(args):
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be a "
                               "positive integer")
     config = shrink_architecture(base, args.x_dim)
-    config.update(dtype="float64")
-    kwargs = {k: v for k, v in config.items() if k not in ("x_dim", "hidden", "latent")}
-    kwargs["hidden"] = tuple(config["hidden"])
-    model = VAE(config["x_dim"], latent=config["latent"], seed=args.seed, **kwargs)
-    if args.x_dim < base["x_dim"]:
+    h, tol = args.h or DEFAULT_H, args.tol or DEFAULT_TOL
+    model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol)
+    if config["x_dim"] < base["x_dim"]:
         print(f"gradient check of a shrunk copy of {source} (pass --x-dim {base['x_dim']} for "
               f"full size, slowly): x_dim {base['x_dim']} -> {config['x_dim']}, hidden "
               f"{list(base['hidden'])} -> {config['hidden']}, latent {base['latent']} -> "
               f"{config['latent']}")
     print(f"model: {model!r}, {model.theta.size} parameters; float64, batch {args.batch}, "
-          f"h={args.h or DEFAULT_H:g}, tol={args.tol or DEFAULT_TOL:g}")
-    rng = np.random.default_rng(args.seed)
-    # Zero biases (He and Glorot init) put a unit whose inputs are all zero (ReLUs all off)
-    # exactly at its kink, where a central difference is meaningless: check at a generic point.
-    for name, p in model.params.items():
-        if name.endswith(".b"):
-            p += rng.normal(0.0, 0.1, p.shape)
-    x = rng.random((args.batch, config["x_dim"]))
-    eps = rng.standard_normal((args.batch, config["latent"]))
-    results = check_model(model, x, eps, h=args.h or DEFAULT_H, tol=args.tol or DEFAULT_TOL)
+          f"h={h:g}, tol={tol:g}")
     print(format_results(results))
     return 0 if all(r.ok for r in results) else 1
 
@@ -294,7 +236,7 @@ def build_parser():
     p.add_argument("--warmup-epochs", type=float,
                    help="raise beta linearly from 0 over this many epochs (default 0)")
     p.add_argument("--latent", type=int, help="latent dimensions")
-    p.add_argument("--hidden", type=_sizes, help="encoder hidden sizes, e.g. 400 or 128,64 "
+    p.add_argument("--hidden", type=_int_list, help="encoder hidden sizes, e.g. 400 or 128,64 "
                    "(the decoder mirrors them)")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")
@@ -363,7 +305,7 @@ def build_parser():
                        "fails.")
     p.add_argument("run", metavar="RUN", nargs="?", help="run folder or checkpoint file")
     p.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
-    p.add_argument("--hidden", type=_sizes, help="hidden sizes before shrinking, e.g. 128,64")
+    p.add_argument("--hidden", type=_int_list, help="hidden sizes before shrinking, e.g. 128,64")
     p.add_argument("--latent", type=int, help="latent dimensions before shrinking")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")

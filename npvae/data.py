@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.backend import xp_of
-from npvae.checks import is_int
-from npvae.errors import ConfigError, DataError
+from .backend import xp_of
+from .checks import is_int
+from .errors import CheckpointError, ConfigError, DataError
 
 MNIST_DIR = Path(__file__).resolve().parent / "datasets" / "mnist"
 
@@ -125,11 +125,6 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-
-    @property
-    def image_shape(self):
-        """``(H, W)`` of one image."""
-        return self.x_train.shape[1:]
 
 
 def _find(folder, name):
@@ -316,3 +311,94 @@ def batches(n, batch_size, rng=None):
     # Checked above, not inside the generator, so a bad call fails where it is made.
     order = np.arange(n) if rng is None else rng.permutation(n)
     return (order[start:start + batch_size] for start in range(0, n, batch_size))
+
+
+# ---------------------------------------------------------------- a run's data
+
+
+@dataclass
+class Data:
+    """Host arrays: ``x_*`` (N, D) floats, ``y_*`` (N,) labels; ``x_val`` None without validation.
+
+    ``x_train`` holds probabilities when binarization is dynamic (each batch is
+    sampled in the loop); the other sets are final.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_val: np.ndarray = None
+    y_val: np.ndarray = None
+
+    def summary(self):
+        return {"x_dim": int(self.x_train.shape[1]), "n_train": len(self.x_train),
+                "n_validation": 0 if self.x_val is None else len(self.x_val),
+                "n_test": len(self.x_test)}
+
+
+def prepare_data(config):
+    """Load, scale, split, binarize and check the data of a ``TrainConfig``; a ``Data``.
+
+    The validation split and the one-off binarization of the held-out sets
+    draw on the config's own seeded streams (``npvae.config.derive_seed``).
+    """
+    from .config import derive_seed
+
+    dataset = load_mnist(config.data_dir)
+    for name, n, available in (("n_train", config.n_train, len(dataset.x_train)),
+                               ("n_test", config.n_test, len(dataset.x_test))):
+        if n is not None and n > available:
+            raise ConfigError(f"{name}={n} is more than the {available} examples in the data")
+    dtype = np.dtype(config.dtype)
+    x_train = to_unit_interval(dataset.x_train[:config.n_train], dtype)
+    y_train = dataset.y_train[:config.n_train]
+    x_test = to_unit_interval(dataset.x_test[:config.n_test], dtype)
+    y_test = dataset.y_test[:config.n_test]
+    x_val = y_val = None
+    if config.validation:
+        if config.validation >= len(x_train):
+            raise ConfigError(f"validation={config.validation} must be smaller than the "
+                              f"{len(x_train)} training examples")
+        split_rng = np.random.default_rng(derive_seed(config.seed, "split"))
+        x_train, y_train, x_val, y_val = train_validation_split(
+            x_train, y_train, config.validation, split_rng)
+    if config.binarize == "threshold":
+        x_train, x_test = binarize_threshold(x_train), binarize_threshold(x_test)
+        x_val = None if x_val is None else binarize_threshold(x_val)
+    elif config.binarize == "dynamic":
+        rng = np.random.default_rng(derive_seed(config.seed, "test_binarize"))
+        x_test = binarize_dynamic(x_test, rng)
+        x_val = None if x_val is None else binarize_dynamic(x_val, rng)
+    for x in (x_train, x_test) + (() if x_val is None else (x_val,)):
+        check_pixels(x, config.likelihood)
+    if config.batch_size > len(x_train):
+        raise ConfigError(f"batch_size={config.batch_size} is larger than the "
+                          f"{len(x_train)} training examples")
+    return Data(x_train, y_train, x_test, y_test, x_val, y_val)
+
+
+def run_test_data(checkpoint, data_dir=None):
+    """The test set (``x_test``, ``y_test``) of a checkpoint's run, preprocessed as in training.
+
+    A checkpoint written outside the trainer (no training config) gets plain
+    [0, 1] pixels. ``data_dir`` replaces the run's data folder.
+    """
+    from .config import TrainConfig
+
+    stored = checkpoint.state.get("train_config")
+    if stored is not None:
+        try:
+            config = TrainConfig.from_dict(stored)
+        except (TypeError, ConfigError) as err:
+            raise CheckpointError(f"{checkpoint.path}: bad training config ({err})") from err
+    else:
+        model = checkpoint.model_config
+        config = TrainConfig(likelihood=model["likelihood"], dtype=model["dtype"], batch_size=1)
+    if data_dir is not None:
+        config.data_dir = data_dir
+    data = prepare_data(config.validate())
+    if data.x_test.shape[1] != checkpoint.model_config["x_dim"]:
+        raise ConfigError(f"the data has {data.x_test.shape[1]} pixels per example but the "
+                          f"model expects {checkpoint.model_config['x_dim']}")
+    return data.x_test, data.y_test

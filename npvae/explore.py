@@ -281,14 +281,14 @@ def main(args):
     from pathlib import Path
 
     from .checkpoint import model_from_checkpoint
-    from .cli import _run_data
+    from .data import run_test_data
 
     if args.n < 1 or args.sliders < 0:
         raise ConfigError(f"--n={args.n} must be positive and --sliders={args.sliders} not negative")
     if not Path(args.run).exists():
         raise ConfigError(f"RUN={args.run!r}: no such run folder or checkpoint file")
     model, checkpoint = model_from_checkpoint(args.run)
-    x_test, y_test = _run_data(checkpoint, args.data_dir)
+    x_test, y_test = run_test_data(checkpoint, args.data_dir)
     x, y = x_test[:args.n], y_test[:args.n]
     if args.out:
         explorer = LatentExplorer(model, x, y, n_sliders=args.sliders)

@@ -30,8 +30,28 @@ def _check_pairs(params, grads):
                               f"has shape {grads[k].shape}")
 
 
+def adam_reference_step(theta, g, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One step of Adam as Kingma and Ba (2015) write it in Algorithm 1: ``(theta, m, v)``.
+
+    The textbook form, line by line, on plain arrays and without touching its
+    inputs; ``t`` counts from 1 and ``m``, ``v`` start at 0. It is the oracle
+    that ``Adam`` is tested against and the form tutorial 6 shows; ``Adam``
+    is this update with its constants folded and its passes blocked.
+    Derivation: ``derivations.md#adam``.
+    """
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g**2
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    return theta - lr * m_hat / (v_hat**0.5 + eps), m, v
+
+
 class Adam:
     """Adam (Kingma and Ba, 2015, Algorithm 1), with optional AdamW decay.
+
+    This class is ``adam_reference_step`` (Algorithm 1 as written) made fast:
+    the same update with its constants folded and its passes blocked, as
+    follows.
 
     For each parameter theta with gradient g, at step t = 1, 2, ...:
 

@@ -11,8 +11,9 @@ matplotlib backend is left alone.
 
 Images: the model's ``x_dim`` must be a square number D = side * side (784 =
 28 * 28 for MNIST); each vector is shown as a side x side image. Decoded
-values are decoder means (probabilities or Gaussian means), clipped to
-[0, 1] for display because Gaussian means can leave that range.
+values are decoder means (probabilities or Gaussian means), drawn on a
+fixed grey scale from 0 (black) to 1 (white): Gaussian means outside [0, 1]
+show as black or white.
 """
 
 import math
@@ -50,8 +51,8 @@ def _image_side(x_dim):
 
 
 def _images(a, side):
-    """Host images (N, side, side) in [0, 1] from vectors (N, D) on any device."""
-    return np.clip(to_numpy(a), 0, 1).reshape(-1, side, side)
+    """Host images (N, side, side) from vectors (N, D) on any device."""
+    return to_numpy(a).reshape(-1, side, side)
 
 
 def _tile(images, rows, cols, pad=1):
@@ -69,6 +70,7 @@ def _tile(images, rows, cols, pad=1):
 
 
 def _show(ax, canvas):
+    # vmin, vmax: a fixed scale, so values beyond [0, 1] saturate instead of rescaling the rest
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])

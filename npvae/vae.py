@@ -22,7 +22,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
-from .checks import number, positive_int
+from .checks import number, positive_int, sizes
 from .errors import ConfigError, DataError
 from .layers import INITS, MLP, flatten_parameters
 from .losses import (
@@ -36,15 +36,38 @@ from .losses import (
 )
 from .reparam import reparameterize, reparameterize_backward
 
+def _identity(out):
+    return out
+
+
 LossTerms = namedtuple("LossTerms", ["loss", "recon", "kl"])
 LossTerms.__doc__ = "The batch loss and its two terms, in nats per example (0-d arrays)."
 
 
-def _sizes(name, value):
-    """A list of positive layer sizes from a sequence such as (400,) or [128, 64]."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ConfigError(f"{name}={value!r} must be a sequence of positive integers, e.g. (400,)")
-    return [positive_int(name, n) for n in value]
+def check_arguments(x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
+                    activation="relu", likelihood="bernoulli", sigma=1.0, beta=1.0, init=None,
+                    dtype="float32"):
+    """The VAE's arguments checked and normalised: its ``config``, or a one-line ConfigError.
+
+    The one place these rules live: ``VAE`` calls it, and so does
+    ``TrainConfig.validate`` (with ``x_dim=None``, before the data is loaded).
+    """
+    x_dim = None if x_dim is None else positive_int("x_dim", x_dim)
+    latent = positive_int("latent", latent)
+    hidden = sizes("hidden", hidden)
+    decoder_hidden = hidden[::-1] if decoder_hidden is None else sizes("decoder_hidden",
+                                                                       decoder_hidden)
+    for name, value, choices in [("activation", activation, ACTIVATIONS),
+                                 ("likelihood", likelihood, LIKELIHOODS),
+                                 ("init", init, (None, *INITS)),
+                                 ("dtype", dtype, ("float32", "float64", np.float32, np.float64))]:
+        if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
+            raise ConfigError(f"{name}={value!r} is unknown; choose one of "
+                              f"{', '.join(str(c) for c in choices if isinstance(c, str))}")
+    return dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
+                activation=activation, likelihood=likelihood,
+                sigma=number("sigma", sigma, positive=True), beta=number("beta", beta),
+                init=init, dtype=np.dtype(dtype).name)
 
 
 class VAE:
@@ -70,38 +93,28 @@ class VAE:
     def __init__(self, x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
                  activation="relu", likelihood="bernoulli", sigma=1.0, beta=1.0,
                  init=None, dtype="float32", backend="numpy", seed=0):
-        x_dim = positive_int("x_dim", x_dim)
-        latent = positive_int("latent", latent)
-        hidden = _sizes("hidden", hidden)
-        decoder_hidden = hidden[::-1] if decoder_hidden is None else _sizes("decoder_hidden", decoder_hidden)
-        for name, value, choices in [("activation", activation, ACTIVATIONS),
-                                     ("likelihood", likelihood, LIKELIHOODS),
-                                     ("init", init, (None, *INITS)),
-                                     ("dtype", dtype, ("float32", "float64", np.float32, np.float64))]:
-            if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
-                raise ConfigError(f"{name}={value!r} is unknown; choose one of "
-                                  f"{', '.join(str(c) for c in choices if isinstance(c, str))}")
-        sigma = number("sigma", sigma, positive=True)
-        beta = number("beta", beta)
-        dtype = np.dtype(dtype)
-
-        self.config = dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
-                           activation=activation, likelihood=likelihood, sigma=sigma,
-                           beta=beta, init=init, dtype=dtype.name)
+        self.config = config = check_arguments(
+            positive_int("x_dim", x_dim), hidden, latent, decoder_hidden=decoder_hidden, activation=activation,
+            likelihood=likelihood, sigma=sigma, beta=beta, init=init, dtype=dtype)
         self.xp = xp = get_xp(backend)
         self.backend = backend
-        self.x_dim, self.latent, self.beta, self.dtype = x_dim, latent, beta, dtype
+        self.x_dim, self.latent, self.beta = config["x_dim"], config["latent"], config["beta"]
+        self.dtype = dtype = np.dtype(config["dtype"])
+        hidden, decoder_hidden = config["hidden"], config["decoder_hidden"]
         rng = np.random.default_rng(seed)
         layer_args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
-        self.encoder = MLP([x_dim, *hidden, 2 * latent], activation, **layer_args)
-        self.decoder = MLP([latent, *decoder_hidden, x_dim], activation, **layer_args)
+        self.encoder = MLP([self.x_dim, *hidden, 2 * self.latent], activation, **layer_args)
+        self.decoder = MLP([self.latent, *decoder_hidden, self.x_dim], activation, **layer_args)
         self.theta, self.dtheta = flatten_parameters(self.encoder.layers + self.decoder.layers, xp)
+        # ``output_mean`` maps the decoder's output to the mean of p(x | z): the sigmoid of
+        # Bernoulli logits, or the Gaussian's mean itself (not to be confused with ``mu``).
         if likelihood == "bernoulli":
-            self.nll, self.nll_backward, self.mean = bernoulli_nll, bernoulli_nll_backward, sigmoid
+            self.nll, self.nll_backward = bernoulli_nll, bernoulli_nll_backward
+            self.output_mean = sigmoid
         else:
-            self.nll = partial(gaussian_nll, sigma=sigma)
-            self.nll_backward = partial(gaussian_nll_backward, sigma=sigma)
-            self.mean = lambda out: out
+            self.nll = partial(gaussian_nll, sigma=config["sigma"])
+            self.nll_backward = partial(gaussian_nll_backward, sigma=config["sigma"])
+            self.output_mean = _identity
 
     @property
     def params(self):
@@ -143,7 +156,7 @@ class VAE:
 
     def decode(self, z):
         """The decoder's mean of p(x | z): probabilities or means, (B, D)."""
-        return self.mean(self.decoder.forward(z))
+        return self.output_mean(self.decoder.forward(z))
 
     def forward(self, x, *, eps=None, rng=None, beta=None, check=True):
         """The loss terms of batch ``x`` (B, D) for noise ``eps`` or one drawn from ``rng``.

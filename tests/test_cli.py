@@ -17,16 +17,11 @@ import pytest
 
 from npvae import cli
 from npvae.checkpoint import load_checkpoint
-from npvae.train import TrainConfig, train
-from tests.test_train import write_tiny_mnist
+from npvae.config import TrainConfig
+from npvae.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--hidden", "8", "--latent", "2", "--batch-size", "10", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_mnist(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

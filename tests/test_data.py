@@ -150,7 +150,7 @@ def test_load_mnist_like_folder(tmp_path, gz):
     ds = data.load_mnist(tmp_path)
     for key, array in arrays.items():
         np.testing.assert_array_equal(getattr(ds, key), array)
-    assert ds.image_shape == (4, 3)
+    assert ds.x_train.shape[1:] == (4, 3)
 
 
 def test_load_mnist_missing_file(tmp_path):
@@ -221,7 +221,7 @@ def test_shipped_mnist():
     ds = data.load_mnist()  # verifies the README's SHA-256 digests
     assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
     assert ds.x_train.dtype == ds.y_train.dtype == np.uint8
-    assert ds.image_shape == (28, 28)
+    assert ds.x_train.shape[1:] == (28, 28)
     assert np.bincount(ds.y_train).tolist() == [
         5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
     ]

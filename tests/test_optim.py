@@ -6,20 +6,29 @@ import numpy as np
 import pytest
 
 from npvae import ConfigError
-from npvae.optim import SGD, Adam, clip_grad_norm, flush_subnormals, global_norm
+from npvae.optim import (SGD, Adam, adam_reference_step, clip_grad_norm, flush_subnormals,
+                         global_norm)
 
 
 def algorithm_1(theta, gradients, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, moments=False):
-    """Kingma and Ba (2015), Algorithm 1, line by line: theta (and m, v with ``moments``)."""
+    """Kingma and Ba (2015), Algorithm 1, over ``gradients``: theta (and m, v with ``moments``)."""
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
     for t, g in enumerate(gradients, start=1):
-        m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g**2
-        m_hat = m / (1 - beta1**t)
-        v_hat = v / (1 - beta2**t)
-        theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+        theta, m, v = adam_reference_step(theta, g, m, v, t, lr, beta1, beta2, eps)
     return (theta, m, v) if moments else theta
+
+
+def test_the_reference_step_is_algorithm_1_as_written():
+    """The oracle itself, against the paper's numbers worked by hand for one entry."""
+    theta, m, v = adam_reference_step(np.array([1.0]), np.array([2.0]), np.array([0.5]),
+                                      np.array([3.0]), t=2, lr=0.1, beta1=0.9, beta2=0.99,
+                                      eps=0.0)
+    m_expected = 0.9 * 0.5 + 0.1 * 2.0                  # 0.65
+    v_expected = 0.99 * 3.0 + 0.01 * 4.0                # 3.01
+    step = 0.1 * (m_expected / (1 - 0.81)) / np.sqrt(v_expected / (1 - 0.9801))
+    np.testing.assert_allclose([m[0], v[0], theta[0]], [m_expected, v_expected, 1.0 - step],
+                               rtol=1e-15)
 
 
 def test_adam_matches_algorithm_1():

@@ -17,7 +17,6 @@ from matplotlib.figure import Figure
 
 from npvae import VAE
 from npvae import plots
-from npvae.backend import register_backend
 from npvae.errors import ConfigError
 from npvae.plots import (
     DPI,
@@ -30,8 +29,6 @@ from npvae.plots import (
     plot_samples,
     save_all_figures,
 )
-from tests.strict_xp import StrictArray, make_module
-from tests.strict_xp import to_numpy as strict_to_numpy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -186,10 +183,18 @@ def test_interpolation(tmp_path, data):
     read_png(plot_interpolation(model_of(), x[0], x[1:2], tmp_path / "i.png", steps=6))
 
 
-def test_gaussian_means_outside_unit_interval_are_clipped(tmp_path):
-    model = model_of(likelihood="gaussian")
-    model.decoder.layers[-1].params["b"][:] = 5.0         # every mean far above 1
-    read_png(plot_samples(model, tmp_path / "s.png", np.random.default_rng(0), n=4), size=(6, 6))
+def test_gaussian_means_outside_unit_interval_show_as_white_or_black(tmp_path):
+    """A mean of 5 draws exactly as a mean of 1 (white), -5 as 0 (black), on a fixed scale."""
+    def samples_png(mean):
+        model = model_of(likelihood="gaussian")
+        model.decoder.layers[-1].params["W"][:] = 0.0     # every decoded pixel is the bias
+        model.decoder.layers[-1].params["b"][:] = mean
+        path = plot_samples(model, tmp_path / f"s{mean}.png", np.random.default_rng(0), n=4)
+        return read_png(path, size=(6, 6))
+
+    assert np.array_equal(samples_png(5.0), samples_png(1.0))
+    assert np.array_equal(samples_png(-5.0), samples_png(0.0))
+    assert not np.array_equal(samples_png(1.0), samples_png(0.0))
 
 
 def test_non_square_images_are_refused(tmp_path, data):
@@ -267,10 +272,9 @@ def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
     read_png(tmp_path / "s.png")
 
 
-def test_figures_of_a_model_on_another_backend(tmp_path, data):
+def test_figures_of_a_model_on_another_backend(tmp_path, data, strict_backend):
     # The strict stand-in refuses implicit conversion to NumPy, as CuPy does.
-    register_backend("strict-plots", make_module(), StrictArray, strict_to_numpy)
     x, y = data
-    model = VAE(16, (8,), 2, dtype="float64", seed=0, backend="strict-plots")
+    model = VAE(16, (8,), 2, dtype="float64", seed=0, backend=strict_backend.name)
     paths = save_all_figures(model, tmp_path, x, y, METRICS, np.random.default_rng(0))
     assert len(paths) == 6

@@ -25,6 +25,7 @@
 # Derivations: [derivations.md, Adam](derivations.md#adam).
 
 # %%
+import inspect
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import numpy as np
 here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
-from npvae.optim import SGD, Adam  # noqa: E402
+from npvae.optim import SGD, Adam, adam_reference_step  # noqa: E402
 from npvae.tutorial import Tutorial  # noqa: E402
 
 tutorial = Tutorial("06_adam")  # where figures go, and inline figures in a notebook
@@ -65,16 +66,20 @@ STEPS = 2000
 
 # %% [markdown]
 # ## Algorithm 1, by hand
+#
+# npvae keeps Algorithm 1 exactly as the paper writes it, one step on plain
+# arrays, as `npvae.optim.adam_reference_step`: the tests check the fast
+# `Adam` against it. Here it is:
 
 # %%
-def adam_by_hand(grad_fn, theta, steps, lr, b1=0.9, b2=0.999, eps=1e-8):
-    theta, m, v, path = theta.copy(), 0.0, 0.0, [theta.copy()]
+print(inspect.getsource(adam_reference_step))
+
+
+def adam_by_hand(grad_fn, theta, steps, lr):
+    """Algorithm 1's steps from ``theta``, with m = v = 0 at the start; the path taken."""
+    m, v, path = 0.0, 0.0, [theta.copy()]
     for t in range(1, steps + 1):
-        g = grad_fn(theta)
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
-        theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+        theta, m, v = adam_reference_step(theta, grad_fn(theta), m, v, t, lr=lr)
         path.append(theta.copy())
     return np.array(path)
 

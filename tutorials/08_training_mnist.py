@@ -40,7 +40,8 @@ from npvae import VAE  # noqa: E402
 from npvae import plots  # noqa: E402
 from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.evaluate import evaluate_elbo  # noqa: E402
-from npvae.train import TrainConfig, read_metrics, resume, train  # noqa: E402
+from npvae.runs import read_metrics  # noqa: E402
+from npvae.train import TrainConfig, resume, train  # noqa: E402
 from npvae.tutorial import FULL, QUICK, Tutorial  # noqa: E402
 
 tutorial = Tutorial("08_training_mnist")  # its mode, its folders, and inline figures in a notebook

@@ -1,0 +1,164 @@
+"""The configuration of a training run: ``TrainConfig``, its seeds, and what a resume may change.
+
+A run is defined by one ``TrainConfig``: the model (``npvae.VAE``'s
+arguments), the data preprocessing, the optimiser and the loop. It is stored
+in the run's ``config.json`` and in every checkpoint, so a run can be resumed
+or evaluated from its folder alone.
+
+Randomness. Every random number comes from a generator derived from the one
+``seed`` (``np.random.SeedSequence(seed, spawn_key=(stream, ...))``), one
+stream each for the initial weights, the validation split, the shuffle, the
+reparameterization noise, the dynamic binarization and the evaluation noise.
+The shuffle, noise and binarization generators are derived afresh for every
+epoch, so an epoch's random numbers depend on (seed, epoch) only.
+"""
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .backend import get_xp
+from .checks import is_int, number, positive_int
+from .errors import ConfigError
+from .presets import DEFAULT_PRESET, get_preset
+from .vae import check_arguments
+
+BINARIZE = ("none", "dynamic", "threshold")
+
+# One independent random stream per use; see the module docstring.
+STREAMS = {"init": 0, "split": 1, "shuffle": 2, "noise": 3, "binarize": 4, "eval": 5,
+           "test_binarize": 6, "figures": 7}
+
+# The fields of ``TrainConfig`` that the model's constructor takes.
+MODEL_FIELDS = ("hidden", "decoder_hidden", "latent", "activation", "likelihood", "sigma",
+                "init", "beta", "dtype")
+
+# The settings a resumed run may change, because none of them changes the numbers. Every
+# other setting comes from the checkpoint (``npvae.train.resume`` and the CLI both use this).
+RESUMABLE = ("epochs", "figures", "progress", "max_steps", "data_dir", "checkpoint_every")
+
+
+def derive_seed(seed, stream, *index):
+    """An integer seed for ``stream`` (and e.g. the epoch ``index``) derived from ``seed``."""
+    ss = np.random.SeedSequence(seed, spawn_key=(STREAMS[stream], *index))
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Build one with ``from_preset``.
+
+    The model fields (``hidden`` ... ``init``) are ``npvae.VAE``'s arguments;
+    ``x_dim`` comes from the data. ``beta`` weighs the KL; with
+    ``warmup_epochs`` > 0 it rises linearly from 0, step by step, over that
+    many epochs. ``binarize``: ``none`` (pixels in [0, 1]), ``dynamic`` (a
+    fresh Bernoulli sample of each training batch; validation and test sets
+    binarized once, with a fixed seed) or ``threshold`` (pixel > 0.5).
+    ``validation`` > 0 holds out that many training examples. ``n_train`` and
+    ``n_test`` keep only the first N training and test examples (None: all),
+    for quick runs. ``clip`` is a maximum global gradient norm. ``max_steps``
+    stops after that many steps in all (a checkpoint is saved there;
+    ``resume`` continues).
+    """
+
+    preset: str = DEFAULT_PRESET
+    hidden: tuple = (400,)
+    decoder_hidden: tuple = None
+    latent: int = 20
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    sigma: float = 1.0
+    init: str = "pytorch"
+    beta: float = 1.0
+    warmup_epochs: float = 0.0
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str = "numpy"
+    binarize: str = "none"
+    validation: int = 0
+    n_train: int = None
+    n_test: int = None
+    clip: float = None
+    data_dir: str = None
+    checkpoint_every: int = 1
+    eval_batch_size: int = 1000
+    figures: bool = True
+    progress: bool = True
+    max_steps: int = None
+
+    @classmethod
+    def from_preset(cls, name=DEFAULT_PRESET, **overrides):
+        """The preset's model and training settings, then ``overrides`` (None ignored)."""
+        preset = get_preset(name)
+        values = {**preset["model"], **preset["training"], "preset": name}
+        known = {f.name for f in fields(cls)}
+        for key, value in overrides.items():
+            if key not in known:
+                raise ConfigError(f"{key}={value!r} is not a training setting")
+            if value is not None:
+                values[key] = value
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config from ``asdict`` output (as stored in a checkpoint)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings {unknown}")
+        return cls(**values)
+
+    def validate(self):
+        """Raise a one-line ``ConfigError`` naming the first bad setting; return self.
+
+        The model's settings are checked by the model's own rules
+        (``npvae.vae.check_arguments``); the rest here.
+        """
+        get_preset(self.preset)
+        if self.dtype not in ("float32", "float64"):  # the model also takes NumPy types
+            raise ConfigError(f"dtype={self.dtype!r} is unknown; choose one of float32, float64")
+        model = check_arguments(None, **{k: getattr(self, k) for k in MODEL_FIELDS})
+        self.hidden, self.decoder_hidden = tuple(model["hidden"]), (
+            None if self.decoder_hidden is None else tuple(model["decoder_hidden"]))
+        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
+            positive_int(name, getattr(self, name))
+        for name in ("max_steps", "n_train", "n_test"):
+            if getattr(self, name) is not None:
+                positive_int(name, getattr(self, name))
+        if not is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
+        if not is_int(self.validation) or self.validation < 0:
+            raise ConfigError(f"validation={self.validation!r} must be a non-negative integer "
+                              "(0 = no validation set)")
+        number("lr", self.lr, positive=True)
+        number("warmup_epochs", self.warmup_epochs)
+        if self.clip is not None:
+            number("clip", self.clip, positive=True)
+        if not isinstance(self.binarize, str) or self.binarize not in BINARIZE:
+            raise ConfigError(f"binarize={self.binarize!r} is unknown; choose one of "
+                              f"{', '.join(BINARIZE)}")
+        get_xp(self.backend)  # unknown name, or CuPy missing: a ConfigError naming the fix
+        return self
+
+    def model_kwargs(self, x_dim):
+        """Arguments for ``npvae.VAE``: the model fields, ``x_dim``, the backend and the seed."""
+        return dict(x_dim=x_dim, **{k: getattr(self, k) for k in MODEL_FIELDS},
+                    backend=self.backend, seed=derive_seed(self.seed, "init"))
+
+    def with_changes(self, **changes):
+        """This config with some of the ``RESUMABLE`` settings changed (None: unchanged).
+
+        Any other setting is a ConfigError: a resumed run keeps the settings
+        that shape its numbers.
+        """
+        refused = [k for k, v in changes.items() if v is not None and k not in RESUMABLE]
+        if refused:
+            raise ConfigError(f"{', '.join(refused)} cannot be changed when resuming: a resumed "
+                              f"run keeps the settings in its checkpoint (allowed: "
+                              f"{', '.join(RESUMABLE)})")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update({k: v for k, v in changes.items() if v is not None})
+        return TrainConfig(**values)
