@@ -28,6 +28,7 @@ from pathlib import Path
 TUTORIALS = Path(__file__).resolve().parent
 NOTEBOOKS = TUTORIALS / "notebooks"
 REPO = TUTORIALS.parent
+PYPROJECT = REPO / "pyproject.toml"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 CELL_TIMEOUT_S = 600
 GENERATED = "npvae-generated"
@@ -49,7 +50,7 @@ def _repository_url():
         import tomllib
     except ImportError:  # Python < 3.11
         return None
-    with open(REPO / "pyproject.toml", "rb") as f:
+    with open(PYPROJECT, "rb") as f:
         return tomllib.load(f).get("project", {}).get("urls", {}).get("Repository")
 
 
