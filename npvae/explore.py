@@ -200,6 +200,12 @@ class LatentExplorer:
             self._syncing = False
         self.figure.canvas.draw_idle()
 
+    def show(self):
+        """Open the window (pyplot's ``show``) and block until it is closed."""
+        import matplotlib.pyplot as plt
+
+        plt.show()
+
     def png(self):
         """The figure as PNG bytes (the Agg renderer)."""
         buffer = io.BytesIO()
@@ -304,5 +310,5 @@ def main(args):
                           "--out FILE for a still, MPLBACKEND=TkAgg for a window, or "
                           "LatentExplorer(...).widget() in a notebook")
     explorer = LatentExplorer(model, x, y, figure=plt.figure(figsize=(10, 6)), n_sliders=args.sliders)
-    plt.show()
-    return 0 if explorer.figure is not None else 1
+    explorer.show()
+    return 0

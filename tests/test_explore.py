@@ -149,3 +149,17 @@ def test_release_outside_the_plane_ends_a_drag():
     explorer.on_release(SimpleNamespace(inaxes=None))
     explorer.on_motion(SimpleNamespace(inaxes=explorer.ax_plane, xdata=1.0, ydata=1.0))
     np.testing.assert_allclose(explorer.z, [0.5, 0.5])
+
+
+def test_npvae_explore_opens_a_pyplot_window_where_the_backend_can(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from npvae import explore
+
+    save_checkpoint(tmp_path / "checkpoint.npz", VAE(784, (8,), 2, seed=1), None, {})
+    shown = []
+    monkeypatch.setattr(explore, "NON_INTERACTIVE", set())  # pretend Agg can open a window
+    monkeypatch.setattr(LatentExplorer, "show", lambda self: shown.append(self))
+    assert cli.main(["explore", str(tmp_path), "--n", "100"]) == 0
+    assert len(shown) == 1 and plt.fignum_exists(shown[0].figure.number)  # a pyplot figure
+    plt.close("all")
