@@ -136,8 +136,6 @@ runs = {}
 for beta in BETAS:
     runs[beta] = run(beta)
     show(runs[beta])
-print("in use, by beta:", ", ".join(f"beta {b:g}: {runs[b]['au']} active units, "
-                                   f"{int((runs[b]['kl_u'] > 0.1).sum())} dims above 0.1 nats" for b in BETAS))
 
 # %% [markdown]
 # Down the table, as $\beta$ grows:
@@ -146,7 +144,7 @@ print("in use, by beta:", ", ".join(f"beta {b:g}: {runs[b]['au']} active units, 
 #   reconstruction term rises in step: less information about $x$, blurrier
 #   reconstructions.
 # - **Dimensions switch off.** The last two columns count the dimensions
-#   still in use (the line below the table repeats them). The small $\beta$s
+#   still in use: active units, and dimensions above 0.1 nats. The small $\beta$s
 #   use all or nearly all 20 dimensions, the counts fall as $\beta$ rises,
 #   and $\beta = 32$ keeps none: total collapse, where every digit gets the
 #   prior as its posterior and the reconstruction term is the mean digit's
