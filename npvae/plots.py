@@ -283,15 +283,19 @@ def plot_manifold(model, path, n=20, x=None):
     fig = _new_figure(7, 7.3)
     ax = fig.add_axes([0.1, 0.08, 0.88, 0.86])
     _show(ax, canvas)
+    # Ticks at whole z values: column i is centred at i * step + side / 2 and shows
+    # z = -reach + i * 2 reach / (n - 1), so z lies at a pixel found by the same line.
     step = side + 1
-    ticks = sorted({int(i) for i in np.linspace(0, n - 1, min(n, 5)).round()})
-    ax.set_xticks([i * step + side / 2 for i in ticks], labels=[f"{values[i]:.2f}" for i in ticks])
-    ax.set_yticks([i * step + side / 2 for i in ticks], labels=[f"{values[::-1][i]:.2f}" for i in ticks])
+    spacing = 1 if reach <= 5 else 2
+    ticks = np.arange(-math.floor(reach / spacing), math.floor(reach / spacing) + 1) * spacing
+    at = side / 2 + (ticks + reach) / (2 * reach) * (n - 1) * step if n > 1 else np.full(len(ticks), side / 2)
+    ax.set_xticks(at, labels=[f"{t:g}" for t in ticks])
+    ax.set_yticks(at, labels=[f"{t:g}" for t in ticks[::-1]])
     ax.set_xlabel(f"$z_1$: {n} values evenly spaced from {-reach:g} to {reach:g}")
     ax.set_ylabel("$z_2$")
     mass = 2 * NormalDist().cdf(reach) - 1
     ax.set_title(f"Latent manifold: decoder means on a grid of z; $|z_i| \\leq {reach:g}$ holds "
-                 f"{mass:.1%} of the prior per axis", fontsize=10)
+                 f"{mass:.2%} of the prior per axis", fontsize=10)
     return _save(fig, path)
 
 

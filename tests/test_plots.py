@@ -172,6 +172,19 @@ def test_manifold_grid_spans_the_reach_of_the_encoder_means(tmp_path, monkeypatc
     np.testing.assert_allclose(np.unique(z[:, 0]), np.linspace(-reach, reach, 5))
 
 
+def test_manifold_ticks_mark_whole_z_values_along_both_axes(tmp_path, monkeypatch):
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plot_manifold(model_of(), tmp_path / "m.png", n=7)  # reach 3: columns at z = -3, -2, ..., 3
+    ax = figures[0].axes[0]
+    side, step = 4, 5
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["-3", "-2", "-1", "0", "1", "2", "3"]
+    np.testing.assert_allclose(ax.get_xticks(), side / 2 + np.arange(7) * step)  # each column's centre
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["3", "2", "1", "0", "-1", "-2", "-3"]
+    assert "$z_1$" in ax.get_xlabel() and "99.73%" in ax.get_title()
+
+
 def test_manifold_refuses_other_latent_sizes(tmp_path):
     with pytest.raises(ConfigError, match="2-d latent"):
         plot_manifold(model_of(latent=3), tmp_path / "m.png")
