@@ -73,3 +73,14 @@ def test_tutorial_runs_as_a_notebook_in_a_jupyter_kernel(source):
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert any("check passed" in o.get("text", "") for o in outputs), f"{source.stem}: no 'check passed'"
     assert not any(o.output_type == "error" for o in outputs)
+
+
+def test_a_failing_cell_fails_the_execution(tmp_path):
+    pytest.importorskip("jupytext")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    make = make_notebooks()
+    source = tmp_path / "99_broken.py"
+    source.write_text("# %%\nprint('check passed: not yet')\n\n# %%\nraise ValueError('a broken tutorial')\n")
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="a broken tutorial"):
+        make.execute(make.notebook_from_source(source))
