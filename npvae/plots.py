@@ -139,10 +139,10 @@ def plot_samples(model, path, rng, n=64, title=None):
     z = rng.standard_normal((n, model.latent))
     canvas = _tile(_images(_decode(model, z), side), rows, cols)
     fig = _new_figure(6, 6)
-    ax = fig.add_axes([0.02, 0.02, 0.96, 0.9])
+    ax = fig.add_axes([0.02, 0.02, 0.96, 0.87 if title else 0.9])
     _show(ax, canvas)
     what = r"decoder mean of $p(x \mid z)$, $z \sim \mathcal{N}(0, I)$"
-    ax.set_title(f"{title}: samples, {what}" if title else f"Samples: {what}", fontsize=10)
+    ax.set_title(f"{title}\nsamples: {what}" if title else f"Samples: {what}", fontsize=10)
     return _save(fig, path)
 
 

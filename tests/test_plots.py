@@ -83,10 +83,14 @@ def test_samples_carry_the_models_name_in_their_title(tmp_path, monkeypatch):
     figures = []
     real_save = plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
-    plot_samples(model_of(), tmp_path / "a.png", np.random.default_rng(0), n=4, title="(a) No KL term")
+    plot_samples(model_of(), tmp_path / "a.png", np.random.default_rng(0), n=4,
+                 title="(c) Pixel-mean MSE next to a summed KL")  # tutorial 11's longest
     plot_samples(model_of(), tmp_path / "b.png", np.random.default_rng(0), n=4)
     titles = [fig.axes[0].get_title() for fig in figures]
-    assert titles[0].startswith("(a) No KL term: samples") and titles[1].startswith("Samples: ")
+    assert titles[0].startswith("(c) Pixel-mean MSE next to a summed KL\nsamples: ") and titles[1].startswith("Samples: ")
+    for fig in figures:  # the title fits in the figure
+        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
 
 
 def test_curves_with_and_without_test_keys(tmp_path):
