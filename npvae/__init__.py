@@ -21,6 +21,7 @@ The pieces, a module each (read them in this order):
 - ``plots``        the figures; ``cli``: the ``npvae`` command
 - ``explore``      the interactive latent-space explorer (``npvae explore RUN``)
 - ``tutorial``     what the tutorials share: their modes, folders, inline figures
+- ``exercises``    grades a learner's own backwards in tutorials/exercises/
 """
 
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, NpvaeError

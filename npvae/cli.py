@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, exercises
 from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
@@ -319,6 +319,8 @@ def build_parser():
     p.set_defaults(func=cmd_gradcheck)
     from .explore import add_parser as add_explore_parser  # npvae explore RUN: npvae/explore.py
     add_explore_parser(sub)
+
+    exercises.add_parser(sub)
     return parser
 
 

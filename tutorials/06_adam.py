@@ -207,3 +207,15 @@ assert stuck * np.float32(0.9) == stuck  # a subnormal that multiplication by be
 print("check passed: npvae.optim.Adam equals Algorithm 1 by hand, Adam and SGD+momentum both reach (1, 1), "
       "and flushing subnormals leaves the parameters bitwise unchanged")
 tutorial.finish()  # the quick mode's temporary folder goes
+
+# %% [markdown]
+# ## Practise
+#
+# Write one Adam step as in Algorithm 1 yourself in `06_adam.py` (in
+# `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check adam
+#
+# The grader compares your values with npvae's and, when one is wrong, says how
+# (no bias correction, t off by one, the decaying sums in place of the
+# averages); `npvae exercises list` shows every exercise.

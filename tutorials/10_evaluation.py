@@ -218,3 +218,15 @@ print(f"check passed: the k = 1 bound equals the sampled-KL ELBO (difference {k1
       f"and the bound rises by {rise:.2f} nats from k = 1 to k = {k_max}, more than twice the "
       f"sampling spread ({noise:.2f})")
 tutorial.finish()  # the quick mode's temporary folder goes
+
+# %% [markdown]
+# ## Practise
+#
+# Write log-mean-exp and the importance-weighted bound yourself in
+# `10_iw_bound.py` (in `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check iw_bound
+#
+# The grader compares your values with npvae's and, when one is wrong, says how
+# (log-sum-exp for log-mean-exp, an overflow at +/-1000, the mean log weight
+# for the bound); `npvae exercises list` shows every exercise.
