@@ -19,6 +19,8 @@ The pieces, a module each (read them in this order):
 - ``checkpoint``   ``.npz`` checkpoints loaded without pickle; ``atomic``: atomic writes
 - ``evaluate``     test ELBO, the importance-weighted bound, KL per dimension
 - ``plots``        the figures; ``cli``: the ``npvae`` command
+- ``explore``      the interactive latent-space explorer (``npvae explore RUN``)
+- ``tutorial``     what the tutorials share: their modes, folders, inline figures
 - ``exercises``    grades a learner's own backwards in tutorials/exercises/
 """
 

@@ -6,7 +6,7 @@
     npvae evaluate runs/pytorch-example --iw-samples 5000
     npvae sample runs/pytorch-example --n 64 --out samples.png
     npvae plot runs/pytorch-example
-    npvae gradcheck --preset seed
+    npvae gradcheck --preset mlp-mse
 
 Every error npvae can explain is one line, ``npvae: error: ...``, with exit
 code 2; an interrupted training run exits with 130 after saving a checkpoint.
@@ -422,6 +422,8 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seeds the weights, data and noise")
     p.set_defaults(func=cmd_gradcheck)
+    from .explore import add_parser as add_explore_parser  # npvae explore RUN: npvae/explore.py
+    add_explore_parser(sub)
 
     exercises.add_parser(sub)
     return parser

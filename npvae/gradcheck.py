@@ -15,10 +15,13 @@ The relative error is taken against the scale of the whole gradient, so an
 entry that is tiny by cancellation does not dominate. The ``floor`` is the
 finite differences' own noise: each evaluation of L is rounded to about
 2e-16 |L|, so with h = 1e-5 the numeric gradient carries about 2e-11 |L| of
-noise whatever the truth. The checks set floor = 1e-4 max(1, |L|), which
+noise whatever the truth, where |L| is the size of the terms L sums (its
+rounding follows them even when they cancel). The checks set floor =
+noise_floor(S) = 1e-4 max(1, S), with S = sum |dout * out| for
+check_function and check_layer and S = |recon| + |kl| for check_model. That
 turns the bound for a gradient that is itself tiny (a dead ReLU path, a
-posterior equal to the prior) into an absolute one, tol * 1e-4 |L|, five
-times the noise. A correct backward gives about 1e-9 or less; a wrong sign
+posterior equal to the prior) into an absolute one, tol * 1e-4 S, five times
+the noise. A correct backward gives about 1e-9 or less; a wrong sign
 gives 1, a factor of two 1/3, a transpose a number of order 1.
 
 Derivation: ``tutorials/derivations.md#finite-difference-checks``.

@@ -18,6 +18,7 @@ show as black or white.
 
 import math
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -33,65 +34,8 @@ from .evaluate import encode_means
 DPI = 100
 """Dots per inch of every saved figure: a figure of w x h inches is w*DPI x h*DPI pixels."""
 
-MANIFOLD_RANGE = (0.05, 0.95)
-"""Probabilities whose inverse normal CDF gives the manifold grid's z values."""
-
-
-# ------------------------------------------------------------------ the inverse normal CDF
-
-# Acklam's rational approximation of the inverse standard normal CDF
-# (relative error below 1.15e-9), refined below by one Halley step.
-_A = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
-      1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
-_B = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-      6.680131188771972e+01, -1.328068155288572e+01)
-_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
-      -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
-_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
-      3.754408661907416e+00)
-_P_LOW = 0.02425
-
-
-def _poly(coeffs, t):
-    out = np.zeros_like(t)
-    for c in coeffs:
-        out = out * t + c
-    return out
-
-
-def norm_cdf(x):
-    """Phi(x), the standard normal CDF, elementwise: 1/2 erfc(-x / sqrt 2).
-
-    Uses ``math.erfc`` (exact in the tails, where 1/2 (1 + erf) loses digits).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    return np.vectorize(lambda v: 0.5 * math.erfc(-v / math.sqrt(2)), otypes=[np.float64])(x)
-
-
-def norm_ppf(p):
-    """Phi^-1(p), the inverse standard normal CDF, elementwise, for 0 < p < 1.
-
-    Acklam's rational approximation (central region |p - 1/2| <= 0.47575,
-    tails in terms of sqrt(-2 log p)), then one Halley step on
-    Phi(x) - p = 0, which brings it to about double precision. NumPy and
-    ``math`` only, no SciPy.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    if not np.all((p > 0) & (p < 1)):
-        raise ConfigError("norm_ppf needs probabilities strictly between 0 and 1")
-    x = np.empty_like(p)
-    low, high = p < _P_LOW, p > 1 - _P_LOW
-    mid = ~(low | high)
-    q = p[mid] - 0.5
-    r = q * q
-    x[mid] = _poly(_A, r) * q / (_poly(_B, r) * r + 1)
-    for mask, tail, sign in ((low, p[low], 1.0), (high, 1 - p[high], -1.0)):
-        q = np.sqrt(-2 * np.log(tail))
-        x[mask] = sign * _poly(_C, q) / (_poly(_D, q) * q + 1)
-    # Halley: e = Phi(x) - p, u = e / phi(x), x <- x - u / (1 + x u / 2).
-    e = norm_cdf(x) - p
-    u = e * math.sqrt(2 * math.pi) * np.exp(0.5 * x * x)
-    return x - u / (1 + 0.5 * x * u)
+MANIFOLD_REACH = 3.0
+"""The manifold grid's smallest half-width in z: 3 prior standard deviations (99.7% of N(0, 1))."""
 
 
 # ------------------------------------------------------------------ helpers
@@ -182,11 +126,12 @@ def plot_reconstructions(model, x, path, n=10):
     return _save(fig, path)
 
 
-def plot_samples(model, path, rng, n=64):
+def plot_samples(model, path, rng, n=64, title=None):
     """``n`` samples decode(z), z ~ N(0, I) from ``rng``, in a square-ish grid (8 x 8 for 64).
 
     Shown are the decoder means, not Bernoulli draws of pixels: the usual
-    (and smoother) picture of what the model generates.
+    (and smoother) picture of what the model generates. ``title`` names the
+    model, before the standard description.
     """
     side = _image_side(model.x_dim)
     cols = math.ceil(math.sqrt(n))
@@ -194,17 +139,25 @@ def plot_samples(model, path, rng, n=64):
     z = rng.standard_normal((n, model.latent))
     canvas = _tile(_images(_decode(model, z), side), rows, cols)
     fig = _new_figure(6, 6)
-    ax = fig.add_axes([0.02, 0.02, 0.96, 0.9])
+    ax = fig.add_axes([0.02, 0.02, 0.96, 0.87 if title else 0.9])
     _show(ax, canvas)
-    ax.set_title("Samples: decoder mean of p(x | z), z ~ N(0, I)", fontsize=10)
+    what = r"decoder mean of $p(x \mid z)$, $z \sim \mathcal{N}(0, I)$"
+    ax.set_title(f"{title}\nsamples: {what}" if title else f"Samples: {what}", fontsize=10)
     return _save(fig, path)
 
 
-CURVES = (("loss", "loss (the negative ELBO when beta = 1)"), ("recon", "reconstruction -log p(x|z)"), ("kl", "KL(q(z|x) || p(z))"))
+CURVES = (("loss", "loss (the negative ELBO when beta = 1)"), ("recon", r"reconstruction $-\log p(x \mid z)$"),
+          ("kl", r"$\mathrm{KL}(q(z \mid x)\,\Vert\,p(z))$"))
+SPLITS = (("train", "-", "train (mean over the epoch's batches)"), ("test", "--", "test (the model at the epoch's end)"))
 
 
 def plot_curves(metrics, path):
     """Training curves: loss, reconstruction and KL, train vs test, against epoch.
+
+    The train value of an epoch is the mean over its batches, while the
+    weights were still changing; the test value is the model at the epoch's
+    end (the legends say so). The KL panel's axis starts at 0, so that its
+    changes are read against its size.
 
     ``metrics`` is a list of per-epoch dicts with keys ``epoch``,
     ``train_loss``, ``test_loss``, ``train_recon``, ``test_recon``,
@@ -218,35 +171,45 @@ def plot_curves(metrics, path):
     fig = _new_figure(12, 3.6)
     axes = fig.subplots(1, 3)
     for ax, (term, title) in zip(axes, CURVES):
-        for split, style in (("train", "-"), ("test", "--")):
+        for split, style, label in SPLITS:
             values = np.array([np.nan if m.get(f"{split}_{term}") is None else m[f"{split}_{term}"]
                                for m in metrics], dtype=float)
             if np.isfinite(values).any():
-                ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
+                ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
+        if term == "kl" and ax.has_data():
+            ax.set_ylim(bottom=0)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("nats per example")
         if ax.has_data():
-            ax.legend()
+            ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.9, wspace=0.3)
     return _save(fig, path)
 
 
-def _project_2d(mu):
+def _project_2d(mu, y=None):
     """Latent means (N, Z) to 2-D coordinates and axis labels.
 
-    Z == 2: the means themselves. Z > 2: the first two principal components
-    (SVD of the centred means). Z == 1: the mean against the label axis.
+    Z == 2: the means themselves. Z > 2: the plane in which the digit
+    classes' average codes lie farthest apart (the first two principal
+    directions of the class centres, through their mean); without labels y,
+    or with fewer than 3 classes, the first two principal components of the
+    means themselves (SVD). Z == 1 is plotted against the label by
+    ``plot_latents``.
     """
     Z = mu.shape[1]
     if Z == 2:
-        return mu, ("z_1 (encoder mean)", "z_2 (encoder mean)")
+        return mu, ("$z_1$ (encoder mean)", "$z_2$ (encoder mean)")
+    classes = [] if y is None else np.unique(y)
+    points = np.stack([mu[y == c].mean(axis=0) for c in classes]) if len(classes) >= 3 else mu
+    centre = points.mean(axis=0)
+    _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+    coords = (mu - centre) @ vt[:2].T
     centred = mu - mu.mean(axis=0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    share = s**2 / max((s**2).sum(), np.finfo(float).tiny)
-    coords = centred @ vt[:2].T
-    labels = [f"PC {i + 1} of the {Z}-d encoder means ({100 * share[i]:.0f}% of variance)"
+    share = (coords - coords.mean(axis=0)).var(axis=0) * len(mu) / max((centred**2).sum(), np.finfo(float).tiny)
+    what = "the class centres" if points is not mu else f"the {Z}-d encoder means"
+    labels = [f"direction {i + 1} of {what} ({100 * share[i]:.0f}% of the means' variance)"
               for i in range(coords.shape[1])]
     return coords, labels
 
@@ -254,9 +217,14 @@ def _project_2d(mu):
 def plot_latents(model, x, y, path, batch_size=1000):
     """Encoder means of ``x`` (N, D) as points coloured by label ``y`` (N,).
 
-    The first two latent dimensions if latent == 2, else a PCA projection to
-    2-D (NumPy SVD); latent == 1 puts the mean against the label. The axis
-    labels say which. Colours: the 10-class ``tab10`` colour map.
+    The two latent dimensions if latent == 2. For more, a linear projection
+    can only show a shadow of the code: this one is the plane in which the
+    ten digits' average codes are farthest apart (``_project_2d``), so that
+    what the learner should see is which digits the code keeps apart and
+    which it mixes (4 and 9, 3, 5 and 8 usually overlap), not separate
+    clusters. latent == 1 puts the mean against the label. The axis labels
+    say which projection and how much of the means' variance each direction
+    shows. Colours: the 10-class ``tab10`` colour map.
     """
     mu = encode_means(model, x, batch_size).astype(np.float64)
     y = np.asarray(to_numpy(y)).reshape(-1)
@@ -266,12 +234,13 @@ def plot_latents(model, x, y, path, batch_size=1000):
     ax = fig.add_subplot()
     if model.latent == 1:
         coords = np.stack([mu[:, 0], y], axis=1)
-        labels = ("z_1 (encoder mean)", "label")
+        labels = ("$z_1$ (encoder mean)", "label")
         title = "Encoder means (1-d latent) by label"
     else:
-        coords, labels = _project_2d(mu)
+        coords, labels = _project_2d(mu, y)
         title = ("Encoder means of the test digits" if model.latent == 2
-                 else f"Encoder means of the test digits, PCA of {model.latent}-d latent")
+                 else f"Encoder means of the test digits ({model.latent}-d latent) on the plane "
+                 "of the class centres")
     norm = BoundaryNorm(np.arange(-0.5, 10.5), 10)
     points = ax.scatter(coords[:, 0], coords[:, 1], c=y, cmap="tab10", norm=norm, s=4, alpha=0.7)
     fig.colorbar(points, ax=ax, ticks=range(10), label="label")
@@ -281,31 +250,52 @@ def plot_latents(model, x, y, path, batch_size=1000):
     return _save(fig, path)
 
 
-def plot_manifold(model, path, n=20):
+def manifold_reach(mu=None):
+    """Half-width r of the manifold grid: z from -r to r on each axis.
+
+    At least ``MANIFOLD_REACH`` (3 prior standard deviations); with encoder
+    means ``mu`` (N, 2), wide enough for 99% of their coordinates, rounded
+    up to a multiple of 0.5, so that the grid covers the latent scatter.
+    """
+    if mu is None or len(mu) == 0:
+        return MANIFOLD_REACH
+    return max(MANIFOLD_REACH, math.ceil(2 * float(np.quantile(np.abs(mu), 0.99))) / 2)
+
+
+def plot_manifold(model, path, n=20, x=None):
     """The decoded 2-D latent space: an n x n grid of decode(z), for latent == 2 only.
 
-    z runs over Phi^-1(p) for n evenly spaced p in [0.05, 0.95] per axis
-    (equal prior mass between neighbours); z_1 grows left to right, z_2
-    bottom to top.
+    z runs over n evenly spaced values from -r to r on each axis, r from
+    ``manifold_reach``: 3 prior standard deviations, or, given test digits
+    ``x`` (N, D), as far as 99% of their encoder means reach, so that the
+    grid covers the scatter of ``plot_latents``. z_1 grows left to right,
+    z_2 bottom to top; the title says how much of the prior the range holds.
     """
     if model.latent != 2:
         raise ConfigError(f"plot_manifold needs a 2-d latent space; this model has latent={model.latent} "
                          "(use plot_latents, which projects any latent size to 2-d)")
     side = _image_side(model.x_dim)
-    values = norm_ppf(np.linspace(*MANIFOLD_RANGE, n))
+    reach = manifold_reach(None if x is None else encode_means(model, x).astype(np.float64))
+    values = np.linspace(-reach, reach, n)
     z1, z2 = np.meshgrid(values, values[::-1])  # row 0 at the top holds the largest z_2
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)
     canvas = _tile(_images(_decode(model, z), side), n, n)
     fig = _new_figure(7, 7.3)
     ax = fig.add_axes([0.1, 0.08, 0.88, 0.86])
     _show(ax, canvas)
+    # Ticks at whole z values: column i is centred at i * step + side / 2 and shows
+    # z = -reach + i * 2 reach / (n - 1), so z lies at a pixel found by the same line.
     step = side + 1
-    ticks = sorted({0, n - 1} | ({n // 2} if n % 2 else set()))  # the middle only when it is z = 0
-    ax.set_xticks([i * step + side / 2 for i in ticks], labels=[f"{values[i]:.2f}" for i in ticks])
-    ax.set_yticks([i * step + side / 2 for i in ticks], labels=[f"{values[::-1][i]:.2f}" for i in ticks])
-    ax.set_xlabel("z_1 = Phi^-1(p), p from 0.05 to 0.95")
-    ax.set_ylabel("z_2 = Phi^-1(p)")
-    ax.set_title("Latent manifold: decoder means on a grid of z", fontsize=10)
+    spacing = 1 if reach <= 5 else 2
+    ticks = np.arange(-math.floor(reach / spacing), math.floor(reach / spacing) + 1) * spacing
+    at = side / 2 + (ticks + reach) / (2 * reach) * (n - 1) * step if n > 1 else np.full(len(ticks), side / 2)
+    ax.set_xticks(at, labels=[f"{t:g}" for t in ticks])
+    ax.set_yticks(at, labels=[f"{t:g}" for t in ticks[::-1]])
+    ax.set_xlabel(f"$z_1$: {n} values evenly spaced from {-reach:g} to {reach:g}")
+    ax.set_ylabel("$z_2$")
+    mass = 2 * NormalDist().cdf(reach) - 1
+    ax.set_title(f"Latent manifold: decoder means on a grid of z; $|z_i| \\leq {reach:g}$ holds "
+                 f"{mass:.2%} of the prior per axis", fontsize=10)
     return _save(fig, path)
 
 
@@ -353,7 +343,7 @@ def save_all_figures(model, run_dir, x_test, y_test, metrics, rng):
         paths.append(plot_curves(metrics, run_dir / "curves.png"))
     paths.append(plot_latents(model, x_test, y_test, run_dir / "latents.png"))
     if model.latent == 2:
-        paths.append(plot_manifold(model, run_dir / "manifold.png"))
+        paths.append(plot_manifold(model, run_dir / "manifold.png", x=x_test))
     a, b = _interpolation_pair(x_test, y_test)
     paths.append(plot_interpolation(model, x_test[a], x_test[b], run_dir / "interpolation.png"))
     return paths

@@ -7,9 +7,11 @@ summed over pixels and latents and averaged over the batch (nats per example).
 - ``pytorch-example`` (the default) is PyTorch's ``examples/vae/main.py``:
   784-400-20, ReLU, Bernoulli likelihood on [0, 1] pixels (no binarization),
   ``torch.nn.Linear``'s initialisation, Adam 1e-3, batch 128, 10 epochs.
-- ``seed`` is the project's seed document with its MSE done right: a Gaussian
-  likelihood with sigma^2 = 1/2 makes the reconstruction term the squared
-  error *summed* over pixels (plus a constant), next to the KL.
+- ``mlp-mse`` is the VAE of the blog post npvae started from (an MLP
+  784-128-64-20 trained on a squared error), with its MSE done right: a
+  Gaussian likelihood with sigma^2 = 1/2 makes the reconstruction term the
+  squared error *summed* over pixels (plus a constant), next to the KL.
+  Tutorial 11 trains it next to the post's three mistakes.
 - ``iwae`` is the architecture of Burda, Grosse and Salakhutdinov (2016):
   two tanh layers of 200, 50 latents, dynamically binarized MNIST, batch 20.
 - ``conv`` is TensorFlow's convolutional VAE tutorial: two 3 x 3 stride-2
@@ -33,8 +35,8 @@ PRESETS = {
                       sigma=1.0, init="pytorch"),
         "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none"),
     },
-    "seed": {
-        "description": "the seed document's MLP 784-128-64-20, its MSE summed over pixels "
+    "mlp-mse": {
+        "description": "the blog post's MLP 784-128-64-20, its MSE summed over pixels "
                        "(Gaussian, sigma^2 = 1/2) plus the KL, Adam 1e-3, batch 32",
         "model": dict(hidden=(128, 64), latent=20, activation="relu", likelihood="gaussian",
                       sigma=math.sqrt(0.5), init=None),

@@ -119,7 +119,7 @@ def test_plot_redraws_every_figure(run, capsys):
     assert (run / "curves.png").is_file() and (run / "manifold.png").is_file()  # latent 2
 
 
-@pytest.mark.parametrize("args", [["--preset", "seed"], ["--preset", "iwae"],
+@pytest.mark.parametrize("args", [["--preset", "mlp-mse"], ["--preset", "iwae"],
                                   ["--hidden", "30,20", "--activation", "softplus"]])
 def test_gradcheck_passes_on_a_shrunk_copy(args, capsys):
     assert cli.main(["gradcheck", *args]) == 0

@@ -20,8 +20,7 @@ from npvae import plots
 from npvae.errors import ConfigError
 from npvae.plots import (
     DPI,
-    norm_cdf,
-    norm_ppf,
+    manifold_reach,
     plot_curves,
     plot_interpolation,
     plot_latents,
@@ -80,6 +79,20 @@ def test_samples_grid(tmp_path):
     read_png(path, size=(6, 6))
 
 
+def test_samples_carry_the_models_name_in_their_title(tmp_path, monkeypatch):
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plot_samples(model_of(), tmp_path / "a.png", np.random.default_rng(0), n=4,
+                 title="(c) Pixel-mean MSE next to a summed KL")  # tutorial 11's longest
+    plot_samples(model_of(), tmp_path / "b.png", np.random.default_rng(0), n=4)
+    titles = [fig.axes[0].get_title() for fig in figures]
+    assert titles[0].startswith("(c) Pixel-mean MSE next to a summed KL\nsamples: ") and titles[1].startswith("Samples: ")
+    for fig in figures:  # the title fits in the figure
+        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
 def test_curves_with_and_without_test_keys(tmp_path):
     read_png(plot_curves(METRICS, tmp_path / "c.png"), size=(12, 3.6))
     train_only = [{k: v for k, v in m.items() if not k.startswith("test")} for m in METRICS]
@@ -87,6 +100,18 @@ def test_curves_with_and_without_test_keys(tmp_path):
     read_png(plot_curves(train_only, tmp_path / "c2.png"))
     with pytest.raises(ConfigError):
         plot_curves([], tmp_path / "c3.png")
+
+
+def test_curves_say_how_train_and_test_are_measured_and_start_the_kl_at_zero(tmp_path, monkeypatch):
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plot_curves(METRICS, tmp_path / "c.png")
+    loss_ax, recon_ax, kl_ax = figures[0].axes
+    assert kl_ax.get_ylim()[0] == 0  # METRICS' KL lies between 5.1 and 5.6
+    assert loss_ax.get_ylim()[0] > 0  # the others keep their own range
+    legend = [t.get_text() for t in kl_ax.get_legend().get_texts()]
+    assert "mean over the epoch" in legend[0] and "epoch's end" in legend[1]
 
 
 @pytest.mark.parametrize("latent", [1, 2, 5])
@@ -100,14 +125,68 @@ def test_latents_axis_labels_say_which_projection():
     coords, labels = plots._project_2d(mu)
     assert coords is mu and "z_1" in labels[0]
     mu5 = np.random.default_rng(0).standard_normal((50, 5)) * [5, 1, 0.1, 0.1, 0.1]
-    coords, labels = plots._project_2d(mu5)
-    assert coords.shape == (50, 2) and "PC 1" in labels[0] and "PC 2" in labels[1]
+    coords, labels = plots._project_2d(mu5)  # no labels: the principal components of the means
+    assert coords.shape == (50, 2) and "direction 1" in labels[0] and "encoder means" in labels[0]
     # the first component carries most of the variance and the projection keeps it
     assert coords[:, 0].var() == pytest.approx(np.linalg.svd(mu5 - mu5.mean(0))[1][0] ** 2 / 50)
 
 
+def test_latents_of_many_dimensions_use_the_plane_of_the_class_centres():
+    # Three classes apart along dimensions 3 and 4 only; dimensions 0 and 1 carry large
+    # label-free noise, which the means' own principal components would show instead.
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 200)
+    centres = np.zeros((3, 6))
+    centres[:, 3:5] = [[0, 0], [2, 0], [0, 2]]
+    mu = centres[y] + rng.standard_normal((600, 6)) * [4, 4, 0.1, 0.1, 0.1, 0.1]
+    coords, labels = plots._project_2d(mu, y)
+    assert "class centres" in labels[0]
+    class_means = np.stack([coords[y == c].mean(axis=0) for c in range(3)])
+    spread = np.linalg.norm(class_means - class_means.mean(axis=0), axis=1)
+    assert spread.min() > 0.8  # the classes are apart on the plane (true distances 0.94, 1.49, 1.49)
+    pca, _ = plots._project_2d(mu)
+    pca_means = np.stack([pca[y == c].mean(axis=0) for c in range(3)])
+    assert np.linalg.norm(pca_means - pca_means.mean(axis=0), axis=1).max() < 0.8  # and not on the PCs
+
+
 def test_manifold(tmp_path):
     read_png(plot_manifold(model_of(), tmp_path / "m.png", n=5), size=(7, 7.3))
+
+
+def test_manifold_reach_covers_the_means():
+    assert manifold_reach() == 3.0
+    assert manifold_reach(np.full((10, 2), 0.5)) == 3.0  # never less than 3 prior sds
+    mu = np.random.default_rng(0).standard_normal((1000, 2)) * 2
+    reach = manifold_reach(mu)
+    assert reach == math.ceil(2 * np.quantile(np.abs(mu), 0.99)) / 2 and reach > 4.5
+    assert (np.abs(mu) <= reach).mean() >= 0.99
+
+
+def test_manifold_grid_spans_the_reach_of_the_encoder_means(tmp_path, monkeypatch, data):
+    x, _ = data
+    model = model_of()
+    model.encoder.layers[-1].params["b"][:2] = [4.0, -3.5]  # means far from the prior's centre
+    decoded = []
+    real_decode = plots._decode
+    monkeypatch.setattr(plots, "_decode", lambda m, z: decoded.append(np.array(z)) or real_decode(m, z))
+    plot_manifold(model, tmp_path / "m.png", n=5, x=x)
+    reach = manifold_reach(plots.encode_means(model, x))
+    z = decoded[0]
+    assert reach > 3 and z.min() == -reach and z.max() == reach
+    np.testing.assert_allclose(np.unique(z[:, 0]), np.linspace(-reach, reach, 5))
+
+
+def test_manifold_ticks_mark_whole_z_values_along_both_axes(tmp_path, monkeypatch):
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plot_manifold(model_of(), tmp_path / "m.png", n=7)  # reach 3: columns at z = -3, -2, ..., 3
+    ax = figures[0].axes[0]
+    side, step = 4, 5
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["-3", "-2", "-1", "0", "1", "2", "3"]
+    np.testing.assert_allclose(ax.get_xticks(), side / 2 + np.arange(7) * step)  # each column's centre
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["3", "2", "1", "0", "-1", "-2", "-3"]
+    assert "$z_1$" in ax.get_xlabel() and "99.73%" in ax.get_title()
 
 
 def test_manifold_refuses_other_latent_sizes(tmp_path):
@@ -208,30 +287,6 @@ def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.png")], check=True,
                    cwd=Path(__file__).resolve().parents[1])
     read_png(tmp_path / "s.png")
-
-
-# ------------------------------------------------------------------ the inverse normal CDF
-
-
-def test_norm_ppf_inverts_the_cdf():
-    p = np.unique(np.concatenate([np.logspace(-12, -1, 23), np.linspace(0.02, 0.98, 97),
-                                1 - np.logspace(-1, -9, 17)]))
-    x = norm_ppf(p)
-    for pi, xi in zip(p, x):
-        assert 0.5 * math.erfc(-xi / math.sqrt(2)) == pytest.approx(pi, abs=1e-9, rel=1e-9)
-    np.testing.assert_allclose(norm_cdf(x), p, rtol=1e-12)
-    assert np.all(np.diff(x) > 0)
-
-
-def test_norm_ppf_known_values():
-    # Phi^-1(0.975) = 1.959963984540054..., Phi^-1(0.5) = 0, symmetric about 1/2
-    assert norm_ppf(0.975) == pytest.approx(1.959963984540054, abs=1e-12)
-    assert norm_ppf(0.5) == pytest.approx(0.0, abs=1e-15)
-    p = np.array([0.05, 0.2, 0.4])
-    np.testing.assert_allclose(norm_ppf(p), -norm_ppf(1 - p), atol=1e-12)
-    for bad in (0.0, 1.0, -0.1, 1.5, np.nan):
-        with pytest.raises(ConfigError):
-            norm_ppf(bad)
 
 
 def test_figures_of_a_model_on_another_backend(tmp_path, data, strict_backend):

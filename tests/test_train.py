@@ -291,7 +291,7 @@ def test_bad_settings_are_one_line_config_errors(tiny, tmp_path, overrides, matc
 
 def test_unknown_preset_lists_the_choices():
     with pytest.raises(ConfigError, match="preset='vq' is unknown; choose one of "
-                                          "pytorch-example, seed, iwae"):
+                                          "pytorch-example, mlp-mse, iwae"):
         TrainConfig.from_preset("vq")
 
 
@@ -300,9 +300,9 @@ def test_presets_match_their_references():
     assert (pt.hidden, pt.latent, pt.activation, pt.likelihood, pt.init, pt.lr, pt.batch_size,
             pt.epochs, pt.binarize) == ((400,), 20, "relu", "bernoulli", "pytorch", 1e-3, 128,
                                         10, "none")
-    seed = TrainConfig.from_preset("seed")
-    assert (seed.hidden, seed.likelihood, seed.batch_size) == ((128, 64), "gaussian", 32)
-    assert seed.sigma ** 2 == pytest.approx(0.5)
+    mse = TrainConfig.from_preset("mlp-mse")
+    assert (mse.hidden, mse.likelihood, mse.batch_size) == ((128, 64), "gaussian", 32)
+    assert mse.sigma ** 2 == pytest.approx(0.5)
     iwae = TrainConfig.from_preset("iwae")
     assert (iwae.hidden, iwae.latent, iwae.activation, iwae.binarize, iwae.batch_size) == \
         ((200, 200), 50, "tanh", "dynamic", 20)

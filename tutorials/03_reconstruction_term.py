@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae.gradcheck import check_function, format_results  # noqa: E402
 from npvae.losses import (  # noqa: E402
@@ -72,9 +74,15 @@ with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
 # using $\mathrm{softplus}(-l) = \mathrm{softplus}(l) - l$. Softplus is computed
 # as $\max(l, 0) + \log(1 + e^{-|l|})$: no exponential of a positive number, no
 # logarithm of zero. The short form on the right is the famous one, but for
-# $x = 1$ and a large logit it subtracts two nearly equal numbers, so
-# `npvae.losses.bernoulli_nll` evaluates the left-hand side, whose terms are
-# all non-negative. Where the naive formula works, all agree. (Derivation:
+# $x = 1$ and a large logit it subtracts two nearly equal numbers. So
+# `npvae.losses.bernoulli_nll` evaluates a third form, the short one with
+# softplus written out and its two pieces kept apart:
+#
+# $$\max(l, 0) - x\, l + \log(1 + e^{-|l|}).$$
+#
+# The first two terms are exact products and sums of the inputs (for $x = 1$
+# and $l > 0$ they cancel to exactly 0), and the last, small one keeps all
+# its digits (`log1p`). Where the naive formula works, all agree. (Derivation:
 # [derivations.md, Bernoulli likelihood](derivations.md#bernoulli-likelihood).)
 
 # %%

@@ -17,14 +17,15 @@
 # Full derivation: [derivations.md, Gaussian KL](derivations.md#gaussian-kl).
 
 # %%
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae.gradcheck import check_function, format_results  # noqa: E402
 from npvae.losses import (  # noqa: E402
@@ -35,8 +36,8 @@ from npvae.losses import (  # noqa: E402
     log_standard_normal,
 )
 from npvae.reparam import reparameterize  # noqa: E402
+from npvae.tutorial import QUICK  # noqa: E402  (the test suite's quick mode: fewer samples)
 
-QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: fewer samples
 rng = np.random.default_rng(0)
 mu = np.array([[0.0, 0.5, -1.5]])
 logvar = np.array([[0.0, np.log(0.25), np.log(3.0)]])

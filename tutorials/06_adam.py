@@ -29,19 +29,18 @@ import inspect
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae.optim import SGD, Adam, adam_reference_step  # noqa: E402
+from npvae.tutorial import Tutorial  # noqa: E402
 
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(exist_ok=True)
+tutorial = Tutorial("06_adam")  # where figures go, and inline figures in a notebook
+import matplotlib.pyplot as plt  # noqa: E402  (after Tutorial, which picks a script's backend)
 
 # %% [markdown]
 # ## A test function: Rosenbrock's banana
@@ -144,10 +143,7 @@ ax_loss.semilogy(rosenbrock(sgd), label="SGD + momentum")
 ax_loss.set(xlabel="step", ylabel="f", title="Function value")
 ax_loss.legend(fontsize=8)
 fig.tight_layout()
-figure = FIGURES / "06_adam_vs_sgd_rosenbrock.png"
-fig.savefig(figure, dpi=110)
-plt.close(fig)
-print("saved", figure.relative_to(ROOT))
+figure = tutorial.savefig(fig, "06_adam_vs_sgd_rosenbrock.png", dpi=110)
 
 # %% [markdown]
 # ## AdamW: decoupled weight decay
@@ -169,11 +165,19 @@ print("after one AdamW step with a zero gradient, w =", params["w"], "= w0 * (1 
 # A ReLU unit that stops firing gets exactly zero gradients; its $m$ then
 # shrinks by 0.9 every step (and so does `m_sum`) and, after a few hundred steps, falls below
 # float32's smallest normal number ($1.2 \times 10^{-38}$). CPUs compute on
-# such subnormal numbers many times more slowly. Every `flush_every` steps
-# npvae sets them to zero. Their effect on $\theta$ is far below float32's
+# such subnormal numbers many times more slowly, and they do **not** decay to
+# zero on their own: at the bottom of the range the product rounds back to
+# where it was ($6 \times 10^{-45} = 4 \cdot 2^{-149}$, times 0.9 is
+# $3.6 \cdot 2^{-149}$, which rounds to 4 again: the cell below prints it). A
+# dead unit's moments would stay subnormal, and slow, for the rest of
+# training. So every `flush_every` steps npvae sets them to zero. Their effect on $\theta$ is far below float32's
 # rounding, so the parameters come out **bitwise identical**:
 
 # %%
+stuck = np.float32(6e-45)
+print(f"float32 {stuck!r} * 0.9 = {stuck * np.float32(0.9)!r}: the decay has stopped")
+
+
 def run_float32(flush_every):
     params = {"w": np.array([0.3, -0.7], dtype=np.float32)}
     grads = {"w": np.zeros(2, dtype=np.float32)}
@@ -199,8 +203,10 @@ assert max_diff < 1e-9, max_diff
 assert np.linalg.norm(adam[-1] - 1) < 0.05 and np.linalg.norm(sgd[-1] - 1) < 0.05
 assert figure.is_file() and decay_ok
 assert np.all(m_flushed == 0) and np.array_equal(w_flushed, w_kept)
+assert stuck * np.float32(0.9) == stuck  # a subnormal that multiplication by beta_1 leaves alone
 print("check passed: npvae.optim.Adam equals Algorithm 1 by hand, Adam and SGD+momentum both reach (1, 1), "
       "and flushing subnormals leaves the parameters bitwise unchanged")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

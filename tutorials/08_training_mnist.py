@@ -14,31 +14,27 @@
 # (`NPVAE_FULL=1 python tutorials/08_training_mnist.py`): the preset's full
 # 10 epochs, about 30 s. With `NPVAE_QUICK=1` (what the test suite sets): 2
 # epochs on the first 10,000 training and 1,000 test digits, a few seconds.
-# The run folder goes to `tutorials/runs/08_training_mnist/`, the figures to
-# `tutorials/figures/08_*.png`. The quick mode writes both to a temporary
-# folder, which it removes at the end, so that the test suite leaves the
-# committed figures and your runs alone.
+# The run folder goes to `tutorials/runs/08_training_mnist/`. In a
+# notebook the figures appear below their cells; run as a script, they
+# go to `tutorials/runs/figures/` (`NPVAE_SAVE_FIGURES=1`: the committed
+# `tutorials/figures/`). The quick mode writes runs and figures to a
+# temporary folder, which it removes at the end.
 #
 # **Units.** Every loss below is in **nats per example**: summed over the 784
 # pixels and the 20 latent dimensions, averaged over the examples
 # ([derivations.md, Conventions](derivations.md#conventions)).
 
 # %%
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae import VAE  # noqa: E402
 from npvae import plots  # noqa: E402
@@ -46,23 +42,19 @@ from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.evaluate import evaluate_elbo  # noqa: E402
 from npvae.runs import read_metrics  # noqa: E402
 from npvae.train import TrainConfig, resume, train  # noqa: E402
+from npvae.tutorial import FULL, QUICK, Tutorial  # noqa: E402
 
-QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: a small subset
-FULL = os.environ.get("NPVAE_FULL") == "1" and not QUICK  # the preset's full 10 epochs
+tutorial = Tutorial("08_training_mnist")  # its mode, its folders, and inline figures in a notebook
+import matplotlib.pyplot as plt  # noqa: E402  (after Tutorial, which picks a script's backend)
+
 if QUICK:
     N_TRAIN, N_TEST, EPOCHS, BOUND = 10_000, 1_000, 2, 185.0
 elif FULL:
     N_TRAIN, N_TEST, EPOCHS, BOUND = None, None, 10, 112.0  # None: all of MNIST
 else:
     N_TRAIN, N_TEST, EPOCHS, BOUND = None, None, 2, 140.0
-print("mode:", "quick" if QUICK else "full" if FULL else "default")
-
-if QUICK:  # the test suite: everything goes to a temporary folder, removed at the end
-    RUNS = FIGURES = Path(tempfile.mkdtemp(prefix="npvae_tutorial08_"))
-else:
-    RUNS, FIGURES = ROOT / "tutorials" / "runs", ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
-shown = lambda path: path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # noqa: E731
+print("mode:", tutorial.mode)
+RUNS, FIGURES = tutorial.runs, tutorial.figures
 started = time.perf_counter()
 
 # %% [markdown]
@@ -161,12 +153,14 @@ for step, t in first_steps:
 # mean digit, and the reconstruction term passes the mean-digit number above.
 # The KL starts near 0 (the untrained encoder gives $\mu \approx 0$ and
 # $\log \sigma^2 \approx 0$, almost the prior) and does not rise steadily:
-# in the default run it jumped to 24.5 nats at step 10, fell back to 5.4 by
-# step 50 while the decoder was busy learning the mean digit, and then rose
+# in our default runs it jumped to about 25 nats by step 10, fell back to
+# about 5 by step 50 while the decoder was busy learning the mean digit, and then rose
 # again, steadily, as the encoder learned codes that tell the decoder
-# *which* digit it is looking at. Every nat of KL is a
-# nat of information about $x$ carried by $z$; it is worth paying only when
-# it lowers the reconstruction term by more.
+# *which* digit it is looking at. The KL, averaged over the digits, is an
+# upper bound on the information $z$ carries about $x$: it equals that
+# information plus how far the codes of all digits together are from the
+# prior (tutorial 9 writes it out). A nat of KL is worth paying only when it
+# lowers the reconstruction term by more.
 #
 # ## The rest of training
 #
@@ -203,18 +197,18 @@ print("metrics.csv holds result.metrics:", same_rows and len(rows) == len(result
 # - **Recon falls, KL rises, then both settle.** From epoch to epoch the
 #   reconstruction term falls while the KL rises, more and more slowly: the
 #   model buys better reconstructions with more information in $z$, and the
-#   loss, their sum, falls. When we ran the full version (`NPVAE_FULL=1`, 10
-#   epochs on all of MNIST), the test KL went 20.7, 23.6, 23.7, 24.7 nats in
-#   the first four epochs and then stayed between 24.6 and 25.3, while the
-#   test reconstruction term went from 105.5 to 80.8 nats.
+#   loss, their sum, falls. In our full runs (`NPVAE_FULL=1`, 10 epochs on
+#   all of MNIST), the test KL rose from about 21 to about 25 nats in the
+#   first four epochs and then stayed near 25, while the test
+#   reconstruction term went from about 105 to about 81 nats.
 # - **The gap between train and test.** In the first epoch the training loss
-#   is far *above* the test loss (162.7 against 126.2 nats in the default
-#   run). That is not the test set being easier: the training number
+#   is far *above* the test loss (about 163 against 126 nats in our default
+#   runs; your numbers are in the table above). That is not the test set being easier: the training number
 #   averages over the epoch's batches, from the untrained model at 550 nats
 #   onwards, while the test number is the model at the end of the epoch.
-#   Later the two close in: in the full run the gap (test minus train) went
-#   from $-36.5$ nats in epoch 1 to $-0.5$ in epoch 10 (training loss 106.1,
-#   test loss 105.6). The test loss never rose above the training loss, so
+#   Later the two close in: in our full runs the gap (test minus train) went
+#   from about $-36$ nats in epoch 1 to about $-0.5$ in epoch 10 (both
+#   losses about 106). The test loss never rose above the training loss, so
 #   there is no overfitting in 10 epochs: that would show as a test loss
 #   climbing above a still-falling training loss.
 # - **Compare like with like.** These are nats on MNIST's grey pixels in
@@ -242,11 +236,8 @@ ax.set(xscale="log", yscale="log", xlabel="optimizer step (step 0 at 0.5)", ylab
        title="The first steps, on 1,000 test digits")
 ax.legend(fontsize=8)
 fig.tight_layout()
-first_steps_figure = FIGURES / "08_first_steps.png"
-fig.savefig(first_steps_figure, dpi=100)
-plt.close(fig)
-for path in (curves, recons, samples, first_steps_figure):
-    print("saved", shown(path))
+tutorial.show(curves, recons, samples)
+first_steps_figure = tutorial.savefig(fig, "08_first_steps.png")
 
 # %% [markdown]
 # In the reconstructions (top: test digits; bottom: the decoder's mean at
@@ -275,5 +266,4 @@ assert all(p.is_file() for p in (curves, recons, samples, first_steps_figure))
 print(f"check passed: after {EPOCHS} epochs the test loss is {final['test_loss']:.1f} nats per example, "
       f"below {BOUND:.0f} (untrained {start_terms['loss']:.0f}, mean digit {mean_image_nll:.0f}), "
       f"with {final['test_kl']:.1f} nats in the code")
-if QUICK:
-    shutil.rmtree(RUNS)  # the temporary folder of the quick mode
+tutorial.finish()  # the quick mode's temporary folder goes

@@ -4,8 +4,8 @@
 # Each mistake below gives a model that trains, whose loss falls, and whose
 # every gradient passes a finite-difference check: the bug is in the
 # *objective*, not in the derivatives, so only measuring what the model
-# learned finds it. The three come from the project's seed document, a VAE
-# written the way many first VAEs are:
+# learned finds it. The three come from the blog post npvae started from, a
+# VAE written the way many first VAEs are:
 #
 # - **(a) an encoder with no variance output**: the encoder gives one vector,
 #   used directly as the code, $z = \mu(x)$;
@@ -16,31 +16,33 @@
 # We build each one by hand from npvae's pieces (`npvae.layers.MLP`, the
 # loss functions of `npvae.losses`, `npvae.VAE` with one thing changed),
 # train the three and the fixed model in the same small loop, and measure.
-# The fixed model is the `seed` preset: the seed document's MLP,
-# 784-128-64-20 with ReLU, its squared error **summed** over pixels (a
+# The fixed model is the `mlp-mse` preset (`npvae train --preset mlp-mse`):
+# the blog post's MLP, 784-128-64-20 with ReLU, with its squared error
+# **summed** over pixels (a
 # Gaussian likelihood with $\sigma^2 = 1/2$, tutorial 3) plus the KL, Adam
 # $10^{-3}$, batches of 32.
 #
 # **How long it runs.** Four models, each for 5 epochs on the first 20,000
 # training digits, about 20 s on one laptop core. `NPVAE_FULL=1`: 10 epochs
 # on all 60,000 (the preset's length), about 1.5 minutes. `NPVAE_QUICK=1`
-# (the test suite): 6 epochs on 8,000 digits, about 8 s. Figures go to
-# `tutorials/figures/11_*.png` (in quick mode, to a temporary folder removed
-# at the end).
+# (the test suite): 6 epochs on 8,000 digits, about 8 s. In a
+# notebook the figures appear below their cells; run as a script, they
+# go to `tutorials/runs/figures/` (`NPVAE_SAVE_FIGURES=1`: the committed
+# `tutorials/figures/`). The quick mode writes runs and figures to a
+# temporary folder, which it removes at the end.
 
 # %%
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae import VAE, plots  # noqa: E402
 from npvae.data import load_mnist, to_unit_interval  # noqa: E402
@@ -51,10 +53,10 @@ from npvae.losses import gaussian_kl, gaussian_kl_backward, gaussian_nll, gaussi
 from npvae.optim import Adam  # noqa: E402
 from npvae.presets import get_preset  # noqa: E402
 from npvae.train import fit  # noqa: E402
+from npvae.tutorial import FULL, QUICK, Tutorial  # noqa: E402
 from npvae.vae import LossTerms  # noqa: E402
 
-QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: a small subset
-FULL = os.environ.get("NPVAE_FULL") == "1" and not QUICK  # all of MNIST, the preset's 10 epochs
+tutorial = Tutorial("11_common_mistakes")  # its mode, its folders, and inline figures in a notebook
 if QUICK:
     N_TRAIN, EPOCHS = 8_000, 6
 elif FULL:
@@ -62,21 +64,15 @@ elif FULL:
 else:
     N_TRAIN, EPOCHS = 20_000, 5
 N_TEST = 1_000
-print("mode:", "quick" if QUICK else "full" if FULL else "default")
-
-if QUICK:  # the test suite: figures go to a temporary folder, removed at the end
-    FIGURES = Path(tempfile.mkdtemp(prefix="npvae_tutorial11_"))
-else:
-    FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
-shown = lambda path: path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # noqa: E731
+print("mode:", tutorial.mode)
+FIGURES = tutorial.figures
 started = time.perf_counter()
 
-SEED = get_preset("seed")
-MODEL = SEED["model"]  # hidden (128, 64), latent 20, relu, gaussian, sigma = sqrt(1/2)
-BATCH, LR = SEED["training"]["batch_size"], SEED["training"]["lr"]
+PRESET = get_preset("mlp-mse")
+MODEL = PRESET["model"]  # hidden (128, 64), latent 20, relu, gaussian, sigma = sqrt(1/2)
+BATCH, LR = PRESET["training"]["batch_size"], PRESET["training"]["lr"]
 SIGMA = MODEL["sigma"]
-print("seed preset:", SEED["description"])
+print("mlp-mse preset:", PRESET["description"])
 
 mnist = load_mnist()
 x_train = to_unit_interval(mnist.x_train[:N_TRAIN])
@@ -87,7 +83,7 @@ print(f"{len(x_train)} training digits, {len(x_test)} test digits, D = {D} pixel
 # %% [markdown]
 # ## The fixed model, and the training loop all four share
 #
-# `fixed_vae()` is the seed preset as an `npvae.VAE`. The loop is
+# `fixed_vae()` is the mlp-mse preset as an `npvae.VAE`. The loop is
 # `npvae.train.fit`, the trainer's loop (tutorial 8) without the bookkeeping:
 # shuffle, and for each batch `train_step`: `forward`, `backward`, one Adam
 # step over the flat parameter buffer.
@@ -95,7 +91,7 @@ print(f"{len(x_train)} training digits, {len(x_test)} test digits, D = {D} pixel
 
 # %%
 def fixed_vae(beta=1.0, **overrides):
-    """The seed preset's VAE (784-128-64-20, Gaussian with sigma^2 = 1/2: SSE + KL)."""
+    """The mlp-mse preset's VAE (784-128-64-20, Gaussian with sigma^2 = 1/2: SSE + KL)."""
     return VAE(x_dim=D, hidden=MODEL["hidden"], latent=MODEL["latent"], activation=MODEL["activation"],
                likelihood=MODEL["likelihood"], sigma=SIGMA, init=MODEL["init"], beta=beta, seed=1,
                **overrides)
@@ -183,11 +179,11 @@ HEADER = (f"{'':<22} {'codes':>6} {'codes':>6} {'q':>6} {'codes':>8} {'':>7} {''
           f"{'active':>7} {'KL':>7} {'SSE':>7} {'distance':>9} {'spread':>7}")
 test_distance = nearest_training_distance(x_test)
 mean_digit_sse = float(((x_train.mean(axis=0) - x_test) ** 2).sum(axis=1).mean())
-results = {"fixed (seed preset)": measure(fixed, *fixed.encode(x_test))}
+results = {"fixed (mlp-mse preset)": measure(fixed, *fixed.encode(x_test))}
 print(f"real test digits: distance {test_distance:.1f} to their nearest training digit; "
       f"the mean digit reconstructs them with SSE {mean_digit_sse:.1f}")
 print(HEADER)
-show("fixed (seed preset)", results["fixed (seed preset)"])
+show("fixed (mlp-mse preset)", results["fixed (mlp-mse preset)"])
 
 # %% [markdown]
 # The fixed model's codes fill the prior: mean near 0, std near 1, codes KL
@@ -269,7 +265,7 @@ no_variance = train_model(NoVarianceAE())
 print(f"(a) trained in {time.perf_counter() - t0:.1f} s")
 results["(a) no variance"] = measure(no_variance, no_variance.encoder.forward(x_test), None)
 print(HEADER)
-for name in ("fixed (seed preset)", "(a) no variance"):
+for name in ("fixed (mlp-mse preset)", "(a) no variance"):
     show(name, results[name])
 
 # %% [markdown]
@@ -306,9 +302,9 @@ results["(b) no KL term"] = measure(no_kl, *no_kl.encode(x_test))
 
 # Judge both by the fixed model's objective, the negative ELBO (beta = 1):
 elbo = {name: evaluate_elbo(model, x_test, rng=np.random.default_rng(0), beta=1.0)
-        for name, model in (("fixed (seed preset)", fixed), ("(b) no KL term", no_kl))}
+        for name, model in (("fixed (mlp-mse preset)", fixed), ("(b) no KL term", no_kl))}
 print(HEADER)
-for name in ("fixed (seed preset)", "(b) no KL term"):
+for name in ("fixed (mlp-mse preset)", "(b) no KL term"):
     show(name, results[name])
 for name, terms in elbo.items():
     print(f"{name:<22} -ELBO {terms['loss']:7.1f} = recon {terms['recon']:6.1f} + KL {terms['kl']:6.1f} "
@@ -366,7 +362,7 @@ print(f"(c) trained in {time.perf_counter() - t0:.1f} s")
 results["(c) mean-reduced MSE"] = measure(mean_mse, *mean_mse.encode(x_test))
 active_c = active_units(mean_mse, x_test)
 print(HEADER)
-for name in ("fixed (seed preset)", "(c) mean-reduced MSE"):
+for name in ("fixed (mlp-mse preset)", "(c) mean-reduced MSE"):
     show(name, results[name])
 print(f"the mean digit, for comparison: recon SSE {mean_digit_sse:.1f}")
 
@@ -380,7 +376,7 @@ print(f"the mean digit, for comparison: recon SSE {mean_digit_sse:.1f}")
 # spread near 0): the sample distance looks fine only because the mean
 # digit is not far from many digits.
 #
-# **The fix** is to sum over pixels, as the seed preset does (and every
+# **The fix** is to sum over pixels, as the mlp-mse preset does (and every
 # npvae likelihood does): the fixed model's row, whose code carries a few
 # nats (all 20 units active in the default run, 4 in the full run: a
 # partial collapse, not a total one).
@@ -394,12 +390,14 @@ print(f"the mean digit, for comparison: recon SSE {mean_digit_sse:.1f}")
 # clipped to $[0, 1]$) and the reconstructions of the collapsed model.
 
 # %%
-figures = [plots.plot_samples(model, FIGURES / f"11_samples_{name}.png", np.random.default_rng(0), n=36)
-           for name, model in (("fixed", fixed), ("a_no_variance", no_variance), ("b_no_kl", no_kl),
-                               ("c_mean_mse", mean_mse))]
+figures = [plots.plot_samples(model, FIGURES / f"11_samples_{name}.png", np.random.default_rng(0), n=36,
+                              title=title)
+           for name, title, model in (("fixed", "The fixed VAE (mlp-mse preset)", fixed),
+                                      ("a_no_variance", "(a) No variance output", no_variance),
+                                      ("b_no_kl", "(b) No KL term", no_kl),
+                                      ("c_mean_mse", "(c) Pixel-mean MSE next to a summed KL", mean_mse))]
 figures.append(plots.plot_reconstructions(mean_mse, x_test, FIGURES / "11_reconstructions_c_mean_mse.png"))
-for path in figures:
-    print("saved", shown(path))
+tutorial.show(*figures)
 
 # %% [markdown]
 # ## Check
@@ -423,7 +421,7 @@ for path in figures:
 #   and every hand-built gradient passes its check.
 
 # %%
-fix, a, b, c = (results[k] for k in ("fixed (seed preset)", "(a) no variance", "(b) no KL term",
+fix, a, b, c = (results[k] for k in ("fixed (mlp-mse preset)", "(a) no variance", "(b) no KL term",
                                      "(c) mean-reduced MSE"))
 print(HEADER)
 for name, m in results.items():
@@ -434,7 +432,7 @@ for broken in (a, b):
     assert broken["sample_distance"] > 2 * fix["sample_distance"], (broken, fix)
 assert a["code_std"] < 0.3 and a["kl"] == math.inf, a
 assert b["q_std"] < 0.1 * fix["q_std"], (b, fix)
-assert b["kl"] > 5 * fix["kl"] and elbo["(b) no KL term"]["loss"] > elbo["fixed (seed preset)"]["loss"] + 20
+assert b["kl"] > 5 * fix["kl"] and elbo["(b) no KL term"]["loss"] > elbo["fixed (mlp-mse preset)"]["loss"] + 20
 assert active_c == c["active"] == 0 and c["kl"] < 0.1, c
 assert abs(c["recon_sse"] - mean_digit_sse) < 0.02 * mean_digit_sse, c
 assert c["sample_spread"] < 0.25 * fix["sample_spread"], (c, fix)
@@ -445,6 +443,5 @@ assert all(p.is_file() for p in figures)
 print(f"check passed: (a) codes std {a['code_std']:.2f} and (b) codes KL {b['code_kl']:.0f} nats leave the "
       f"prior (samples {a['sample_distance']:.0f} and {b['sample_distance']:.0f} from any digit against "
       f"{fix['sample_distance']:.0f} for the fix); (c) collapses to {c['active']} active units and the mean "
-      f"digit; the fixed seed preset keeps {fix['active']} active units")
-if QUICK:
-    shutil.rmtree(FIGURES)  # the temporary folder of the quick mode
+      f"digit; the fixed mlp-mse preset keeps {fix['active']} active units")
+tutorial.finish()  # the quick mode's temporary folder goes

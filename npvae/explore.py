@@ -1,0 +1,314 @@
+"""An interactive latent-space explorer: move a point z through latent space, watch decode(z).
+
+``npvae explore RUN`` opens a matplotlib window of a trained model:
+
+- left, the encoder means mu(x) of test digits, coloured by label, drawn on a
+  plane through latent space; click or drag on it and z moves to that point
+  of the plane;
+- right, decode(z), the decoder's mean at the current z (probabilities, or
+  Gaussian means shown clipped to [0, 1]);
+- below (latent size > 2), one slider per most active dimension: the
+  dimensions with the largest KL per dimension on the test digits
+  (``npvae.evaluate.kl_per_dim``), the ones the decoder reads. A slider sets
+  its coordinate of z; the marker on the plane shows z's projection.
+
+The plane: for a 2-d latent, the latent space itself (z_1, z_2). For more
+dimensions, the plane through the mean of the latent means spanned by their
+first two principal directions (the SVD of the centred means): the 2-d view
+in which the test digits' codes spread the most. A point (a, b) of it is
+z = centre + a v_1 + b v_2.
+
+In a notebook, ``LatentExplorer(...).widget()`` shows the same thing inline
+with ipywidgets sliders (the plane's a and b, and the active dimensions),
+redrawing the figure on every change.
+
+Every callback is a plain method (``move_to``, ``set_dimension``, and the
+mouse handlers behind them), so that the explorer can be driven without a
+screen; ``tests/test_explore.py`` does so on the Agg canvas.
+"""
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm
+from matplotlib.figure import Figure
+from matplotlib.widgets import Slider
+
+from .backend import to_numpy
+from .errors import ConfigError
+from .evaluate import encode_means, kl_per_dim
+from .plots import _image_side
+
+N_DIGITS = 2000
+"""Test digits whose latent means are drawn (and that choose the plane and the active dimensions)."""
+
+N_SLIDERS = 5
+"""Sliders for the most active dimensions, at most (latent size > 2)."""
+
+NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+"""matplotlib backends that draw to files only."""
+
+
+def principal_plane(mu):
+    """(centre (Z,), basis (2, Z)) of the plane through the means ``mu`` (N, Z) of largest spread.
+
+    The basis rows are the first two right singular vectors of the centred
+    means, orthonormal; for Z == 2 the plane is the latent space itself
+    (centre 0, basis the identity).
+    """
+    Z = mu.shape[1]
+    if Z == 2:
+        return np.zeros(2), np.eye(2)
+    centre = mu.mean(axis=0)
+    _, _, vt = np.linalg.svd(mu - centre, full_matrices=False)
+    return centre, vt[:2]
+
+
+class LatentExplorer:
+    """The explorer of ``model`` over test digits ``x`` (N, D) with labels ``y`` (N,) or None.
+
+    ``figure``: a matplotlib Figure to draw in (``pyplot.figure()`` for a
+    window); None draws on a new Agg figure (headless). ``n_sliders``: sliders
+    for the dimensions of largest KL (latent size > 2 only).
+
+    State: ``z`` (Z,) float64, the current latent point; ``image()`` is
+    decode(z) as a (side, side) array.
+    """
+
+    def __init__(self, model, x, y=None, *, figure=None, n_sliders=N_SLIDERS):
+        if model.latent < 2:
+            raise ConfigError(f"explore needs a latent space of 2 or more dimensions; this model has "
+                              f"latent={model.latent}")
+        self.model = model
+        self.side = _image_side(model.x_dim)
+        self.mu = encode_means(model, x).astype(np.float64)
+        self.y = None if y is None else np.asarray(to_numpy(y)).reshape(-1)
+        self.kl = kl_per_dim(model, x)
+        self.centre, self.basis = principal_plane(self.mu)
+        self.coords = (self.mu - self.centre) @ self.basis.T  # (N, 2): the means on the plane
+        self.dims = ([] if model.latent == 2 else
+                     [int(u) for u in np.argsort(self.kl)[::-1][:min(n_sliders, model.latent)]])
+        self.z = self.centre.copy()
+        self._dragging = False
+        self._syncing = False
+        self._draw(figure)
+
+    # ---------------------------------------------------------------- the maths
+
+    def plane_point(self, a, b):
+        """z (Z,) of the point (a, b) of the plane: centre + a v_1 + b v_2."""
+        return self.centre + a * self.basis[0] + b * self.basis[1]
+
+    def projection(self):
+        """(a, b): the current z projected onto the plane."""
+        return tuple((self.z - self.centre) @ self.basis.T)
+
+    def decode(self, z):
+        """decode(z) for one point z (Z,): host (side, side), the decoder mean."""
+        z = self.model.xp.asarray(np.asarray(z, dtype=np.float64)[None], dtype=self.model.dtype)
+        return to_numpy(self.model.decode(z)).reshape(self.side, self.side)
+
+    def image(self):
+        """decode(z) at the current z: host (side, side)."""
+        return self.decode(self.z)
+
+    # ---------------------------------------------------------------- callbacks
+
+    def move_to(self, a, b):
+        """Move z to the point (a, b) of the plane; update the marker, the sliders and the image."""
+        self.z = self.plane_point(a, b)
+        self._update()
+
+    def set_dimension(self, u, value):
+        """Set coordinate ``u`` of z to ``value``; update the marker and the image."""
+        if self._syncing:  # the slider moved because move_to set it: z is already right
+            return
+        self.z = self.z.copy()
+        self.z[u] = value
+        self._update()
+
+    def on_press(self, event):
+        if event.inaxes is self.ax_plane and event.button == 1 and event.xdata is not None:
+            self._dragging = True
+            self.move_to(event.xdata, event.ydata)
+
+    def on_motion(self, event):
+        if self._dragging and event.inaxes is self.ax_plane and event.xdata is not None:
+            self.move_to(event.xdata, event.ydata)
+
+    def on_release(self, event):
+        self._dragging = False
+
+    # ---------------------------------------------------------------- drawing
+
+    def _draw(self, figure):
+        if figure is None:
+            figure = Figure(figsize=(10, 5.5 + 0.35 * len(self.dims)))
+            FigureCanvasAgg(figure)
+        self.figure = fig = figure
+        bottom = 0.1 + 0.05 * len(self.dims)  # room for the sliders
+        self.ax_plane = fig.add_axes([0.07, bottom + 0.02, 0.45, 0.84 - bottom])
+        self.ax_image = fig.add_axes([0.6, bottom + 0.02, 0.36, 0.84 - bottom])
+        colour = {} if self.y is None else dict(c=self.y, cmap="tab10", norm=BoundaryNorm(np.arange(-0.5, 10.5), 10))
+        points = self.ax_plane.scatter(self.coords[:, 0], self.coords[:, 1], s=4, alpha=0.6, **colour)
+        if self.y is not None:
+            fig.colorbar(points, ax=self.ax_plane, ticks=range(10), label="label", fraction=0.05, pad=0.02)
+        if self.model.latent == 2:
+            self.ax_plane.set(xlabel="$z_1$", ylabel="$z_2$")
+            self.ax_plane.set_title("Encoder means of test digits: click or drag", fontsize=10)
+        else:
+            share = self._variance_share()
+            self.ax_plane.set(xlabel=f"a: along principal direction 1 ({share[0]:.0%} of the means' variance)",
+                              ylabel=f"b: along principal direction 2 ({share[1]:.0%})")
+            self.ax_plane.set_title(f"Encoder means on the plane of largest spread ({self.model.latent}-d "
+                                    "latent): click or drag", fontsize=9)
+        # The limits cover the means and 3 prior standard deviations around the centre
+        # (on an orthonormal plane the prior's projection is N(0, I) as well).
+        reach = max(3.0, float(np.abs(self.coords).max()) * 1.05)
+        self.ax_plane.set(xlim=(-reach, reach), ylim=(-reach, reach))
+        (self.marker,) = self.ax_plane.plot(*self.projection(), "k+", ms=16, mew=2)
+        self.picture = self.ax_image.imshow(np.clip(self.image(), 0, 1), cmap="gray", vmin=0, vmax=1)
+        self.ax_image.set_xticks([])
+        self.ax_image.set_yticks([])
+        self.ax_image.set_title("decode(z): the decoder mean at z", fontsize=10)
+        self.sliders = {}
+        for i, u in enumerate(self.dims):
+            ax = fig.add_axes([0.25, 0.04 + 0.05 * (len(self.dims) - 1 - i), 0.5, 0.03])
+            low = min(-3.0, self.mu[:, u].min() - 0.5)
+            high = max(3.0, self.mu[:, u].max() + 0.5)
+            slider = Slider(ax, f"$z_{{{u + 1}}}$ (KL {self.kl[u]:.2f})", low, high, valinit=self.z[u])
+            slider.on_changed(lambda value, u=u: self.set_dimension(u, value))
+            self.sliders[u] = slider
+        canvas = fig.canvas
+        self._connections = [canvas.mpl_connect("button_press_event", self.on_press),
+                             canvas.mpl_connect("motion_notify_event", self.on_motion),
+                             canvas.mpl_connect("button_release_event", self.on_release)]
+
+    def _variance_share(self):
+        total = ((self.mu - self.mu.mean(axis=0)) ** 2).sum()
+        return ((self.coords - self.coords.mean(axis=0)) ** 2).sum(axis=0) / max(total, np.finfo(float).tiny)
+
+    def _update(self):
+        self.marker.set_data(*([c] for c in self.projection()))
+        self.picture.set_data(np.clip(self.image(), 0, 1))
+        self._syncing = True
+        try:
+            for u, slider in self.sliders.items():
+                slider.set_val(self.z[u])
+        finally:
+            self._syncing = False
+        self.figure.canvas.draw_idle()
+
+    def show(self):
+        """Open the window (pyplot's ``show``) and block until it is closed."""
+        import matplotlib.pyplot as plt
+
+        plt.show()
+
+    def png(self):
+        """The figure as PNG bytes (the Agg renderer)."""
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    # ---------------------------------------------------------------- notebooks
+
+    def widget(self):
+        """The explorer inline in a notebook: ipywidgets sliders above the figure, redrawn on change.
+
+        Sliders: a and b, the point of the plane, and one per active dimension.
+        Needs ipywidgets (Colab and JupyterLab have it; ``pip install ipywidgets``).
+        """
+        try:
+            import ipywidgets
+        except ImportError as err:
+            raise ConfigError("the inline explorer needs ipywidgets (pip install ipywidgets); "
+                              "or use `npvae explore RUN` for a window") from err
+        a_range = self.coords[:, 0].min() - 0.5, self.coords[:, 0].max() + 0.5
+        b_range = self.coords[:, 1].min() - 0.5, self.coords[:, 1].max() + 0.5
+        a0, b0 = self.projection()
+        plane = {name: ipywidgets.FloatSlider(value=v, min=lo, max=hi, step=(hi - lo) / 200,
+                                              description=name, continuous_update=True)
+                 for name, v, (lo, hi) in (("a", a0, a_range), ("b", b0, b_range))}
+        dims = {u: ipywidgets.FloatSlider(value=self.z[u], min=s.valmin, max=s.valmax,
+                                          step=(s.valmax - s.valmin) / 200, description=f"z_{u + 1}")
+                for u, s in self.sliders.items()}
+        picture = ipywidgets.Image(value=self.png(), format="png")
+        busy = []
+
+        def redraw():
+            picture.value = self.png()
+            busy.append(True)  # the dimension sliders follow z without moving it again
+            try:
+                for u, w in dims.items():
+                    w.value = float(self.z[u])
+            finally:
+                busy.pop()
+
+        def on_plane(change):
+            self.move_to(plane["a"].value, plane["b"].value)
+            redraw()
+
+        def on_dim(change, u):
+            if not busy:
+                self.set_dimension(u, change["new"])
+                redraw()
+
+        for w in plane.values():
+            w.observe(on_plane, names="value")
+        for u, w in dims.items():
+            w.observe(lambda change, u=u: on_dim(change, u), names="value")
+        return ipywidgets.VBox([ipywidgets.HBox(list(plane.values())), *dims.values(), picture])
+
+
+# -------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers):
+    """Add ``explore`` to ``npvae``'s subcommands."""
+    p = subparsers.add_parser(
+        "explore", help="move through a trained model's latent space and watch the decoded digit",
+        description="Open a window: the encoder means of test digits on a plane through latent "
+        "space (click or drag to move z), decode(z) beside it, and sliders for the most active "
+        "latent dimensions (by KL per dimension). Without a screen, --out writes a still.")
+    p.add_argument("run", metavar="RUN", help="a run folder or checkpoint.npz")
+    p.add_argument("--n", type=int, default=N_DIGITS, help=f"test digits to draw (default {N_DIGITS})")
+    p.add_argument("--sliders", type=int, default=N_SLIDERS,
+                   help=f"sliders for the most active dimensions (default {N_SLIDERS})")
+    p.add_argument("--data-dir", help="folder of MNIST-format IDX files (default: the shipped MNIST)")
+    p.add_argument("--out", help="write the explorer as a PNG instead of opening a window")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args):
+    """``npvae explore``: open the explorer of ``args.run`` (or write it to ``args.out``)."""
+    from pathlib import Path
+
+    from .checkpoint import model_from_checkpoint
+    from .data import run_test_data
+
+    if args.n < 1 or args.sliders < 0:
+        raise ConfigError(f"--n={args.n} must be positive and --sliders={args.sliders} not negative")
+    if not Path(args.run).exists():
+        raise ConfigError(f"RUN={args.run!r}: no such run folder or checkpoint file")
+    model, checkpoint = model_from_checkpoint(args.run)
+    x_test, y_test = run_test_data(checkpoint, args.data_dir)
+    x, y = x_test[:args.n], y_test[:args.n]
+    if args.out:
+        explorer = LatentExplorer(model, x, y, n_sliders=args.sliders)
+        Path(args.out).write_bytes(explorer.png())
+        print(f"explorer written to {args.out}")
+        return 0
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend = matplotlib.get_backend()
+    if backend.lower() in NON_INTERACTIVE or "inline" in backend:
+        raise ConfigError(f"matplotlib's backend {backend!r} cannot open a window (no screen?); use "
+                          "--out FILE for a still, MPLBACKEND=TkAgg for a window, or "
+                          "LatentExplorer(...).widget() in a notebook")
+    explorer = LatentExplorer(model, x, y, figure=plt.figure(figsize=(10, 6)), n_sliders=args.sliders)
+    explorer.show()
+    return 0
