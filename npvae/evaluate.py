@@ -29,6 +29,7 @@ import numpy as np
 from .backend import to_numpy, xp_of
 from .checks import positive_int
 from .errors import ConfigError
+from .layers import Dense
 from .losses import (
     bernoulli_nll_linear,
     gaussian_kl,
@@ -236,8 +237,13 @@ def _default_chunk(model, k, batch, plain=True):
 
 
 def _weights_function(model, xb, mu, logvar, plain):
-    """eps (k, B, Z) -> log weights (k, B) of batch ``xb``: the plain or the fast form."""
-    if plain:
+    """eps (k, B, Z) -> log weights (k, B) of batch ``xb``: the plain or the fast form.
+
+    The fast form needs a decoder that ends in a dense layer (its product with
+    x is taken once per batch); any other decoder (the conv architecture's
+    ends in a transposed convolution) takes the plain form.
+    """
+    if plain or not isinstance(model.decoder.layers[-1], Dense):
         return lambda eps: _log_weights(model, xb, mu, logvar, eps)
     xW = None
     if model.config["likelihood"] == "bernoulli":   # once per batch, not once per chunk

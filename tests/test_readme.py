@@ -18,7 +18,7 @@ def test_ci_runs_readme_install_and_test_commands():
     assert install in README
     assert re.search(rf"^{re.escape(test)}$", README, re.M), "README's test command is CI's"
     # CI adds the torch extra (the CPU build) and requires the cross-checks to run
-    assert torch_extra.startswith("python -m pip install") and '".[torch]"' in torch_extra
+    assert torch_extra.startswith("python -m pip install") and '".[torch,notebooks]"' in torch_extra
     assert 'python -m pip install -e ".[torch]"' in README
     assert "export NPVAE_REQUIRE_TORCH=1" in CI
 
