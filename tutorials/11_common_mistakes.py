@@ -189,7 +189,7 @@ show("fixed (mlp-mse preset)", results["fixed (mlp-mse preset)"])
 # The fixed model's codes fill the prior: mean near 0, std near 1, codes KL
 # near 0 (after enough training: the quick mode's short run gets only part of
 # the way). In the default run its samples sat about as close to a training
-# digit as real test digits do (24.0 against 22.4). Its KL is small, 3.7
+# digit as real test digits do (24.1 against 22.4). Its KL is small, 3.5
 # nats in the default run: $\sigma^2 = 1/2$ still calls most of a digit's
 # detail noise (tutorial 3), so information in $z$ is dear, and its
 # reconstructions and samples are blurred. Trained longer it gives up
@@ -378,7 +378,7 @@ print(f"the mean digit, for comparison: recon SSE {mean_digit_sse:.1f}")
 #
 # **The fix** is to sum over pixels, as the mlp-mse preset does (and every
 # npvae likelihood does): the fixed model's row, whose code carries a few
-# nats (all 20 units active in the default run, 4 in the full run: a
+# nats (18 of 20 units active in the default run, 4 in the full run: a
 # partial collapse, not a total one).
 # If an MSE library function is all you have, use `reduction="sum"` and
 # divide by the batch size yourself.
