@@ -228,22 +228,33 @@ thread); 2000 to 4000 were the cheapest."""
 
 def _default_chunk(model, k, batch, plain=True):
     """Samples per chunk: chunk * batch * width floats under CHUNK_BYTES (plain),
-    or chunk * batch near FAST_CHUNK_ROWS (fast)."""
+    or chunk * batch near FAST_CHUNK_ROWS (fast).
+
+    ``width`` is the decoder's widest array per example: for an MLP its widest
+    layer; for the conv architecture a transposed convolution's columns, C_out
+    k k per input pixel, at most 9/4 x_dim max(channels) for 3 x 3 kernels
+    upsampling by 2 (``vae.build_stacks``).
+    """
     if not plain:
         return max(1, min(k, FAST_CHUNK_ROWS // batch))
-    width = max(model.x_dim, *model.config["decoder_hidden"])
+    if model.config.get("architecture", "mlp") == "conv":
+        width = 9 * model.x_dim * max(model.config["decoder_hidden"]) // 4
+    else:
+        width = max(model.x_dim, *model.config["decoder_hidden"])
     per_sample = batch * width * model.dtype.itemsize
     return max(1, min(k, CHUNK_BYTES // per_sample))
 
 
-def _weights_function(model, xb, mu, logvar, plain):
-    """eps (k, B, Z) -> log weights (k, B) of batch ``xb``: the plain or the fast form.
+def _plain_form(model, plain):
+    """Whether the bound takes the plain form: when asked, or when the decoder does not
+    end in a dense layer (the fast form takes x's product with that layer once per
+    batch; the conv architecture's decoder ends in a transposed convolution)."""
+    return plain or not isinstance(model.decoder.layers[-1], Dense)
 
-    The fast form needs a decoder that ends in a dense layer (its product with
-    x is taken once per batch); any other decoder (the conv architecture's
-    ends in a transposed convolution) takes the plain form.
-    """
-    if plain or not isinstance(model.decoder.layers[-1], Dense):
+
+def _weights_function(model, xb, mu, logvar, plain):
+    """eps (k, B, Z) -> log weights (k, B) of batch ``xb``: the plain or the fast form."""
+    if plain:
         return lambda eps: _log_weights(model, xb, mu, logvar, eps)
     xW = None
     if model.config["likelihood"] == "bernoulli":   # once per batch, not once per chunk
@@ -262,7 +273,7 @@ def iw_log_weights(model, x, k, rng, *, plain=False):
     formula term by term (the reference); default: the fast form
     ``iw_bound`` uses, equal to it up to rounding.
     """
-    k = positive_int("k", k)
+    k, plain = positive_int("k", k), _plain_form(model, plain)
     xb = model.check_input(model.xp.asarray(x))
     mu, logvar = model.encode(xb)
     eps = _draw_eps(model, rng, (k, *mu.shape))
@@ -281,7 +292,7 @@ def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, prog
     straightforward formula (the reference the tests compare with); the
     default fast form gives the same values up to rounding.
     """
-    k = positive_int("k", k)
+    k, plain = positive_int("k", k), _plain_form(model, plain)
     total, done, bounds = k * getattr(x, "shape", (0,))[0], 0, []
     for xb in _batches(model, x, batch_size):
         mu, logvar = model.encode(xb)

@@ -595,3 +595,19 @@ def test_parameter_shapes_are_the_built_models_without_allocating(architecture, 
 
     model = VAE(x_dim, hidden, 3, architecture=architecture, dtype="float64")
     assert parameter_shapes(model.config) == {k: v.shape for k, v in model.params.items()}
+
+
+def test_the_bound_of_a_conv_model_takes_the_plain_form_in_chunks_that_fit():
+    """The conv decoder ends in a transposed convolution: plain form, and chunks sized by
+    its widest array (a transposed convolution's columns), not by x_dim."""
+    from npvae.evaluate import CHUNK_BYTES, _default_chunk, _plain_form, iw_log_weights
+
+    model = VAE(784, (32, 64), 20, architecture="conv")
+    assert _plain_form(model, plain=False)
+    chunk = _default_chunk(model, 5000, 100, plain=True)
+    widest = 32 * 9 * 14 * 14  # ConvTranspose2D(64, 32) on 14 x 14: C_out k k per input pixel
+    assert chunk * 100 * widest * 4 <= CHUNK_BYTES
+    small = VAE(16, (2,), 2, architecture="conv", dtype="float64")
+    x = np.random.default_rng(0).random((3, 16))
+    np.testing.assert_array_equal(iw_log_weights(small, x, 4, np.random.default_rng(1)),
+                                  iw_log_weights(small, x, 4, np.random.default_rng(1), plain=True))
