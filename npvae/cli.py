@@ -105,8 +105,8 @@ def cmd_train(args):
                 if hasattr(args, f.name)}
     settings.update(progress=not args.no_progress, figures=not args.no_figures)
     if args.resume is not None:
-        given = [f"--{name.replace('_', '-')}" for name, value in settings.items()
-                 if value is not None and name not in RESUMABLE]
+        given = _flags([name for name, value in settings.items()
+                        if value is not None and name not in RESUMABLE])
         given += [flag for flag, value in (("--run-dir", args.run_dir),
                                            ("--overwrite", args.overwrite)) if value]
         if given:

@@ -272,12 +272,8 @@ class Run:
                          if (self.run_dir / CHECKPOINT_NAME).is_file() else None)
 
     def run(self):
-        cfg, state = self.config, self.state
-        if state["epoch"] >= cfg.epochs and state["step_in_epoch"] == 0:
-            self.log(f"nothing to do: {self.run_dir} has trained {state['epoch']} of "
-                     f"{cfg.epochs} epochs")
-            return self.result(completed=True)
-        xp = self.xp
+        # (A finished run never gets here: ``resume`` says so and returns first.)
+        cfg, state, xp = self.config, self.state, self.xp
         self.x_train = xp.asarray(self.data.x_train)
         self.x_test = xp.asarray(self.data.x_test)
         self.x_val = None if self.data.x_val is None else xp.asarray(self.data.x_val)
@@ -297,8 +293,7 @@ class Run:
     def run_epoch(self, epoch):
         """Train one epoch (or its rest); False if stopped at ``max_steps``."""
         cfg, state, xp = self.config, self.state, self.xp
-        shuffle, noise, binarize = self.epoch_start(epoch)
-        first = state["step_in_epoch"] if state["epoch"] == epoch else 0
+        first, shuffle, noise, binarize = self.epoch_start(epoch)
         sums = (dict(state["partial"]) if first else
                 {"n": 0, "loss": 0.0, "recon": 0.0, "kl": 0.0, "seconds": 0.0})
         shuffle_start = shuffle.bit_generator.state
@@ -377,7 +372,8 @@ class Run:
                 self.stop_requested = True
 
     def epoch_start(self, epoch):
-        """The epoch's generators, brought to the checkpoint's position when resuming in it."""
+        """``(first, shuffle, noise, binarize)``: the step the epoch starts from (the
+        checkpoint's, when resuming inside it; else 0) and its generators, brought there."""
         shuffle, noise, binarize = epoch_generators(self.config.seed, epoch, self.xp,
                                                     self.config.binarize == "dynamic")
         first = self.state["step_in_epoch"] if self.state["epoch"] == epoch else 0
@@ -388,7 +384,7 @@ class Run:
             except (TypeError, ValueError, KeyError) as err:
                 raise CheckpointError(f"{self.run_dir / CHECKPOINT_NAME}: bad generator state "
                                       f"({err!r})") from err
-        return shuffle, noise, binarize
+        return first, shuffle, noise, binarize
 
     def restore_generators(self, noise, binarize, steps):
         """Bring the epoch's generators to where they were after ``steps`` steps.
