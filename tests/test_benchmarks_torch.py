@@ -15,29 +15,17 @@ assert that values and gradients agree. Here:
   so the benchmark compares the same model.
 """
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from npvae import VAE
 from npvae.optim import Adam
-from tests.torch_or_skip import import_torch
+from tests.torch_or_skip import import_torch, load_benchmark
 
 torch = import_torch()  # skipped without PyTorch, except in CI (NPVAE_REQUIRE_TORCH=1)
 
 TOL = 1e-10
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_torch_vae():
-    """``benchmarks/torch_vae.py`` as a module, whatever the working directory."""
-    spec = importlib.util.spec_from_file_location("benchmarks_torch_vae",
-                                                  REPO / "benchmarks" / "torch_vae.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def t(a, grad=False):
@@ -132,7 +120,7 @@ def test_adam_matches_torch_after_five_steps(weight_decay):
 
 
 def test_benchmark_reference_is_npvaes_model_summed_over_the_batch(monkeypatch):
-    torch_vae = load_torch_vae()
+    torch_vae = load_benchmark("torch_vae")
     rng = np.random.default_rng(5)
     B = 4
     model = VAE(784, (400,), 20, init="pytorch", dtype="float64", seed=2)
@@ -157,7 +145,7 @@ def test_benchmark_reference_is_npvaes_model_summed_over_the_batch(monkeypatch):
 
 
 def test_train_torch_follows_the_given_order():
-    torch_vae = load_torch_vae()
+    torch_vae = load_benchmark("torch_vae")
     rng = np.random.default_rng(0)
     x_train = rng.random((96, 784), dtype=np.float32)
     x_test = rng.random((40, 784), dtype=np.float32)
@@ -172,7 +160,7 @@ def test_train_torch_follows_the_given_order():
 
 
 def test_the_examples_dataloader_feeds_the_same_pixels():
-    torch_vae = load_torch_vae()
+    torch_vae = load_benchmark("torch_vae")
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (40, 784)).astype(np.float32) / np.float32(255)
     order = torch.as_tensor(rng.permutation(40))

@@ -15,9 +15,6 @@
   architecture; ``VAE(**config)`` rebuilds a conv model.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -35,9 +32,8 @@ from npvae.gradcheck import (DEFAULT_TOL, check_architecture, check_layer, check
 from npvae.optim import Adam
 from npvae.presets import get_preset
 from npvae.train import resume, train, train_step
-from tests.torch_or_skip import import_torch
+from tests.torch_or_skip import import_torch, load_benchmark
 
-REPO = Path(__file__).resolve().parent.parent
 seeds = st.integers(0, 2**32 - 1)
 
 
@@ -197,26 +193,27 @@ def test_pytorch_init_bounds_use_pytorchs_fans():
 # ---------------------------------------------------------------- the checker fails
 
 
-class FlippedKernelConv2D(Conv2D):
-    """dx computed with the kernel flipped (a true convolution's backward for a correlation)."""
+def backward_with_flipped_kernel(self, dout, need_dx=True):
+    """The layer's backward with its kernel flipped (a true convolution's backward for a
+    correlation); the kernel is put back afterwards."""
+    W = self.params["W"]
+    self.params["W"] = W[:, :, ::-1, ::-1].copy()
+    try:
+        return super(type(self), self).backward(dout, need_dx)
+    finally:
+        self.params["W"] = W
 
+
+def backward_with(name, wrong):
+    """A backward that runs with ``npvae.conv.<name>`` replaced by ``wrong(original)``."""
     def backward(self, dout, need_dx=True):
-        W = self.params["W"]
-        self.params["W"] = W[:, :, ::-1, ::-1].copy()
+        original = getattr(conv, name)
+        setattr(conv, name, wrong(original))
         try:
-            return super().backward(dout, need_dx)
+            return super(type(self), self).backward(dout, need_dx)
         finally:
-            self.params["W"] = W
-
-
-class FlippedKernelConvTranspose2D(ConvTranspose2D):
-    def backward(self, dout, need_dx=True):
-        W = self.params["W"]
-        self.params["W"] = W[:, :, ::-1, ::-1].copy()
-        try:
-            return super().backward(dout, need_dx)
-        finally:
-            self.params["W"] = W
+            setattr(conv, name, original)
+    return backward
 
 
 def with_stride_one(function):
@@ -228,58 +225,50 @@ def with_stride_one(function):
     return wrong
 
 
+def without_crop(crop):
+    """``crop`` that takes the top-left corner of the padded gradient instead."""
+    return lambda x, padding: x[:, :, :x.shape[2] - 2 * padding,
+                                :x.shape[3] - 2 * padding].transpose(1, 0, 2, 3)
+
+
+def without_padding(channels_first):
+    """``channels_first`` that leaves dout at the top-left of the padded frame: the shapes
+    fit, the windows are shifted."""
+    def unpadded(x, padding=0):
+        shifted = np.zeros_like(channels_first(x, padding))
+        shifted[:, :, :x.shape[2], :x.shape[3]] = x.transpose(1, 0, 2, 3)
+        return shifted
+    return unpadded
+
+
+class FlippedKernelConv2D(Conv2D):
+    """dx computed with the kernel flipped."""
+    backward = backward_with_flipped_kernel
+
+
+class FlippedKernelConvTranspose2D(ConvTranspose2D):
+    """dW and dx computed with the kernel flipped."""
+    backward = backward_with_flipped_kernel
+
+
 class WrongStrideConv2D(Conv2D):
     """col2im with stride 1 in the backward: dx lands on the wrong pixels."""
-
-    def backward(self, dout, need_dx=True):
-        original, conv.col2im = conv.col2im, with_stride_one(conv.col2im)
-        try:
-            return super().backward(dout, need_dx)
-        finally:
-            conv.col2im = original
+    backward = backward_with("col2im", with_stride_one)
 
 
 class WrongStrideConvTranspose2D(ConvTranspose2D):
     """im2col with stride 1 in the backward: dW and dx read the wrong pixels of dout."""
-
-    def backward(self, dout, need_dx=True):
-        original, conv.im2col = conv.im2col, with_stride_one(conv.im2col)
-        try:
-            return super().backward(dout, need_dx)
-        finally:
-            conv.im2col = original
+    backward = backward_with("im2col", with_stride_one)
 
 
 class MissingCropConv2D(Conv2D):
     """dx taken from the top-left corner of the padded gradient: the padding not cropped off."""
-
-    def backward(self, dout, need_dx=True):
-        original = conv.crop
-        conv.crop = lambda x, padding: x[:, :, :x.shape[2] - 2 * padding,
-                                         :x.shape[3] - 2 * padding].transpose(1, 0, 2, 3)
-        try:
-            return super().backward(dout, need_dx)
-        finally:
-            conv.crop = original
+    backward = backward_with("crop", without_crop)
 
 
 class MissingPaddingConvTranspose2D(ConvTranspose2D):
     """dout not padded before im2col (the crop's adjoint forgotten): windows shifted by p."""
-
-    def backward(self, dout, need_dx=True):
-        original = conv.channels_first
-
-        def unpadded(x, padding=0):
-            # dout at the top-left of the padded frame: the shapes fit, the windows are shifted
-            shifted = np.zeros_like(original(x, padding))
-            shifted[:, :, :x.shape[2], :x.shape[3]] = x.transpose(1, 0, 2, 3)
-            return shifted
-
-        conv.channels_first = unpadded
-        try:
-            return super().backward(dout, need_dx)
-        finally:
-            conv.channels_first = original
+    backward = backward_with("channels_first", without_padding)
 
 
 def caught(layer, x, wrong):
@@ -493,14 +482,6 @@ def test_a_conv_checkpoint_with_an_mlp_config_is_refused(tiny, tmp_path):
 # ---------------------------------------------------------------- against PyTorch
 
 
-def load_replica():
-    spec = importlib.util.spec_from_file_location("benchmarks_torch_conv_vae",
-                                                  REPO / "benchmarks" / "torch_conv_vae.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 TORCH_TOL = 1e-10
 
 
@@ -536,7 +517,7 @@ def test_conv_vae_matches_the_pytorch_replica():
     """The loss terms and every gradient of a conv VAE against its PyTorch replica
     (``benchmarks/torch_conv_vae.py``), same weights, same eps, float64."""
     torch = import_torch()  # skipped without PyTorch, except in CI
-    replica = load_replica()
+    replica = load_benchmark("torch_conv_vae")
     rng = np.random.default_rng(7)
     model = VAE(64, (3, 4), 2, architecture="conv", init="pytorch", dtype="float64", seed=3)
     x, eps = rng.random((5, 64)), rng.standard_normal((5, 2))

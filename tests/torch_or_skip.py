@@ -7,9 +7,13 @@ extra) a missing PyTorch is an error, so CI cannot silently skip the proof
 that npvae's gradients are autograd's.
 """
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def import_torch():
@@ -21,3 +25,11 @@ def import_torch():
                               "install the extra: python -m pip install -e \".[torch]\"") from err
         pytest.skip(f"PyTorch is not available ({err})", allow_module_level=True)
     return torch
+
+
+def load_benchmark(name):
+    """``benchmarks/<name>.py`` (a PyTorch reference) as a module, whatever the working folder."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
