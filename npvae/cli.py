@@ -248,6 +248,14 @@ def build_parser():
     p.add_argument("--n-test", type=int, metavar="N",
                    help="evaluate on the first N test examples only (default: all)")
     p.add_argument("--clip", type=float, help="clip the gradient's global norm to this")
+    p.add_argument("--objective", help="elbo (default; the k-sample ELBO) or iwae (the "
+                   "importance-weighted bound)")
+    p.add_argument("--k", type=int, help="samples z per example in the objective (default 1)")
+    p.add_argument("--conditional", action="store_const", const=True,
+                   help="a conditional VAE: the digit label into encoder and decoder")
+    p.add_argument("--lr-schedule", help="constant (default), iwae (Burda et al.: 3^i epochs "
+                   "at lr*10^(-i/7), 3280 in all) or iwae-short (one epoch per stage)")
+    p.add_argument("--adam-eps", type=float, help="Adam's epsilon (default 1e-8)")
     p.add_argument("--data-dir", help="folder of the four MNIST-format files (default: the "
                    "MNIST shipped with npvae)")
     p.add_argument("--run-dir", help="run folder (default runs/PRESET, or runs/PRESET-2, ... "

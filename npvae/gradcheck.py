@@ -132,20 +132,25 @@ def check_layer(layer, x, rng, h=DEFAULT_H, tol=DEFAULT_TOL):
     return [CheckResult(k, rel_error(analytic[k], numeric[k], floor), tol) for k in analytic]
 
 
-def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL):
+def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL, *, y=None,
+                objective=None):
     """Check every parameter gradient of a VAE end to end, with fixed noise.
 
     ``model`` is float64; ``eps`` (B, Z) fixes the reparameterization noise so
-    the loss is a deterministic function of the parameters. Returns one
-    ``CheckResult`` per parameter (``encoder.0.W``, ...).
+    the loss is a deterministic function of the parameters. ``y``: the labels
+    of a conditional model. ``objective``: a loss with the model's
+    ``forward``/``backward`` (``npvae.iwae.KSampleObjective``, eps (k, B, Z))
+    in place of the model's own. Returns one ``CheckResult`` per parameter
+    (``encoder.0.W``, ...).
     """
-    terms = model.forward(x, eps=eps, beta=beta)
-    model.backward()
+    loss_fn = model if objective is None else objective
+    terms = loss_fn.forward(x, y, eps=eps, beta=beta)
+    loss_fn.backward()
     analytic = {k: g.copy() for k, g in model.grads.items()}
     floor = noise_floor(abs(terms.recon) + abs(terms.kl))
 
     def loss():
-        return model.forward(x, eps=eps, beta=beta).loss
+        return loss_fn.forward(x, y, eps=eps, beta=beta).loss
 
     return [CheckResult(k, rel_error(analytic[k], numerical_gradient(loss, p, h), floor), tol)
             for k, p in model.params.items()]

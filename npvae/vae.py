@@ -103,8 +103,8 @@ class VAE:
         hidden, decoder_hidden = config["hidden"], config["decoder_hidden"]
         rng = np.random.default_rng(seed)
         layer_args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
-        self.encoder = MLP([self.x_dim, *hidden, 2 * self.latent], activation, **layer_args)
-        self.decoder = MLP([self.latent, *decoder_hidden, self.x_dim], activation, **layer_args)
+        self.encoder = self._network([self.x_dim, *hidden, 2 * self.latent], activation, **layer_args)
+        self.decoder = self._network([self.latent, *decoder_hidden, self.x_dim], activation, **layer_args)
         self.theta, self.dtheta = flatten_parameters(self.encoder.layers + self.decoder.layers, xp)
         # ``output_mean`` maps the decoder's output to the mean of p(x | z): the sigmoid of
         # Bernoulli logits, or the Gaussian's mean itself (not to be confused with ``mu``).
@@ -115,6 +115,10 @@ class VAE:
             self.nll = partial(gaussian_nll, sigma=config["sigma"])
             self.nll_backward = partial(gaussian_nll_backward, sigma=config["sigma"])
             self.output_mean = _identity
+
+    def _network(self, sizes, activation, **layer_args):
+        """The encoder's or decoder's network (a hook: ``npvae.cvae`` appends labels to its input)."""
+        return MLP(sizes, activation, **layer_args)
 
     @property
     def params(self):
@@ -158,14 +162,18 @@ class VAE:
         """The decoder's mean of p(x | z): probabilities or means, (B, D)."""
         return self.output_mean(self.decoder.forward(z))
 
-    def forward(self, x, *, eps=None, rng=None, beta=None, check=True):
+    def forward(self, x, y=None, *, eps=None, rng=None, beta=None, check=True):
         """The loss terms of batch ``x`` (B, D) for noise ``eps`` or one drawn from ``rng``.
 
+        ``y``, labels, is for conditional models (``npvae.cvae.CVAE``); here it must be None.
         ``beta`` overrides the configured weight of the KL (KL warm-up).
         ``check=False`` skips the scan of x for NaN and out-of-range pixels
         (for data already checked once). Returns ``LossTerms(loss, recon, kl)``
         and keeps what ``backward`` needs.
         """
+        if y is not None:
+            raise ConfigError("labels y were given, but this VAE is not conditional "
+                              "(build it with n_classes, see npvae.cvae)")
         x = self.check_input(x, values=check)
         if eps is not None and getattr(eps, "shape", None) != (x.shape[0], self.latent):
             raise ConfigError(f"eps must have shape ({x.shape[0]}, {self.latent}); "
