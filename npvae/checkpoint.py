@@ -160,10 +160,10 @@ def config_differences(found, expected):
 
 def _reference_model(path, config):
     """A VAE built from ``config`` (checked by VAE itself), for its parameter shapes."""
-    from .vae import VAE
+    from .cvae import build_model
 
     try:
-        reference = VAE(**config)
+        reference = build_model(**config)
     except (TypeError, NpvaeError) as err:
         raise CheckpointError(f"{path}: the model config in the checkpoint is invalid "
                               f"({err})") from err
@@ -303,10 +303,10 @@ def model_from_checkpoint(path, backend="numpy"):
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     checkpoint = load_checkpoint(path)
-    from .vae import VAE
+    from .cvae import build_model
 
     try:
-        model = VAE(**checkpoint.model_config, backend=backend)
+        model = build_model(**checkpoint.model_config, backend=backend)
     except ConfigError as err:
         raise CheckpointError(f"{path}: cannot build its model ({err})") from err
     restore_model(checkpoint, model)

@@ -110,26 +110,29 @@ def cmd_evaluate(args):
         if value is not None and value < (0 if name == "iw_samples" else 1):
             raise ConfigError(f"--{name.replace('_', '-')}={value} must be "
                               f"{'non-negative' if name == 'iw_samples' else 'positive'}")
+    from .cvae import is_conditional
+
     model, checkpoint, _ = _load_run(args.run)
-    x, _ = run_test_data(checkpoint, args.data_dir)
+    x, y = run_test_data(checkpoint, args.data_dir)
     if args.limit:
-        x = x[:args.limit]
+        x, y = x[:args.limit], y[:args.limit]
+    y = y if is_conditional(model) else None  # a conditional model: log p(x | y)
     rng = np.random.default_rng(args.seed)
     print(f"run: {checkpoint.path}{_position(checkpoint)}")
     print(f"model: {model!r}")
     print(f"test examples: {len(x)}")
-    terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng)
+    terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng, y=y)
     elbo = -(terms["recon"] + terms["kl"])  # beta = 1 whatever the model trained with
     print(f"test ELBO: {elbo:.4f} nats/example (recon {terms['recon']:.4f}, "
           f"kl {terms['kl']:.4f}; loss = -ELBO = {-elbo:.4f})")
     if args.iw_samples:
         bound = evaluate.iw_bound(model, x, args.iw_samples, rng,
-                                  batch_size=max(1, min(args.batch_size, 100)))
+                                  batch_size=max(1, min(args.batch_size, 100)), y=y)
         print(f"importance-weighted bound, k={args.iw_samples}: log p(x) >= {bound:.4f} "
               f"nats/example (-log p(x) <= {-bound:.4f})")
-    kl = np.asarray(evaluate.kl_per_dim(model, x, batch_size=args.batch_size))
+    kl = np.asarray(evaluate.kl_per_dim(model, x, batch_size=args.batch_size, y=y))
     active = evaluate.active_units(model, x, threshold=args.threshold,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, y=y)
     print(f"active units: {active} of {model.latent} (variance of mu over the data > "
           f"{args.threshold})")
     print("KL per latent dimension (nats/example):")
@@ -147,10 +150,20 @@ def cmd_sample(args):
 
     if args.n < 1:
         raise ConfigError(f"--n={args.n} must be a positive integer")
+    from .cvae import is_conditional
+
     model, checkpoint, run_dir = _load_run(args.run)
-    out = Path(args.out) if args.out else run_dir / f"samples_seed{args.seed}.png"
-    plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n)
-    print(f"{args.n} samples written to {out}")
+    if args.digit is not None:
+        if not is_conditional(model):
+            raise ConfigError(f"--digit needs a conditional run; {args.run} was trained without "
+                              "--conditional, so it cannot draw a chosen digit")
+        if not 0 <= args.digit < model.n_classes:
+            raise ConfigError(f"--digit={args.digit} must be one of 0 to {model.n_classes - 1}")
+    name = "samples" if args.digit is None else f"samples_digit{args.digit}"
+    out = Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png"
+    plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n, digit=args.digit)
+    print(f"{args.n} samples{'' if args.digit is None else f' of digit {args.digit}'} "
+          f"written to {out}")
     return 0
 
 
@@ -291,6 +304,7 @@ def build_parser():
     p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", help="PNG to write (default RUN/samples_seedSEED.png)")
+    p.add_argument("--digit", type=int, help="draw this digit (conditional runs only)")
     p.add_argument("--seed", type=int, default=0, help="seeds the samples")
     p.set_defaults(func=cmd_sample)
 

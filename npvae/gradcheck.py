@@ -195,13 +195,14 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL)
     meaningless, so the check is made at a generic point. ``x`` is uniform in
     [0, 1) and ``eps`` standard normal, all from ``seed``.
     """
-    from .vae import VAE
+    from .cvae import build_model, is_conditional
 
-    model = VAE(**{**config, "dtype": "float64"}, seed=seed)
+    model = build_model(**{**config, "dtype": "float64"}, seed=seed)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():
         if name.endswith(".b"):
             p += rng.normal(0.0, 0.1, p.shape)
     x = rng.random((batch, model.x_dim))
     eps = rng.standard_normal((batch, model.latent))
-    return model, check_model(model, x, eps, h=h, tol=tol)
+    y = rng.integers(0, model.n_classes, batch) if is_conditional(model) else None
+    return model, check_model(model, x, eps, h=h, tol=tol, y=y)

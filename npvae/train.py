@@ -533,7 +533,8 @@ class Run:
         folder.mkdir(exist_ok=True)
         try:
             plots.plot_reconstructions(self.model, self.data.x_test,
-                                       folder / f"reconstructions_epoch{epoch + 1:03d}.png")
+                                       folder / f"reconstructions_epoch{epoch + 1:03d}.png",
+                                       y=self.data.y_test)
             rng = np.random.default_rng(derive_seed(self.config.seed, "figures"))
             plots.plot_samples(self.model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)
         except Exception as err:  # a figure must never cost the run
