@@ -6,8 +6,7 @@ shuffled order, from the same initial weights, with the same number of
 threads. Three runs:
 
 - ``npvae``: npvae's own training code (``npvae.train.train`` with the
-  ``pytorch-example`` preset; a minimal forward/backward/Adam loop when
-  ``npvae.train`` is absent);
+  ``pytorch-example`` preset);
 - ``torch``: PyTorch's example as shipped (``benchmarks/torch_vae.py``),
   fed the arrays a batch at a time;
 - ``torch+ftz``: the same with ``torch.set_flush_denormal(True)``;
@@ -34,8 +33,6 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
 
     threads_from_argv()
 
-import importlib.util
-import inspect
 import tempfile
 import time
 
@@ -48,83 +45,57 @@ from benchmarks.torch_vae import train_torch, weights_from_npvae
 TARGETS = {"torch": 0.8, "torch+ftz": 1.0, "torch+DataLoader": 0.8}
 
 
-def has_npvae_train():
-    return importlib.util.find_spec("npvae.train") is not None
-
-
 # ---------------------------------------------------------------- npvae's side
 
 
 def npvae_setup(epochs, batch_size, seed):
-    """(x_train, x_test, initial VAE, per-epoch orders, how npvae trains) for the run.
+    """npvae's training arrays, initial model and each epoch's order, as ``npvae.train`` has them.
 
-    With ``npvae.train``, everything comes from its ``TrainConfig``: the data
+    Everything comes from the run's ``TrainConfig``: the data
     (``prepare_data``), the initial weights (the VAE its config builds) and
-    each epoch's shuffle (its ``shuffle`` stream), so PyTorch sees what
-    npvae's trainer sees.
+    each epoch's shuffle (``epoch_generators``), so PyTorch sees what npvae's
+    trainer sees.
     """
     from npvae import VAE
+    from npvae.data import prepare_data
+    from npvae.train import TrainConfig, epoch_generators
 
-    if has_npvae_train():
-        from npvae import train as T
-
-        config = T.TrainConfig.from_preset("pytorch-example", epochs=epochs,
-                                           batch_size=batch_size, seed=seed, figures=False,
-                                           progress=False).validate()
-        data = T.prepare_data(config)
-        model = VAE(**config.model_kwargs(data.x_train.shape[1]))
-        orders = [np.random.default_rng(T.derive_seed(seed, "shuffle", e)).permutation(
-            len(data.x_train)) for e in range(epochs)]
-        return data.x_train, data.x_test, model, orders, "npvae.train.train"
-    x_train, x_test = _common.mnist_arrays()
-    model = VAE(784, (400,), 20, activation="relu", likelihood="bernoulli", init="pytorch",
-                seed=seed)
-    return (x_train, x_test, model, _common.epoch_orders(len(x_train), epochs, seed),
-            "minimal loop (npvae.train not found)")
+    config = npvae_config(epochs, batch_size, seed).validate()
+    data = prepare_data(config)
+    model = VAE(**config.model_kwargs(data.x_train.shape[1]))
+    orders = [epoch_generators(seed, e)[0].permutation(len(data.x_train)) for e in range(epochs)]
+    return data.x_train, data.x_test, model, orders
 
 
-def train_npvae(x_train, x_test, orders, epochs, batch_size, seed):
+def npvae_config(epochs, batch_size, seed):
+    from npvae.train import TrainConfig
+
+    return TrainConfig.from_preset("pytorch-example", epochs=epochs, batch_size=batch_size,
+                                   seed=seed, figures=False, progress=False)
+
+
+def train_npvae(x_train, orders, epochs, batch_size, seed):
     """Train with ``npvae.train.train``; per-epoch losses and seconds as ``train_torch``'s.
 
     The trainer builds its own model and shuffle; to prove that PyTorch is
-    fed the same batches, the first batch of every epoch is recorded (by a
-    thin subclass of the VAE) and compared with ``orders``.
+    fed the same batches, its ``on_step`` hook records the first examples of
+    every epoch, which are compared with ``orders``.
     """
     from npvae import train as T
 
-    first_batches = []
+    first_batches, loads, monitor = [], [], _common.OtherLoad()
     steps_per_epoch = -(-len(x_train) // batch_size)
 
-    config = T.TrainConfig.from_preset("pytorch-example", epochs=epochs, batch_size=batch_size,
-                                       seed=seed, figures=False, progress=False)
-    train_sizes = {batch_size, len(x_train) % batch_size} - {0, config.eval_batch_size}
-
-    class RecordingVAE(T.VAE):
-        step = 0
-
-        def forward(self, x, **kwargs):
-            if len(x) in train_sizes:  # not the test set's evaluation batches
-                if self.step % steps_per_epoch == 0:
-                    first_batches.append(np.array(x[:4]))
-                self.step += 1
-            return super().forward(x, **kwargs)
-
-    loads, monitor = [], _common.OtherLoad()
-
-    def on_step(epoch, step, global_step):  # after each step: watch steps 2..last
-        if step == 1:
+    def on_step(step):  # after each step: watch steps 2..last, keep each epoch's first batch
+        if step.step == 1:
+            first_batches.append(np.array(step.x[:4]))
             monitor.start()
-        elif step == steps_per_epoch:
+        elif step.step == steps_per_epoch:
             loads.append(monitor.stop())
 
-    original = T.VAE
-    T.VAE = RecordingVAE
-    try:
-        with tempfile.TemporaryDirectory(prefix="npvae-bench-") as run_dir:
-            result = T.train(config, run_dir, overwrite=True, log=lambda line: None,
-                             on_step=on_step)
-    finally:
-        T.VAE = original
+    with tempfile.TemporaryDirectory(prefix="npvae-bench-") as run_dir:
+        result = T.train(npvae_config(epochs, batch_size, seed), run_dir, overwrite=True,
+                         log=lambda line: None, on_step=on_step)
     if len(first_batches) != epochs:
         raise RuntimeError(f"recorded {len(first_batches)} epochs of npvae.train, "
                            f"expected {epochs}")
@@ -138,36 +109,6 @@ def train_npvae(x_train, x_test, orders, epochs, batch_size, seed):
             "subnormal_moments": subnormal_counts(result.optimizer)}
 
 
-def train_minimal(model, x_train, x_test, orders, epochs, batch_size, seed):
-    """The training step of npvae (forward, backward, Adam on the flat buffers), in a loop."""
-    from npvae.optim import Adam
-
-    optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=1e-3)
-    rng = np.random.default_rng(seed)
-    n = len(x_train)
-    unchecked = ({"check": False} if "check" in inspect.signature(model.forward).parameters
-                 else {})  # the data are checked once, as npvae.train does
-    history = {"train_loss": [], "test_loss": [], "epoch_seconds": [], "other_load_cpus": []}
-    for e in range(epochs):
-        total = 0.0
-        monitor = _common.OtherLoad().start()
-        start = time.perf_counter()
-        for i in range(0, n, batch_size):
-            xb = x_train[orders[e][i:i + batch_size]]
-            terms = model.forward(xb, rng=rng, **unchecked)
-            model.backward()
-            optimizer.step()
-            total += float(terms.loss) * len(xb)
-        history["epoch_seconds"].append(time.perf_counter() - start)
-        history["other_load_cpus"].append(monitor.stop())
-        history["train_loss"].append(total / n)
-        test = sum(float(model.forward(x_test[i:i + 1000], rng=rng).loss) * len(x_test[i:i + 1000])
-                   for i in range(0, len(x_test), 1000))
-        history["test_loss"].append(test / len(x_test))
-    history["subnormal_moments"] = subnormal_counts(optimizer)
-    return history
-
-
 def subnormal_counts(optimizer):
     tiny = np.finfo(np.float32).tiny
     return {name: int(sum(((a != 0) & (np.abs(a) < tiny)).sum() for a in state.values()))
@@ -178,7 +119,7 @@ def subnormal_counts(optimizer):
 
 
 def run_all(args, torch):
-    x_train, x_test, model, orders, how = npvae_setup(args.epochs, args.batch_size, args.seed)
+    x_train, x_test, model, orders = npvae_setup(args.epochs, args.batch_size, args.seed)
     weights = weights_from_npvae(model)
     runs = {}
     plan = [("npvae", None, None), ("torch", False, "arrays"), ("torch+ftz", True, "arrays")]
@@ -191,17 +132,14 @@ def run_all(args, torch):
             print(f"[{repeat + 1}/{args.repeats}] training {name} for {args.epochs} epochs ...",
                   flush=True)
             if name == "npvae":
-                h = (train_npvae(x_train, x_test, orders, args.epochs, args.batch_size,
-                                 args.seed) if how.startswith("npvae.train")
-                     else train_minimal(model, x_train, x_test, orders, args.epochs,
-                                        args.batch_size, args.seed))
+                h = train_npvae(x_train, orders, args.epochs, args.batch_size, args.seed)
             else:
                 h = train_torch(x_train, x_test, args.epochs, args.batch_size, args.seed,
                                 flush_denormal=flush, order=orders, weights=weights,
                                 threads=args.threads, load_monitor=_common.OtherLoad,
                                 loader=loader)
             runs.setdefault(name, []).append(h)
-    return runs, how
+    return runs
 
 
 def summarise(runs, max_load):
@@ -237,7 +175,7 @@ def main(argv=None):
     torch = _common.import_torch(args.threads)
     if torch is None:
         _common.skip_without_torch("compare_torch")
-    runs, how = run_all(args, torch)
+    runs = run_all(args, torch)
     summary = summarise(runs, args.max_load)
 
     rows = []
@@ -253,13 +191,13 @@ def main(argv=None):
     _common.print_table(rows, ["run", "median s/epoch", "clean", "epochs (s)", "other CPUs",
                                "npvae / this", "train loss", "test loss"],
                         title=f"\n{args.epochs} epochs, batch {args.batch_size}, float32, "
-                              f"{args.threads} threads; npvae via {how}")
+                              f"{args.threads} threads; npvae via npvae.train.train")
     print(f"median over clean epochs (other processes under {args.max_load} CPUs); "
           "train/test loss after the last epoch (the example's definitions: nats per example)")
     if any(s["clean_epochs"] == 0 for s in summary.values()):
         print("warning: a run had no clean epoch: its median is of contended epochs")
     _common.write_json("compare_torch", {
-        "args": vars(args), "machine": _common.machine_info(torch), "npvae_code_path": how,
+        "args": vars(args), "machine": _common.machine_info(torch),
         "summary": summary, "runs": runs}, args.out)
 
 

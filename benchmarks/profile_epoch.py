@@ -135,42 +135,49 @@ def instrument(model, optimizer, clock):
 
 
 def train_epochs(model, optimizer, x_train, orders, batch_size, rng, clock=None):
-    """The training step of npvae.train (forward, backward, Adam), per epoch.
+    """``npvae.train.train_step`` over each epoch's order: a list of dicts of seconds per epoch.
 
-    Returns a list, per epoch, of dicts of seconds: ``epoch`` and, with a
-    ``clock``, each phase; also the subnormal entries of Adam's m_sum and v_sum at
-    the epoch's end and the CPUs other processes used meanwhile.
+    Each dict holds ``epoch`` and ``optimizer step`` and, with a ``clock``,
+    each phase; also the subnormal entries of Adam's m_sum and v_sum at the
+    epoch's end and the CPUs other processes used meanwhile.
     """
-    checked = trainer_forward_options(model)
-    epochs = []
-    for order in orders:
-        if clock is not None:
-            clock.seconds.clear()
-        load = _common.OtherLoad().start()
+    from npvae.train import train_step
+
+    optimizer_seconds = [0.0]
+    step, wrapped = optimizer.step, "step" in vars(optimizer)  # (instrument may have wrapped it)
+
+    def timed_step():
         start = time.perf_counter()
-        optimizer_seconds = 0.0
-        for i in range(0, len(order), batch_size):
-            xb = x_train[order[i:i + batch_size]]
-            terms = model.forward(xb, rng=rng, **checked)
-            model.backward()
-            step_start = time.perf_counter()
-            optimizer.step()
-            optimizer_seconds += time.perf_counter() - step_start
-            float(terms.loss)
-        row = {"epoch": time.perf_counter() - start, "optimizer step": optimizer_seconds,
-               "other_load_cpus": load.stop(),
-               "subnormal m": count_subnormals(optimizer.m_sum["theta"]),
-               "subnormal v": count_subnormals(optimizer.v_sum["theta"])}
-        if clock is not None:
-            row.update(phases(clock.seconds, row["epoch"]))
-        epochs.append(row)
+        step()
+        optimizer_seconds[0] += time.perf_counter() - start
+
+    optimizer.step = timed_step
+    epochs = []
+    try:
+        for order in orders:
+            if clock is not None:
+                clock.seconds.clear()
+            load = _common.OtherLoad().start()
+            start = time.perf_counter()
+            optimizer_seconds[0] = 0.0
+            for i in range(0, len(order), batch_size):
+                # check=False: the data are checked once, as npvae.train does
+                terms = train_step(model, optimizer, x_train[order[i:i + batch_size]], rng=rng,
+                                   check=False)
+                float(terms.loss)
+            row = {"epoch": time.perf_counter() - start, "optimizer step": optimizer_seconds[0],
+                   "other_load_cpus": load.stop(),
+                   "subnormal m": count_subnormals(optimizer.m_sum["theta"]),
+                   "subnormal v": count_subnormals(optimizer.v_sum["theta"])}
+            if clock is not None:
+                row.update(phases(clock.seconds, row["epoch"]))
+            epochs.append(row)
+    finally:
+        if wrapped:
+            optimizer.step = step
+        else:
+            del optimizer.step
     return epochs
-
-
-def trainer_forward_options(model):
-    """``check=False`` where ``VAE.forward`` takes it: npvae.train checks the data once."""
-    forward = getattr(model.forward, "__wrapped__", model.forward)
-    return {"check": False} if "check" in inspect.signature(forward).parameters else {}
 
 
 def phases(s, epoch):
@@ -274,7 +281,7 @@ def subnormal_experiment(x_train, epochs, batch_size, seed):
     """The same training with ``flush_every=0`` and with Adam's default; theta compared."""
     from npvae.optim import Adam
 
-    default = inspect.signature(Adam).parameters["flush_every"].default
+    default = inspect.signature(Adam).parameters["flush_every"].default  # 50
     orders = _common.epoch_orders(len(x_train), epochs, seed)
     results, thetas = {}, {}
     for flush_every in (0, default):

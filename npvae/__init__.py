@@ -19,6 +19,7 @@ The pieces, a module each (read them in this order):
 - ``checkpoint``   ``.npz`` checkpoints loaded without pickle; ``atomic``: atomic writes
 - ``evaluate``     test ELBO, the importance-weighted bound, KL per dimension
 - ``plots``        the figures; ``cli``: the ``npvae`` command
+- ``exercises``    grades a learner's own backwards in tutorials/exercises/
 """
 
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, NpvaeError

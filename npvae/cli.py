@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, exercises
 from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
@@ -339,6 +339,8 @@ def build_parser():
                    help=f"largest relative error that passes (default {DEFAULT_TOL:g})")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise")
     p.set_defaults(func=cmd_gradcheck)
+
+    exercises.add_parser(sub)
     return parser
 
 

@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-try:  # like pytest.importorskip("torch"), but a broken install (ImportError) skips too
-    import torch
-except ImportError as err:
-    pytest.skip(f"PyTorch is not available ({err})", allow_module_level=True)
+from npvae import VAE
+from npvae.optim import Adam
+from tests.torch_or_skip import import_torch
 
-from npvae import VAE  # noqa: E402
-from npvae.optim import Adam  # noqa: E402
+torch = import_torch()  # skipped without PyTorch, except in CI (NPVAE_REQUIRE_TORCH=1)
 
 TOL = 1e-10
 REPO = Path(__file__).resolve().parent.parent

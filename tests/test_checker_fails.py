@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from npvae import VAE
-from npvae.gradcheck import DEFAULT_TOL, check_function, check_layer, check_model, rel_error
+from npvae.gradcheck import (DEFAULT_TOL, check_function, check_layer, check_model, noise_floor,
+                             rel_error)
 from npvae.layers import Dense
 from npvae.losses import gaussian_kl, gaussian_kl_backward
 
@@ -85,3 +86,59 @@ def test_rel_error_values():
     assert rel_error(a, 2 * a) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="shapes differ"):
         rel_error(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+def test_checker_catches_beta_on_the_reconstruction_instead_of_the_kl(monkeypatch):
+    """At beta = 0.3 a backward that weighs the reconstruction by beta (and not the KL)
+    is wrong in every parameter; at beta = 1 it would be right, so the value is fixed."""
+    import npvae.vae as vae_module
+
+    def backward_with_beta_on_recon(self):
+        dout = 1.0 / self.x.shape[0]
+        dz = self.decoder.backward(self.nll_backward(self.beta_now * dout, self.out, self.x))
+        dmu, dlogvar = vae_module.reparameterize_backward(dz, self.logvar, self.eps)
+        dmu_kl, dlogvar_kl = vae_module.gaussian_kl_backward(dout, self.mu, self.logvar)
+        dh = np.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)
+        self.encoder.backward(dh, need_dx=False)
+
+    rng = np.random.default_rng(5)
+    x, eps = rng.random((4, 6)), rng.standard_normal((4, 2))
+    model = VAE(6, (5,), 2, activation="tanh", beta=0.3, dtype="float64", seed=3)
+    assert all(r.ok for r in check_model(model, x, eps))  # the real backward passes
+    monkeypatch.setattr(vae_module.VAE, "backward", backward_with_beta_on_recon)
+    assert not any(r.ok for r in check_model(model, x, eps))
+
+
+def test_noise_floor_is_pinned():
+    """The floor of the relative error: 1e-4 for losses up to 1, then 1e-4 |L|."""
+    assert noise_floor(0.0) == noise_floor(0.5) == noise_floor(1.0) == 1e-4
+    assert noise_floor(500.0) == pytest.approx(0.05, rel=1e-15)
+    assert noise_floor(-500.0) == 1e-4  # the checks pass magnitudes; a negative is no scale
+
+
+def test_a_one_percent_error_in_small_gradients_is_caught_at_a_large_loss(monkeypatch):
+    """A 784-pixel model at a loss of about 540 nats, with data close to the decoder's own
+    means, so the output bias's gradient is about 1e-3 per entry: 1% too large, it is
+    flagged. A floor loosened ten-thousandfold (1e-4 |L| to |L|) would let it pass."""
+    from npvae.activations import sigmoid
+
+    rng = np.random.default_rng(0)
+    model = VAE(784, (4,), 2, activation="tanh", dtype="float64", seed=0)
+    eps = rng.standard_normal((3, 2))
+    model.forward(rng.random((3, 784)), eps=eps)
+    x = np.clip(sigmoid(model.out) + rng.normal(0.0, 2e-3, model.out.shape), 0.0, 1.0)
+    terms = model.forward(x, eps=eps)
+    model.backward()
+    small = "decoder.2.b"
+    assert 400 < float(terms.loss) < 700
+    assert 1e-5 < np.abs(model.grads[small]).max() < 1e-2
+    original = VAE.backward
+
+    def one_percent_off(self):
+        original(self)
+        self.grads[small] *= 1.01
+
+    monkeypatch.setattr(VAE, "backward", one_percent_off)
+    results = {r.name: r for r in check_model(model, x, eps)}
+    assert not results[small].ok, results[small]
+    assert all(r.ok for name, r in results.items() if name != small)

@@ -19,15 +19,9 @@ from npvae import cli
 from npvae.checkpoint import load_checkpoint
 from npvae.config import TrainConfig
 from npvae.train import train
-from tests.test_train import write_tiny_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--hidden", "8", "--latent", "2", "--batch-size", "10", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_mnist(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from npvae import VAE
-from npvae.backend import register_backend
 from npvae.errors import ConfigError
 from npvae.evaluate import (
     RunningLogSumExp,
@@ -26,7 +25,7 @@ from npvae.evaluate import (
     latent_activity,
     logmeanexp,
 )
-from tests.strict_xp import StrictArray, make_module
+from tests.strict_xp import StrictArray
 from tests.strict_xp import to_numpy as strict_to_numpy
 
 
@@ -197,16 +196,10 @@ def test_active_units_counts_dimensions_whose_mean_moves():
 # ------------------------------------------------------------------ any backend
 
 
-def test_evaluation_runs_on_another_backend_and_returns_host_values():
+def test_evaluation_runs_on_another_backend_and_returns_host_values(strict_backend):
     # The stand-in refuses every implicit conversion to NumPy, as CuPy does.
-    transfers = []
-
-    def to_host(a):
-        transfers.append(a.shape)
-        return strict_to_numpy(a)
-
-    register_backend("strict-evaluate", make_module(), StrictArray, to_host)
-    device, host = small_vae(backend="strict-evaluate"), small_vae()
+    transfers, to_host = strict_backend.transfers, strict_to_numpy
+    device, host = small_vae(backend=strict_backend.name), small_vae()
     x = binary_data(30)
     assert isinstance(device.theta, StrictArray)
     a = evaluate_elbo(device, x, batch_size=8)

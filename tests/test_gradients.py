@@ -170,3 +170,15 @@ def test_vae_gradients_preset_depths(hidden):
     model = VAE(12, small, 3, dtype="float64", seed=1)
     x = (rng.random((4, 12)) > 0.5).astype(np.float64)
     assert_all_ok(check_model(model, x, rng.standard_normal((4, 3))))
+
+
+@pytest.mark.parametrize("where", ["model", "forward"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_vae_gradients_with_beta_not_one(where, likelihood):
+    """beta = 0.3, fixed: a backward that puts beta on the wrong term cannot pass here by luck
+    (hypothesis may draw beta close to 1); tests/test_checker_fails.py plants that bug."""
+    rng = np.random.default_rng(4)
+    model = VAE(6, (5,), 3, activation="tanh", likelihood=likelihood, sigma=0.7,
+                beta=0.3 if where == "model" else 1.0, dtype="float64", seed=2)
+    x, eps = rng.random((4, 6)), rng.standard_normal((4, 3))
+    assert_all_ok(check_model(model, x, eps, beta=0.3 if where == "forward" else None))

@@ -17,7 +17,6 @@ from matplotlib.figure import Figure
 
 from npvae import VAE
 from npvae import plots
-from npvae.backend import register_backend
 from npvae.errors import ConfigError
 from npvae.plots import (
     DPI,
@@ -31,8 +30,6 @@ from npvae.plots import (
     plot_samples,
     save_all_figures,
 )
-from tests.strict_xp import StrictArray, make_module
-from tests.strict_xp import to_numpy as strict_to_numpy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -237,10 +234,9 @@ def test_norm_ppf_known_values():
             norm_ppf(bad)
 
 
-def test_figures_of_a_model_on_another_backend(tmp_path, data):
+def test_figures_of_a_model_on_another_backend(tmp_path, data, strict_backend):
     # The strict stand-in refuses implicit conversion to NumPy, as CuPy does.
-    register_backend("strict-plots", make_module(), StrictArray, strict_to_numpy)
     x, y = data
-    model = VAE(16, (8,), 2, dtype="float64", seed=0, backend="strict-plots")
+    model = VAE(16, (8,), 2, dtype="float64", seed=0, backend=strict_backend.name)
     paths = save_all_figures(model, tmp_path, x, y, METRICS, np.random.default_rng(0))
     assert len(paths) == 6

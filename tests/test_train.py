@@ -5,42 +5,17 @@ to IDX files, so a whole run takes milliseconds; one short run uses the real
 MNIST shipped with npvae.
 """
 
-import struct
-
 import numpy as np
 import pytest
 
 from npvae import train as training
 from npvae.checkpoint import load_checkpoint
 from npvae.config import STREAMS, TrainConfig, derive_seed
-from npvae.data import MNIST_FILES
 from npvae.errors import ConfigError, DivergenceError
-from npvae import backend
-from npvae.backend import register_backend, to_numpy
+from npvae.backend import to_numpy
 from npvae.runs import read_metrics
 from npvae.train import Interrupted, resume, train
-from tests.strict_xp import StrictArray, make_module
-from tests.strict_xp import to_numpy as strict_to_numpy
-
-
-def write_tiny_mnist(folder, n_train=48, n_test=16, side=4, seed=0):
-    """Four raw IDX files of random uint8 images (side x side) and labels."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    arrays = {"x_train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
-              "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
-              "x_test": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8),
-              "y_test": rng.integers(0, 10, n_test, dtype=np.uint8)}
-    for key, name in MNIST_FILES.items():
-        a = arrays[key]
-        header = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
-        (folder / name).write_bytes(header + a.tobytes())
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_mnist(tmp_path_factory.mktemp("tiny"))
+from tests.strict_xp import StrictArray
 
 
 def config(data_dir, **overrides):
@@ -158,21 +133,11 @@ def test_resume_refuses_fewer_epochs_and_missing_runs(tiny, tmp_path):
         resume(tmp_path / "empty", log=quiet)
 
 
-@pytest.fixture
-def strict_backend(monkeypatch):
-    """A stand-in for CuPy: NumPy underneath, refusing implicit conversion to NumPy, with
-    generators whose state cannot be saved (so resuming replays the draws). Registered in
-    copies of the backend tables, so other tests' stand-ins are left as they were."""
-    for table in ("_modules", "_array_types", "_to_numpy"):
-        monkeypatch.setattr(backend, table, dict(getattr(backend, table)))
-    register_backend("strict-train", make_module(), StrictArray, strict_to_numpy)
-
-
 def test_a_device_backend_trains_and_resumes_to_the_same_numbers(tiny, tmp_path, reference,
                                                                   strict_backend):
     """On a CuPy-like backend (whose generators draw NumPy's numbers here) the trainer
     touches the data only through ``xp``, and stop + resume replays the draws exactly."""
-    first = train(config(tiny, epochs=10, max_steps=7, backend="strict-train", **FULL),
+    first = train(config(tiny, epochs=10, max_steps=7, backend=strict_backend.name, **FULL),
                   tmp_path / "run", log=quiet)
     assert isinstance(first.model.theta, StrictArray)
     state = load_checkpoint(tmp_path / "run" / "checkpoint.npz").state
@@ -368,3 +333,66 @@ def test_n_train_and_n_test_take_the_first_examples():
         prepare_data(TrainConfig(n_test=20000).validate())
     with pytest.raises(ConfigError, match="n_train=0"):
         TrainConfig(n_train=0).validate()
+
+
+# ---------------------------------------------------------------- the step and the plain loop
+
+
+def test_fit_takes_exactly_the_steps_of_train(tiny, reference):
+    """The plain loop a learner reads and the full run agree bit for bit (no warm-up,
+    binarization or validation): same shuffles, same noise, same step."""
+    from npvae import VAE
+    from npvae.data import prepare_data
+    from npvae.optim import Adam
+    from npvae.train import fit
+
+    cfg = config(tiny, epochs=10).validate()
+    data = prepare_data(cfg)
+    model = VAE(**cfg.model_kwargs(data.x_train.shape[1]))
+    optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=cfg.lr)
+    lines = []
+    history = fit(model, optimizer, data.x_train, epochs=10, batch_size=cfg.batch_size,
+                  seed=cfg.seed, log=lines.append)
+    assert np.array_equal(model.theta, reference["plain"].model.theta)
+    assert np.array_equal(optimizer.v_sum["theta"], reference["plain"].optimizer.v_sum["theta"])
+    assert history == pytest.approx([r["train_loss"] for r in reference["plain"].metrics],
+                                    rel=1e-12)
+    assert len(lines) == 10 and lines[-1].startswith("epoch 10/10  train loss")
+
+
+def test_on_step_sees_every_batch_in_order(tiny, tmp_path, reference):
+    """The hook a benchmark uses to watch the batches: every step, its minibatch and terms."""
+    seen = []
+    result = train(config(tiny, epochs=2), tmp_path / "run", log=quiet,
+                   on_step=lambda step: seen.append(step))
+    assert [(s.epoch, s.step, s.global_step) for s in seen] == \
+        [(e, k, 5 * e + k) for e in range(2) for k in range(1, 6)]
+    assert [len(s.x) for s in seen[:5]] == [10, 10, 10, 10, 8]
+    assert sum(len(s.x) * float(s.terms.loss) for s in seen[:5]) / 48 == \
+        pytest.approx(result.metrics[0]["train_loss"], rel=1e-12)
+    # the first epoch's batches are x_train in the order of its shuffle
+    from npvae.config import derive_seed
+    from npvae.data import prepare_data
+    x_train = prepare_data(config(tiny).validate()).x_train
+    order = np.random.default_rng(derive_seed(0, "shuffle", 0)).permutation(48)
+    assert np.array_equal(np.concatenate([s.x for s in seen[:5]]), x_train[order])
+
+
+def test_train_step_is_forward_backward_clip_step():
+    """One step by hand and by train_step: the same parameters, and the norm when clipping."""
+    from npvae import VAE
+    from npvae.optim import Adam, clip_grad_norm
+    from npvae.train import train_step
+
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((5, 9)), rng.standard_normal((5, 2))
+    models = [VAE(9, (6,), 2, dtype="float64", seed=1) for _ in range(2)]
+    optimizers = [Adam({"theta": m.theta}, {"theta": m.dtheta}) for m in models]
+    models[0].forward(x, eps=eps, beta=0.5)
+    models[0].backward()
+    norm = clip_grad_norm({"theta": models[0].dtheta}, 0.1)
+    optimizers[0].step()
+    terms = train_step(models[1], optimizers[1], x, eps=eps, beta=0.5, clip=0.1)
+    assert np.array_equal(models[0].theta, models[1].theta)
+    assert float(terms.grad_norm) == float(norm) > 0.1
+    assert train_step(models[1], optimizers[1], x, eps=eps).grad_norm is None

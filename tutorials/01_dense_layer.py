@@ -142,3 +142,15 @@ assert abs(buggy_error - (B - 1) / (B + 1)) < 1e-6, buggy_error
 assert same_forward and same_backward
 assert all(r.ok for r in results)
 print("check passed: dx = dout W^T, dW = x^T dout, db = sum_i dout match finite differences and npvae.layers.Dense")
+
+# %% [markdown]
+# ## Practise
+#
+# Write the dense layer's forward and backward yourself in `01_dense.py` (in
+# `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check dense
+#
+# The grader checks every gradient against finite differences and, when one is
+# wrong, says how (a flipped sign, a transpose, a sum over the wrong axis);
+# `npvae exercises list` shows every exercise.

@@ -161,3 +161,16 @@ assert all(r.ok for r in activation_results.values())
 assert mlp_matches
 assert all(r.ok for r in layer_results + mlp_results)
 print("check passed: every activation's backward is dout * f'(x), and every MLP gradient matches finite differences")
+
+# %% [markdown]
+# ## Practise
+#
+# Write each activation's backward yourself in `02_relu.py`,
+# `02_leaky_relu.py`, `02_tanh.py`, `02_sigmoid.py` and `02_softplus.py` (in
+# `tutorials/exercises/`), then grade them:
+#
+#     npvae exercises check relu leaky_relu tanh sigmoid softplus
+#
+# The grader checks every gradient against finite differences and, when one is
+# wrong, says how (a missing mask, tanh applied twice, the local derivative
+# without dout); `npvae exercises list` shows every exercise.

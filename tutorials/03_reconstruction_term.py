@@ -178,3 +178,17 @@ assert all(r.ok for r in bernoulli_results + gaussian_results)
 assert kl_share["MSE (mean over pixels)"] > 0.9 > kl_share["SSE (sum over pixels)"]
 print("check passed: the stable Bernoulli NLL is finite where the naive one gives inf/nan, "
       "both likelihood gradients match finite differences, and a pixel mean reweights the KL by D")
+
+# %% [markdown]
+# ## Practise
+#
+# Write the stable Bernoulli NLL (forward and backward) and the Gaussian NLL's
+# backward yourself in `03_bernoulli_nll.py` and `03_gaussian_nll.py` (in
+# `tutorials/exercises/`), then grade them:
+#
+#     npvae exercises check bernoulli_nll gaussian_nll
+#
+# The grader checks every gradient against finite differences and, when one is
+# wrong, says how (an overflow at logits of +/-1e4, a sum over the batch
+# instead of the pixels, sigma where sigma^2 belongs); `npvae exercises list`
+# shows every exercise.

@@ -107,3 +107,15 @@ assert z_score < 4, z_score
 assert by_hand and all(r.ok for r in results)
 print(f"check passed: the closed-form KL agrees with Monte Carlo ({z_score:.2f} standard errors) "
       "and its gradients mu, (exp(logvar) - 1) / 2 match finite differences")
+
+# %% [markdown]
+# ## Practise
+#
+# Write the Gaussian KL and its backward yourself in `04_gaussian_kl.py` (in
+# `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check gaussian_kl
+#
+# The grader checks every gradient against finite differences and, when one is
+# wrong, says how (a missing 1/2 or -1, a sum over the wrong axis); `npvae
+# exercises list` shows every exercise.

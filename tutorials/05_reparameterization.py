@@ -151,3 +151,16 @@ assert all(r.ok for r in buggy_grad), "the buggy backward matches its buggy forw
 assert not bug_ok[:2].any() and bug_ok[2], "the bug shows where logvar != 0, and hides where logvar = 0"
 print("check passed: z = mu + exp(logvar / 2) eps has mean mu and variance exp(logvar); "
       "the exp(logvar) bug passes the gradient check and fails the statistical one")
+
+# %% [markdown]
+# ## Practise
+#
+# Write the reparameterization and its backward yourself in
+# `05_reparameterize.py` (in `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check reparameterize
+#
+# The grader checks every gradient against finite differences and, when one is
+# wrong, says how (the variance where the standard deviation belongs, caught by
+# the sampler's mean and variance); `npvae exercises list` shows every
+# exercise.

@@ -201,3 +201,15 @@ assert figure.is_file() and decay_ok
 assert np.all(m_flushed == 0) and np.array_equal(w_flushed, w_kept)
 print("check passed: npvae.optim.Adam equals Algorithm 1 by hand, Adam and SGD+momentum both reach (1, 1), "
       "and flushing subnormals leaves the parameters bitwise unchanged")
+
+# %% [markdown]
+# ## Practise
+#
+# Write one Adam step as in Algorithm 1 yourself in `06_adam.py` (in
+# `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check adam
+#
+# The grader compares your values with npvae's and, when one is wrong, says how
+# (no bias correction, t off by one, the decaying sums in place of the
+# averages); `npvae exercises list` shows every exercise.

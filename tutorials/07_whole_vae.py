@@ -153,3 +153,15 @@ assert all(no_kl_errors[k] > 1e-3 for k in no_kl_errors if k.startswith("encoder
 assert all(r.ok for r in results + gaussian_results)
 print(f"check passed: the VAE assembled by hand equals npvae.VAE, and the gradients of all {len(results) + len(gaussian_results)} "
       "parameter tensors match finite differences end to end")
+
+# %% [markdown]
+# ## Practise
+#
+# Write the whole VAE backward, both paths into mu and logvar yourself in
+# `07_vae_backward.py` (in `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check vae_backward
+#
+# The grader checks every gradient against finite differences and, when one is
+# wrong, says how (a missing path, a missing 1/B, the KL without beta); `npvae
+# exercises list` shows every exercise.

@@ -207,3 +207,15 @@ print(f"check passed: the k = 1 bound equals the sampled-KL ELBO (difference {k1
       f"sampling spread ({noise:.2f})")
 if QUICK:
     shutil.rmtree(RUNS)  # the temporary folder of the quick mode
+
+# %% [markdown]
+# ## Practise
+#
+# Write log-mean-exp and the importance-weighted bound yourself in
+# `10_iw_bound.py` (in `tutorials/exercises/`), then grade it:
+#
+#     npvae exercises check iw_bound
+#
+# The grader compares your values with npvae's and, when one is wrong, says how
+# (log-sum-exp for log-mean-exp, an overflow at +/-1000, the mean log weight
+# for the bound); `npvae exercises list` shows every exercise.

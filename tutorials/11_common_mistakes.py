@@ -43,13 +43,14 @@ ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.
 sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
 
 from npvae import VAE, plots  # noqa: E402
-from npvae.data import batches, load_mnist, to_unit_interval  # noqa: E402
+from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.evaluate import active_units, evaluate_elbo  # noqa: E402
 from npvae.gradcheck import check_model  # noqa: E402
 from npvae.layers import MLP, flatten_parameters  # noqa: E402
 from npvae.losses import gaussian_kl, gaussian_kl_backward, gaussian_nll, gaussian_nll_backward  # noqa: E402
 from npvae.optim import Adam  # noqa: E402
 from npvae.presets import get_preset  # noqa: E402
+from npvae.train import fit  # noqa: E402
 from npvae.vae import LossTerms  # noqa: E402
 
 QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: a small subset
@@ -86,9 +87,10 @@ print(f"{len(x_train)} training digits, {len(x_test)} test digits, D = {D} pixel
 # %% [markdown]
 # ## The fixed model, and the training loop all four share
 #
-# `fixed_vae()` is the seed preset as an `npvae.VAE`. The loop is the
-# trainer's step (tutorial 8) without the bookkeeping: shuffle, and for each
-# batch `forward`, `backward`, one Adam step over the flat parameter buffer.
+# `fixed_vae()` is the seed preset as an `npvae.VAE`. The loop is
+# `npvae.train.fit`, the trainer's loop (tutorial 8) without the bookkeeping:
+# shuffle, and for each batch `train_step`: `forward`, `backward`, one Adam
+# step over the flat parameter buffer.
 
 
 # %%
@@ -99,20 +101,15 @@ def fixed_vae(beta=1.0, **overrides):
                **overrides)
 
 
-def fit(model, seed=0):
-    """EPOCHS epochs of Adam on x_train, batches of BATCH; returns the model."""
-    rng = np.random.default_rng(seed)
+def train_model(model, seed=0):
+    """EPOCHS epochs of Adam on x_train, batches of BATCH (npvae.train.fit); returns the model."""
     optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=LR)
-    for epoch in range(EPOCHS):
-        for index in batches(len(x_train), BATCH, rng):
-            model.forward(x_train[index], rng=rng)
-            model.backward()
-            optimizer.step()
+    fit(model, optimizer, x_train, epochs=EPOCHS, batch_size=BATCH, seed=seed, log=lambda line: None)
     return model
 
 
 t0 = time.perf_counter()
-fixed = fit(fixed_vae())
+fixed = train_model(fixed_vae())
 print(f"fixed model trained: {EPOCHS} epochs in {time.perf_counter() - t0:.1f} s")
 
 # %% [markdown]
@@ -240,7 +237,10 @@ class NoVarianceAE:
     def decode(self, z):
         return self.decoder.forward(z)
 
-    def forward(self, x, *, eps=None, rng=None, beta=None):  # eps, rng: nothing is sampled
+    def check_input(self, x):  # what npvae.train.fit asks of a model, besides the rest
+        return x.astype(self.dtype, copy=False)
+
+    def forward(self, x, *, eps=None, rng=None, beta=None, check=True):  # nothing is sampled
         self.x = x
         self.mu = self.encoder.forward(x)
         self.no_logvar = np.zeros_like(self.mu)  # the variance the encoder does not give: 1
@@ -265,7 +265,7 @@ print(f"(a) gradient check: {len(gradcheck_a)} tensors, worst relative error "
       f"{max(r.rel_error for r in gradcheck_a):.1e}")
 
 t0 = time.perf_counter()
-no_variance = fit(NoVarianceAE())
+no_variance = train_model(NoVarianceAE())
 print(f"(a) trained in {time.perf_counter() - t0:.1f} s")
 results["(a) no variance"] = measure(no_variance, no_variance.encoder.forward(x_test), None)
 print(HEADER)
@@ -300,7 +300,7 @@ for name in ("fixed (seed preset)", "(a) no variance"):
 
 # %%
 t0 = time.perf_counter()
-no_kl = fit(fixed_vae(beta=0.0))
+no_kl = train_model(fixed_vae(beta=0.0))
 print(f"(b) trained in {time.perf_counter() - t0:.1f} s")
 results["(b) no KL term"] = measure(no_kl, *no_kl.encode(x_test))
 
@@ -359,7 +359,7 @@ print(f"(c) gradient check: {len(gradcheck_c)} tensors, worst relative error "
       f"{max(r.rel_error for r in gradcheck_c):.1e}")
 
 t0 = time.perf_counter()
-mean_mse = fit(MeanMSEVAE(x_dim=D, hidden=MODEL["hidden"], latent=MODEL["latent"],
+mean_mse = train_model(MeanMSEVAE(x_dim=D, hidden=MODEL["hidden"], latent=MODEL["latent"],
                           activation=MODEL["activation"], likelihood="gaussian", sigma=SIGMA,
                           init=MODEL["init"], seed=1))
 print(f"(c) trained in {time.perf_counter() - t0:.1f} s")
