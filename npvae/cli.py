@@ -190,13 +190,22 @@ def cmd_gradcheck(args):
     from .gradcheck import check_architecture, format_results, shrink_architecture
     from .presets import get_preset
 
+    from .config import N_CLASSES
+
     if args.run is not None:
         _, checkpoint, _ = _load_run(args.run)
         base = dict(checkpoint.model_config)
         source = str(checkpoint.path)
+        training = checkpoint.state.get("train_config") or {}
     else:
-        base = {"x_dim": 784, **get_preset(args.preset)["model"]}
+        preset = get_preset(args.preset)
+        base = {"x_dim": 784, **preset["model"]}
+        training = preset["training"]
+        if training.get("conditional"):
+            base["n_classes"] = N_CLASSES
         source = f"preset {args.preset}"
+    objective = args.objective or training.get("objective", "elbo")
+    k = args.k or training.get("k", 1)
     for name in ("hidden", "latent", "activation", "likelihood"):
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
@@ -208,14 +217,16 @@ def cmd_gradcheck(args):
                               "positive integer")
     config = shrink_architecture(base, args.x_dim)
     h, tol = args.h or DEFAULT_H, args.tol or DEFAULT_TOL
-    model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol)
+    model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol,
+                                        objective=objective, k=k)
     if config["x_dim"] < base["x_dim"]:
         print(f"gradient check of a shrunk copy of {source} (pass --x-dim {base['x_dim']} for "
               f"full size, slowly): x_dim {base['x_dim']} -> {config['x_dim']}, hidden "
               f"{list(base['hidden'])} -> {config['hidden']}, latent {base['latent']} -> "
               f"{config['latent']}")
     print(f"model: {model!r}, {model.theta.size} parameters; float64, batch {args.batch}, "
-          f"h={h:g}, tol={tol:g}")
+          f"h={h:g}, tol={tol:g}" + ("" if (objective, k) == ("elbo", 1)
+                                     else f"; objective {objective}, k={k}"))
     print(format_results(results))
     return 0 if all(r.ok for r in results) else 1
 
@@ -331,6 +342,8 @@ def build_parser():
     p.add_argument("--latent", type=int, help="latent dimensions before shrinking")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")
+    p.add_argument("--objective", help="elbo or iwae (default: the preset's or run's)")
+    p.add_argument("--k", type=int, help="samples per example (default: the preset's or run's)")
     p.add_argument("--x-dim", type=int, default=20,
                    help="pixels of the copy (default 20; the full size is slow)")
     p.add_argument("--batch", type=int, default=3, help="examples in the checked batch")

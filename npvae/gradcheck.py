@@ -186,16 +186,20 @@ def shrink_architecture(config, x_dim):
     return config
 
 
-def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL):
+def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL, objective="elbo",
+                       k=1):
     """Check every parameter gradient of a float64 VAE built from ``config`` (a ``VAE.config``).
 
     Returns ``(model, results)``. The biases get small random values first:
     zero biases (He and Glorot init) put a unit whose inputs are all zero
     (ReLUs all off) exactly at its kink, where a central difference is
     meaningless, so the check is made at a generic point. ``x`` is uniform in
-    [0, 1) and ``eps`` standard normal, all from ``seed``.
+    [0, 1) and ``eps`` standard normal, all from ``seed``; a conditional
+    model's labels are uniform. ``objective`` and ``k``: the loss checked
+    (``npvae.iwae.KSampleObjective``; "elbo" with k = 1 is the model's own).
     """
     from .cvae import build_model, is_conditional
+    from .iwae import KSampleObjective
 
     model = build_model(**{**config, "dtype": "float64"}, seed=seed)
     rng = np.random.default_rng(seed)
@@ -203,6 +207,8 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL)
         if name.endswith(".b"):
             p += rng.normal(0.0, 0.1, p.shape)
     x = rng.random((batch, model.x_dim))
-    eps = rng.standard_normal((batch, model.latent))
+    own = (objective, k) == ("elbo", 1)
+    eps = rng.standard_normal((batch, model.latent) if own else (k, batch, model.latent))
     y = rng.integers(0, model.n_classes, batch) if is_conditional(model) else None
-    return model, check_model(model, x, eps, h=h, tol=tol, y=y)
+    loss = None if own else KSampleObjective(model, k, objective)
+    return model, check_model(model, x, eps, h=h, tol=tol, y=y, objective=loss)

@@ -288,3 +288,11 @@ def test_matches_torch_autograd(likelihood, objective):
     assert abs(loss.item() - float(terms.loss)) < 1e-10 * abs(loss.item())
     for name, g in model.grads.items():
         np.testing.assert_allclose(g, P[name].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_gradcheck_command_checks_the_runs_objective(capsys):
+    from npvae.cli import main
+
+    assert main(["gradcheck", "--preset", "burda-iwae", "--k", "2", "--x-dim", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "objective iwae, k=2" in out and "all ok" in out
