@@ -186,7 +186,7 @@ class TrainConfig:
             end += 3**stage if self.lr_schedule == "iwae" else 1
         return self.lr * 10 ** (-stage / 7)
 
-    def objective_kwargs(self):
+    def k_sample_objective(self):
         """``(objective, k)`` of a run; None when it is the model's own loss (elbo, k = 1)."""
         return None if (self.objective, self.k) == ("elbo", 1) else (self.objective, self.k)
 

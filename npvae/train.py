@@ -179,7 +179,7 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
     write_config(run_dir, config, model, data)
     log(f"model: {model!r}, {model.theta.size} parameters; {len(data.x_train)} training "
         f"examples, batch {config.batch_size}, {config.epochs} epochs, Adam lr {config.lr:g}"
-        + ("" if config.objective_kwargs() is None
+        + ("" if config.k_sample_objective() is None
            else f", objective {config.objective} with k={config.k}"))
     return Run(config, run_dir, data, model, optimizer, new_state(config, data), log,
                on_step).run()
@@ -258,7 +258,7 @@ class Run:
         self.warmup_steps = config.warmup_epochs * self.steps_per_epoch
         self.flush_every = 1 if self.xp is np else FLUSH_EVERY_DEVICE
         self.stop_requested = False
-        kind = config.objective_kwargs()
+        kind = config.k_sample_objective()
         self.objective = None if kind is None else KSampleObjective(model, kind[1], kind[0])
         # (epoch, global_step) of the checkpoint on disk, if any: divergence keeps it.
         self.saved_at = ((state["epoch"], state["global_step"])
