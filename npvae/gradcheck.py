@@ -144,13 +144,14 @@ def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL, *, y=Non
     (``encoder.0.W``, ...).
     """
     loss_fn = model if objective is None else objective
-    terms = loss_fn.forward(x, y, eps=eps, beta=beta)
+    labels = {} if y is None else {"y": y}  # models without labels need not take y
+    terms = loss_fn.forward(x, eps=eps, beta=beta, **labels)
     loss_fn.backward()
     analytic = {k: g.copy() for k, g in model.grads.items()}
     floor = noise_floor(abs(terms.recon) + abs(terms.kl))
 
     def loss():
-        return loss_fn.forward(x, y, eps=eps, beta=beta).loss
+        return loss_fn.forward(x, eps=eps, beta=beta, **labels).loss
 
     return [CheckResult(k, rel_error(analytic[k], numerical_gradient(loss, p, h), floor), tol)
             for k, p in model.params.items()]

@@ -85,7 +85,8 @@ def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None,
     per example; ``eps`` then has shape (k, B, Z)).
     """
     loss = model if objective is None else objective
-    terms = loss.forward(x, y, rng=rng, eps=eps, beta=beta, check=check)
+    labels = {} if y is None else {"y": y}  # models without labels need not take y
+    terms = loss.forward(x, rng=rng, eps=eps, beta=beta, check=check, **labels)
     loss.backward()
     grad_norm = clip_grad_norm(optimizer.grads, clip) if clip else None
     optimizer.step()
