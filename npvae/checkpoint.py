@@ -260,11 +260,11 @@ def _expected_params(path, config):
 
 
 def _reference_model(path, config):
-    """A VAE built from ``config``: VAE's own checks of everything in it."""
-    from .vae import VAE
+    """A VAE (or CVAE) built from ``config``: the model's own checks of everything in it."""
+    from .cvae import build_model
 
     try:
-        reference = VAE(**config)
+        reference = build_model(**config)
     except (TypeError, NpvaeError) as err:
         raise _invalid_config(path, err) from err
     if set(config) != set(reference.config):
@@ -457,10 +457,10 @@ def model_from_checkpoint(path, backend="numpy"):
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     checkpoint = load_checkpoint(path)
-    from .vae import VAE
+    from .cvae import build_model
 
     try:
-        model = VAE(**checkpoint.model_config, backend=backend)
+        model = build_model(**checkpoint.model_config, backend=backend)
     except ConfigError as err:
         raise CheckpointError(f"{path}: cannot build its model ({err})") from err
     restore_model(checkpoint, model)

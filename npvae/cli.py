@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, exercises
+from .cvae import is_conditional
 from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
@@ -162,14 +163,15 @@ def cmd_evaluate(args):
     from .data import run_test_data
 
     model, checkpoint, _ = _load_run(args.run)
-    x, _ = run_test_data(checkpoint, args.data_dir)
+    x, y = run_test_data(checkpoint, args.data_dir)
     if args.limit:
-        x = x[:args.limit]
+        x, y = x[:args.limit], y[:args.limit]
+    y = y if is_conditional(model) else None  # a conditional model: log p(x | y)
     rng = np.random.default_rng(args.seed)
     print(f"run: {checkpoint.path}{_position(checkpoint)}")
     print(f"model: {model!r}")
     print(f"test examples: {len(x)}")
-    terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng)
+    terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng, y=y)
     elbo = -(terms["recon"] + terms["kl"])  # beta = 1 whatever the model trained with
     print(f"test ELBO: {elbo:.4f} nats/example (recon {terms['recon']:.4f}, "
           f"kl {terms['kl']:.4f}; loss = -ELBO = {-elbo:.4f})")
@@ -178,7 +180,7 @@ def cmd_evaluate(args):
         bar = None if args.no_progress else evaluate.ProgressBar(desc)
         try:
             bounds = evaluate.iw_bounds(model, x, args.iw_samples, rng, progress=bar,
-                                        batch_size=max(1, min(args.batch_size, 100)))
+                                        batch_size=max(1, min(args.batch_size, 100)), y=y)
         finally:
             if bar is not None:
                 bar.close()
@@ -187,9 +189,9 @@ def cmd_evaluate(args):
         if args.limit and len(bounds) > 1:
             print(f"  standard error {bounds.std(ddof=1) / np.sqrt(len(bounds)):.4f} nats "
                   f"(the {len(bounds)} examples' bounds: standard deviation / sqrt({len(bounds)}))")
-    kl = np.asarray(evaluate.kl_per_dim(model, x, batch_size=args.batch_size))
+    kl = np.asarray(evaluate.kl_per_dim(model, x, batch_size=args.batch_size, y=y))
     active = evaluate.active_units(model, x, threshold=args.threshold,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, y=y)
     print(f"active units: {active} of {model.latent} (variance of mu over the data > "
           f"{args.threshold})")
     print("KL per latent dimension (nats/example):")
@@ -206,9 +208,17 @@ def cmd_sample(args):
     from . import plots
 
     model, checkpoint, run_dir = _load_run(args.run)
-    out = Path(args.out) if args.out else run_dir / f"samples_seed{args.seed}.png"
-    plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n)
-    print(f"{args.n} samples written to {out}")
+    if args.digit is not None:
+        if not is_conditional(model):
+            raise ConfigError(f"--digit needs a conditional run; {args.run} was trained without "
+                              "--conditional, so it cannot draw a chosen digit")
+        if not 0 <= args.digit < model.n_classes:
+            raise ConfigError(f"--digit={args.digit} must be one of 0 to {model.n_classes - 1}")
+    name = "samples" if args.digit is None else f"samples_digit{args.digit}"
+    out = Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png"
+    plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n, digit=args.digit)
+    print(f"{args.n} samples{'' if args.digit is None else f' of digit {args.digit}'} "
+          f"written to {out}")
     return 0
 
 
@@ -232,6 +242,7 @@ def cmd_plot(args):
 
 
 def cmd_gradcheck(args):
+    from .config import N_CLASSES
     from .gradcheck import check_architecture, format_results, shrink_architecture
     from .presets import get_preset
 
@@ -239,9 +250,16 @@ def cmd_gradcheck(args):
         _, checkpoint, _ = _load_run(args.run)
         base = dict(checkpoint.model_config)
         source = str(checkpoint.path)
+        training = checkpoint.state.get("train_config") or {}
     else:
-        base = {"x_dim": 784, **get_preset(args.preset)["model"]}
+        preset = get_preset(args.preset)
+        base = {"x_dim": 784, **preset["model"]}
+        training = preset["training"]
+        if training.get("conditional"):
+            base["n_classes"] = N_CLASSES
         source = f"preset {args.preset}"
+    objective = args.objective or training.get("objective", "elbo")
+    k = args.k or training.get("k", 1)
     for name in ("hidden", "latent", "activation", "likelihood"):
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
@@ -249,7 +267,8 @@ def cmd_gradcheck(args):
                 base["decoder_hidden"] = None
     config = shrink_architecture(base, args.x_dim)
     h, tol = args.h, args.tol
-    model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol)
+    model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol,
+                                        objective=objective, k=k)
     if args.x_dim < base["x_dim"]:
         sizes = ("channels" if config.get("architecture") == "conv" else
                  f"x_dim {base['x_dim']} -> {config['x_dim']}, hidden")
@@ -257,7 +276,8 @@ def cmd_gradcheck(args):
               f"full size, slowly): {sizes} {list(base['hidden'])} -> {config['hidden']}, "
               f"latent {base['latent']} -> {config['latent']}")
     print(f"model: {model!r}, {model.theta.size} parameters; float64, batch {args.batch}, "
-          f"h={h:g}, tol={tol:g}")
+          f"h={h:g}, tol={tol:g}" + ("" if (objective, k) == ("elbo", 1)
+                                     else f"; objective {objective}, k={k}"))
     print(format_results(results))
     return 0 if all(r.ok for r in results) else 1
 
@@ -339,6 +359,15 @@ def build_parser():
                    help="evaluate on the first N test examples only (default: all)")
     p.add_argument("--clip", type=positive_number,
                    help="clip the gradient's global norm to this")
+    p.add_argument("--objective", help="elbo (default; the k-sample ELBO) or iwae (the "
+                   "importance-weighted bound)")
+    p.add_argument("--k", type=positive_int, help="samples z per example in the objective "
+                   "(default 1)")
+    p.add_argument("--conditional", action="store_const", const=True,
+                   help="a conditional VAE: the digit label into encoder and decoder")
+    p.add_argument("--lr-schedule", help="constant (default), iwae (Burda et al.: 3^i epochs "
+                   "at lr*10^(-i/7), 3280 in all) or iwae-short (one epoch per stage)")
+    p.add_argument("--adam-eps", type=positive_number, help="Adam's epsilon (default 1e-8)")
     p.add_argument("--data-dir", type=_text, help="folder of the four MNIST-format files "
                    "(default: the "
                    "MNIST shipped with npvae)")
@@ -380,6 +409,8 @@ def build_parser():
     p.add_argument("--n", type=_integer(1, MAX_SAMPLES), default=64,
                    help=f"number of samples (default 64, at most {MAX_SAMPLES:,})")
     p.add_argument("--out", type=_text, help="PNG to write (default RUN/samples_seedSEED.png)")
+    p.add_argument("--digit", type=non_negative_int,
+                   help="draw this digit (conditional runs only)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the samples")
     p.set_defaults(func=cmd_sample)
 
@@ -410,6 +441,9 @@ def build_parser():
     p.add_argument("--latent", type=positive_int, help="latent dimensions before shrinking")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")
+    p.add_argument("--objective", help="elbo or iwae (default: the preset's or run's)")
+    p.add_argument("--k", type=positive_int,
+                   help="samples per example (default: the preset's or run's)")
     p.add_argument("--x-dim", type=positive_int, default=20,
                    help="pixels of the copy (default 20; the full size is slow)")
     p.add_argument("--batch", type=_integer(1, MAX_GRADCHECK_BATCH), default=3,

@@ -20,10 +20,13 @@ import numpy as np
 from .backend import get_xp
 from .checks import is_int, number, positive_int
 from .errors import ConfigError
+from .iwae import OBJECTIVES
 from .presets import DEFAULT_PRESET, get_preset
 from .vae import check_arguments
 
 BINARIZE = ("none", "dynamic", "threshold")
+LR_SCHEDULES = ("constant", "iwae", "iwae-short")
+N_CLASSES = 10  # labels of a conditional run: MNIST's digits
 
 # One independent random stream per use; see the module docstring.
 STREAMS = {"init": 0, "split": 1, "shuffle": 2, "noise": 3, "binarize": 4, "eval": 5,
@@ -59,6 +62,14 @@ class TrainConfig:
     for quick runs. ``clip`` is a maximum global gradient norm. ``max_steps``
     stops after that many steps in all (a checkpoint is saved there;
     ``resume`` continues).
+
+    ``objective`` and ``k``: the k-sample ELBO ("elbo", k = 1 is the usual
+    training) or the importance-weighted bound ("iwae"; needs beta = 1 and no
+    warm-up), see ``npvae.iwae``. ``conditional``: a conditional VAE on the
+    digit labels (``npvae.cvae``). ``lr_schedule``: ``constant`` (``lr``
+    throughout), ``iwae`` (Burda et al.: stage i = 0..7 lasts 3^i epochs at
+    lr 10^(-i/7), 3,280 epochs in all) or ``iwae-short`` (the same eight
+    learning rates, one epoch each). ``adam_eps``: Adam's epsilon.
     """
 
     preset: str = DEFAULT_PRESET
@@ -89,6 +100,11 @@ class TrainConfig:
     figures: bool = True
     progress: bool = True
     max_steps: int = None
+    objective: str = "elbo"
+    k: int = 1
+    conditional: bool = False
+    lr_schedule: str = "constant"
+    adam_eps: float = 1e-8
 
     @classmethod
     def from_preset(cls, name=DEFAULT_PRESET, **overrides):
@@ -142,11 +158,43 @@ class TrainConfig:
             raise ConfigError(f"binarize={self.binarize!r} is unknown; choose one of "
                               f"{', '.join(BINARIZE)}")
         get_xp(self.backend)  # unknown name, or CuPy missing: a ConfigError naming the fix
+        for name, value, choices in (("objective", self.objective, OBJECTIVES),
+                                     ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
+            if not isinstance(value, str) or value not in choices:
+                raise ConfigError(f"{name}={value!r} is unknown; choose one of {', '.join(choices)}")
+        positive_int("k", self.k)
+        if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs):
+            raise ConfigError(f"the iwae objective has no KL weight: it needs beta=1 and "
+                              f"warmup_epochs=0 (got beta={self.beta}, warmup_epochs="
+                              f"{self.warmup_epochs})")
+        if not isinstance(self.conditional, bool):
+            raise ConfigError(f"conditional={self.conditional!r} must be true or false")
+        number("adam_eps", self.adam_eps, positive=True)
         return self
+
+    def lr_at(self, epoch):
+        """The learning rate of ``epoch`` (from 0) under ``lr_schedule``.
+
+        ``iwae``: stage i (i = 0, ..., 7) lasts 3^i epochs at lr 10^(-i/7),
+        and the last rate continues after the 3,280 epochs; ``iwae-short``:
+        stage i lasts one epoch.
+        """
+        if self.lr_schedule == "constant":
+            return self.lr
+        stage, end = 0, 1
+        while epoch >= end and stage < 7:
+            stage += 1
+            end += 3**stage if self.lr_schedule == "iwae" else 1
+        return self.lr * 10 ** (-stage / 7)
+
+    def k_sample_objective(self):
+        """``(objective, k)`` of a run; None when it is the model's own loss (elbo, k = 1)."""
+        return None if (self.objective, self.k) == ("elbo", 1) else (self.objective, self.k)
 
     def model_kwargs(self, x_dim):
         """Arguments for ``npvae.VAE``: the model fields, ``x_dim``, the backend and the seed."""
-        return dict(x_dim=x_dim, **{k: getattr(self, k) for k in MODEL_FIELDS},
+        conditional = {"n_classes": N_CLASSES} if self.conditional else {}
+        return dict(x_dim=x_dim, **{k: getattr(self, k) for k in MODEL_FIELDS}, **conditional,
                     backend=self.backend, seed=derive_seed(self.seed, "init"))
 
     def with_changes(self, **changes):

@@ -23,11 +23,13 @@ steps, never between a model's ``forward`` and its ``backward``.
 import math
 import sys
 import time
+from collections import namedtuple
 
 import numpy as np
 
 from .backend import to_numpy, xp_of
 from .checks import positive_int
+from .cvae import is_conditional, set_condition
 from .errors import ConfigError
 from .layers import Dense
 from .losses import (
@@ -53,14 +55,21 @@ with width the widest decoder layer (at least D)."""
 # ------------------------------------------------------------------ helpers
 
 
-def _batches(model, x, batch_size):
-    """Yield the batches of ``x`` as (B, D) arrays of the model's module and dtype."""
+def _batches(model, x, batch_size, y=None):
+    """Yield the batches of ``x`` as (B, D) arrays of the model's module and dtype.
+
+    A conditional model is conditioned on each batch's labels ``y`` (N,) first.
+    """
     batch_size = positive_int("batch_size", batch_size)
     n = getattr(x, "shape", (0,))[0]
     if n < 1:
         raise ConfigError(f"x must hold at least one example; got shape {getattr(x, 'shape', None)}")
+    if y is not None and len(y) != n:
+        raise ConfigError(f"x holds {n} examples but y {len(y)} labels")
     for start in range(0, n, batch_size):
-        yield model.check_input(model.xp.asarray(x[start:start + batch_size]))
+        xb = model.check_input(model.xp.asarray(x[start:start + batch_size]))
+        set_condition(model, None if y is None else y[start:start + batch_size])
+        yield xb
 
 
 def _draw_eps(model, rng, shape):
@@ -138,7 +147,7 @@ class RunningLogSumExp:
 # ------------------------------------------------------------------ the ELBO
 
 
-def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analytic"):
+def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analytic", y=None):
     """The loss terms over a data set: ``dict(loss=, recon=, kl=)``, host floats.
 
         recon = mean_i -log p(x_i | z_i),   z_i = mu_i + exp(logvar_i / 2) * eps_i
@@ -156,14 +165,14 @@ def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analyti
     ``-loss`` (beta = 1) exactly the k = 1 importance-weighted bound for the
     same noise (see ``iw_bound``).
 
-    Shapes: x (N, D).
+    Shapes: x (N, D); ``y`` (N,): labels, for a conditional model only.
     """
     if kl not in ("analytic", "sampled"):
         raise ConfigError(f"kl={kl!r} must be 'analytic' or 'sampled'")
     rng = np.random.default_rng(DEFAULT_SEED) if rng is None else rng
     beta = model.beta if beta is None else float(beta)
     n, recon_sum, kl_sum = 0, 0.0, 0.0
-    for xb in _batches(model, x, batch_size):
+    for xb in _batches(model, x, batch_size, y):
         mu, logvar = model.encode(xb)
         z, _ = reparameterize(mu, logvar, _draw_eps(model, rng, mu.shape))
         recon = model.nll(_decoder_out(model, z), xb)
@@ -181,16 +190,30 @@ def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analyti
 # ------------------------------------------------------------------ the importance-weighted bound
 
 
-def _log_weights(model, xb, mu, logvar, eps):
-    """log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x) for eps (k, B, Z): (k, B).
+LogWeights = namedtuple("LogWeights", ["log_w", "log_px_z", "log_pz", "log_qz", "z", "out"])
+LogWeights.__doc__ = ("The log importance weights (k, B), their three terms (k, B), the samples z "
+                      "(k, B, Z) and the decoder's output (k, B, D).")
 
-    z_j = mu + exp(logvar / 2) * eps_j; xb, mu, logvar broadcast over the k
-    samples. The plain formula, term by term: the reference for
-    ``_log_weights_fast``.
+
+def log_weights(model, xb, mu, logvar, eps):
+    """log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x) for eps (k, B, Z): a ``LogWeights``.
+
+    z_j = mu + exp(logvar / 2) * eps_j; xb (B, D), mu, logvar (B, Z) broadcast
+    over the k samples, which go through the decoder as one (k B, Z) batch.
+    The one place this formula lives, term by term: IWAE training
+    (``npvae.iwae``) uses it, and it is the reference for the bound's faster
+    form ``_log_weights_fast``.
     """
     z, _ = reparameterize(mu, logvar, eps)
-    log_px_z = -model.nll(_decoder_out(model, z), xb)
-    return log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
+    out = _decoder_out(model, z)
+    log_px_z = -model.nll(out, xb)
+    log_pz, log_qz = log_standard_normal(z), log_normal(z, mu, logvar)
+    return LogWeights(log_px_z + log_pz - log_qz, log_px_z, log_pz, log_qz, z, out)
+
+
+def _log_weights(model, xb, mu, logvar, eps):
+    """The log weights alone, (k, B): see ``log_weights``."""
+    return log_weights(model, xb, mu, logvar, eps).log_w
 
 
 def _log_weights_fast(model, xb, mu, logvar, eps, xW=None):
@@ -207,6 +230,8 @@ def _log_weights_fast(model, xb, mu, logvar, eps, xW=None):
     z, _ = reparameterize(mu[:, None, :], logvar[:, None, :], eps)
     B, k, Z = z.shape
     h = z.reshape(B * k, Z)
+    if is_conditional(model):      # [z | onehot(y)]: each example's label on its k rows
+        h = model.xp.concatenate([h, model.xp.repeat(model.decoder.onehot, k, axis=0)], axis=1)
     for layer in model.decoder.layers[:-1]:
         h = layer.forward(h)
     h = h.reshape(B, k, -1)
@@ -262,7 +287,7 @@ def _weights_function(model, xb, mu, logvar, plain):
     return lambda eps: _log_weights_fast(model, xb, mu, logvar, eps, xW)
 
 
-def iw_log_weights(model, x, k, rng, *, plain=False):
+def iw_log_weights(model, x, k, rng, *, plain=False, y=None):
     """The k log importance weights of every example in ``x`` (B, D): host (k, B).
 
         log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x),   z_j ~ q(z | x)
@@ -271,16 +296,19 @@ def iw_log_weights(model, x, k, rng, *, plain=False):
     one draw of shape (k, B, Z) from ``rng``, the same noise ``iw_bound``
     uses for one batch of examples. ``plain=True``: the straightforward
     formula term by term (the reference); default: the fast form
-    ``iw_bound`` uses, equal to it up to rounding.
+    ``iw_bound`` uses, equal to it up to rounding. ``y`` (B,): labels, for a
+    conditional model only.
     """
     k, plain = positive_int("k", k), _plain_form(model, plain)
     xb = model.check_input(model.xp.asarray(x))
+    set_condition(model, y, xb.shape[0])
     mu, logvar = model.encode(xb)
     eps = _draw_eps(model, rng, (k, *mu.shape))
     return to_numpy(_weights_function(model, xb, mu, logvar, plain)(eps))
 
 
-def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progress=None):
+def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progress=None,
+              y=None):
     """The importance-weighted bound L_k of every example in ``x``: host float64 (N,).
 
         L_k(x) = log (1/k) sum_j p(x | z_j) p(z_j) / q(z_j | x),   z_j ~ q(z | x)
@@ -290,11 +318,12 @@ def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, prog
     function called after every chunk as ``progress(done, total)``, counting
     samples times examples (total = k N). ``plain=True`` uses the
     straightforward formula (the reference the tests compare with); the
-    default fast form gives the same values up to rounding.
+    default fast form gives the same values up to rounding. ``y`` (N,):
+    labels, for a conditional model only (the bound is then on log p(x | y)).
     """
     k, plain = positive_int("k", k), _plain_form(model, plain)
     total, done, bounds = k * getattr(x, "shape", (0,))[0], 0, []
-    for xb in _batches(model, x, batch_size):
+    for xb in _batches(model, x, batch_size, y):
         mu, logvar = model.encode(xb)
         size = (_default_chunk(model, k, xb.shape[0], plain) if chunk is None
                 else positive_int("chunk", chunk))
@@ -310,7 +339,8 @@ def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, prog
     return np.concatenate(bounds)
 
 
-def iw_bound(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progress=None):
+def iw_bound(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progress=None,
+             y=None):
     """The importance-weighted estimate of log p(x), averaged over examples (a float).
 
         L_k(x) = log (1/k) sum_j p(x | z_j) p(z_j) / q(z_j | x),   z_j ~ q(z | x)
@@ -327,12 +357,12 @@ def iw_bound(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progr
     log-sum-exp, so memory does not grow with k. Noise: for each batch of
     examples in turn, chunks of shape (chunk, B, Z) drawn from ``rng``; the
     chunking does not change the noise, so any ``chunk`` gives the same value
-    up to rounding. ``plain`` and ``progress``: see ``iw_bounds``.
+    up to rounding. ``plain``, ``progress`` and ``y``: see ``iw_bounds``.
 
     Shapes: x (N, D).
     """
     return float(iw_bounds(model, x, k, rng, batch_size, chunk, plain=plain,
-                           progress=progress).mean())
+                           progress=progress, y=y).mean())
 
 
 class ProgressBar:
@@ -392,12 +422,13 @@ def format_duration(seconds):
 # ------------------------------------------------------------------ latent usage
 
 
-def encode_means(model, x, batch_size=1000):
+def encode_means(model, x, batch_size=1000, y=None):
     """The encoder means mu(x) of every example: host (N, Z)."""
-    return np.concatenate([to_numpy(model.encode(xb)[0]) for xb in _batches(model, x, batch_size)])
+    return np.concatenate([to_numpy(model.encode(xb)[0])
+                           for xb in _batches(model, x, batch_size, y)])
 
 
-def kl_per_dim(model, x, batch_size=1000):
+def kl_per_dim(model, x, batch_size=1000, y=None):
     """The KL of each latent dimension, averaged over examples: host (Z,).
 
         kl_u = mean_i 1/2 (exp(logvar_iu) + mu_iu^2 - 1 - logvar_iu)
@@ -406,24 +437,24 @@ def kl_per_dim(model, x, batch_size=1000):
     near 0 match the prior for every x: they carry no information.
     """
     total, n = np.zeros(model.latent), 0
-    for xb in _batches(model, x, batch_size):
+    for xb in _batches(model, x, batch_size, y):
         total += _host_sum_rows(gaussian_kl_per_dim(*model.encode(xb)))
         n += xb.shape[0]
     return total / n
 
 
-def latent_activity(model, x, batch_size=1000):
+def latent_activity(model, x, batch_size=1000, y=None):
     """A_u = Cov_x(E_q(z|x)[z_u]): the variance over the data of mu_u, host (Z,).
 
     Computed on the host in float64 from ``encode_means`` (N x Z is small).
     """
-    return encode_means(model, x, batch_size).astype(np.float64).var(axis=0)
+    return encode_means(model, x, batch_size, y).astype(np.float64).var(axis=0)
 
 
-def active_units(model, x, threshold=0.01, batch_size=1000):
+def active_units(model, x, threshold=0.01, batch_size=1000, y=None):
     """How many latent dimensions are active: A_u > ``threshold`` (Burda et al., 2016).
 
     A dimension whose mean does not move with x is ignored by the decoder,
     whatever its variance; see ``latent_activity``.
     """
-    return int((latent_activity(model, x, batch_size) > threshold).sum())
+    return int((latent_activity(model, x, batch_size, y) > threshold).sum())

@@ -18,6 +18,10 @@ first two principal directions (the SVD of the centred means): the 2-d view
 in which the test digits' codes spread the most. A point (a, b) of it is
 z = centre + a v_1 + b v_2.
 
+A conditional model (``npvae.cvae``) encodes each test digit with its label
+and decodes z as the chosen ``digit`` (``--digit``, default 0): the plane
+then holds styles, and the image writes the current style as that digit.
+
 In a notebook, ``LatentExplorer(...).widget()`` shows the same thing inline
 with ipywidgets sliders (the plane's a and b, and the active dimensions),
 redrawing the figure on every change.
@@ -36,6 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.widgets import Slider
 
 from .backend import to_numpy
+from .cvae import is_conditional
 from .errors import ConfigError
 from .evaluate import encode_means, kl_per_dim
 from .plots import _image_side
@@ -73,18 +78,28 @@ class LatentExplorer:
     for the dimensions of largest KL (latent size > 2 only).
 
     State: ``z`` (Z,) float64, the current latent point; ``image()`` is
-    decode(z) as a (side, side) array.
+    decode(z) as a (side, side) array. A conditional model needs ``y`` and
+    decodes as ``digit`` (default 0); a model that is not conditional
+    refuses a ``digit``.
     """
 
-    def __init__(self, model, x, y=None, *, figure=None, n_sliders=N_SLIDERS):
+    def __init__(self, model, x, y=None, *, figure=None, n_sliders=N_SLIDERS, digit=None):
         if model.latent < 2:
             raise ConfigError(f"explore needs a latent space of 2 or more dimensions; this model has "
                               f"latent={model.latent}")
+        conditional = is_conditional(model)
+        if digit is not None and not conditional:
+            raise ConfigError("this run's model is not conditional: it cannot be asked for a "
+                              "digit (train one with --conditional)")
+        if conditional and not (digit is None or 0 <= digit < model.n_classes):
+            raise ConfigError(f"digit={digit} must be one of 0 to {model.n_classes - 1}")
         self.model = model
+        self.digit = (digit or 0) if conditional else None
         self.side = _image_side(model.x_dim)
-        self.mu = encode_means(model, x).astype(np.float64)
+        labels = y if conditional else None   # a conditional encoder reads each digit's label
+        self.mu = encode_means(model, x, y=labels).astype(np.float64)
         self.y = None if y is None else np.asarray(to_numpy(y)).reshape(-1)
-        self.kl = kl_per_dim(model, x)
+        self.kl = kl_per_dim(model, x, y=labels)
         self.centre, self.basis = principal_plane(self.mu)
         self.coords = (self.mu - self.centre) @ self.basis.T  # (N, 2): the means on the plane
         self.dims = ([] if model.latent == 2 else
@@ -107,7 +122,9 @@ class LatentExplorer:
     def decode(self, z):
         """decode(z) for one point z (Z,): host (side, side), the decoder mean."""
         z = self.model.xp.asarray(np.asarray(z, dtype=np.float64)[None], dtype=self.model.dtype)
-        return to_numpy(self.model.decode(z)).reshape(self.side, self.side)
+        out = (self.model.decode(z) if self.digit is None
+               else self.model.decode(z, np.array([self.digit])))
+        return to_numpy(out).reshape(self.side, self.side)
 
     def image(self):
         """decode(z) at the current z: host (side, side)."""
@@ -171,7 +188,8 @@ class LatentExplorer:
         self.picture = self.ax_image.imshow(np.clip(self.image(), 0, 1), cmap="gray", vmin=0, vmax=1)
         self.ax_image.set_xticks([])
         self.ax_image.set_yticks([])
-        self.ax_image.set_title("decode(z): the decoder mean at z", fontsize=10)
+        self.ax_image.set_title("decode(z): the decoder mean at z" if self.digit is None else
+                                f"decode(z, y = {self.digit}): the decoder mean at z", fontsize=10)
         self.sliders = {}
         for i, u in enumerate(self.dims):
             ax = fig.add_axes([0.25, 0.04 + 0.05 * (len(self.dims) - 1 - i), 0.5, 0.03])
@@ -278,6 +296,7 @@ def add_parser(subparsers):
                    help=f"sliders for the most active dimensions (default {N_SLIDERS})")
     p.add_argument("--data-dir", help="folder of MNIST-format IDX files (default: the shipped MNIST)")
     p.add_argument("--out", help="write the explorer as a PNG instead of opening a window")
+    p.add_argument("--digit", type=int, help="the digit decoded (conditional runs only; default 0)")
     p.set_defaults(func=main)
     return p
 
@@ -297,7 +316,7 @@ def main(args):
     x_test, y_test = run_test_data(checkpoint, args.data_dir)
     x, y = x_test[:args.n], y_test[:args.n]
     if args.out:
-        explorer = LatentExplorer(model, x, y, n_sliders=args.sliders)
+        explorer = LatentExplorer(model, x, y, n_sliders=args.sliders, digit=args.digit)
         Path(args.out).write_bytes(explorer.png())
         print(f"explorer written to {args.out}")
         return 0
@@ -309,6 +328,7 @@ def main(args):
         raise ConfigError(f"matplotlib's backend {backend!r} cannot open a window (no screen?); use "
                           "--out FILE for a still, MPLBACKEND=TkAgg for a window, or "
                           "LatentExplorer(...).widget() in a notebook")
-    explorer = LatentExplorer(model, x, y, figure=plt.figure(figsize=(10, 6)), n_sliders=args.sliders)
+    explorer = LatentExplorer(model, x, y, figure=plt.figure(figsize=(10, 6)), n_sliders=args.sliders,
+                              digit=args.digit)
     explorer.show()
     return 0

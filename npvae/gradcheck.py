@@ -135,20 +135,26 @@ def check_layer(layer, x, rng, h=DEFAULT_H, tol=DEFAULT_TOL):
     return [CheckResult(k, rel_error(analytic[k], numeric[k], floor), tol) for k in analytic]
 
 
-def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL):
+def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL, *, y=None,
+                objective=None):
     """Check every parameter gradient of a VAE end to end, with fixed noise.
 
     ``model`` is float64; ``eps`` (B, Z) fixes the reparameterization noise so
-    the loss is a deterministic function of the parameters. Returns one
-    ``CheckResult`` per parameter (``encoder.0.W``, ...).
+    the loss is a deterministic function of the parameters. ``y``: the labels
+    of a conditional model. ``objective``: a loss with the model's
+    ``forward``/``backward`` (``npvae.iwae.KSampleObjective``, eps (k, B, Z))
+    in place of the model's own. Returns one ``CheckResult`` per parameter
+    (``encoder.0.W``, ...).
     """
-    terms = model.forward(x, eps=eps, beta=beta)
-    model.backward()
+    loss_fn = model if objective is None else objective
+    labels = {} if y is None else {"y": y}  # models without labels need not take y
+    terms = loss_fn.forward(x, eps=eps, beta=beta, **labels)
+    loss_fn.backward()
     analytic = {k: g.copy() for k, g in model.grads.items()}
     floor = noise_floor(abs(terms.recon) + abs(terms.kl))
 
     def loss():
-        return model.forward(x, eps=eps, beta=beta).loss
+        return loss_fn.forward(x, eps=eps, beta=beta, **labels).loss
 
     return [CheckResult(k, rel_error(analytic[k], numerical_gradient(loss, p, h), floor), tol)
             for k, p in model.params.items()]
@@ -191,22 +197,29 @@ def shrink_architecture(config, x_dim):
     return config
 
 
-def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL):
+def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL, objective="elbo",
+                       k=1):
     """Check every parameter gradient of a float64 VAE built from ``config`` (a ``VAE.config``).
 
     Returns ``(model, results)``. The biases get small random values first:
     zero biases (He and Glorot init) put a unit whose inputs are all zero
     (ReLUs all off) exactly at its kink, where a central difference is
     meaningless, so the check is made at a generic point. ``x`` is uniform in
-    [0, 1) and ``eps`` standard normal, all from ``seed``.
+    [0, 1) and ``eps`` standard normal, all from ``seed``; a conditional
+    model's labels are uniform. ``objective`` and ``k``: the loss checked
+    (``npvae.iwae.KSampleObjective``; "elbo" with k = 1 is the model's own).
     """
-    from .vae import VAE
+    from .cvae import build_model, is_conditional
+    from .iwae import KSampleObjective
 
-    model = VAE(**{**config, "dtype": "float64"}, seed=seed)
+    model = build_model(**{**config, "dtype": "float64"}, seed=seed)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():
         if name.endswith(".b"):
             p += rng.normal(0.0, 0.1, p.shape)
     x = rng.random((batch, model.x_dim))
-    eps = rng.standard_normal((batch, model.latent))
-    return model, check_model(model, x, eps, h=h, tol=tol)
+    own = (objective, k) == ("elbo", 1)
+    eps = rng.standard_normal((batch, model.latent) if own else (k, batch, model.latent))
+    y = rng.integers(0, model.n_classes, batch) if is_conditional(model) else None
+    loss = None if own else KSampleObjective(model, k, objective)
+    return model, check_model(model, x, eps, h=h, tol=tol, y=y, objective=loss)

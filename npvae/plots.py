@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_write, make_folder
 from .backend import to_numpy
+from .cvae import is_conditional
 from .errors import ConfigError
 from .evaluate import encode_means
 
@@ -95,27 +96,48 @@ def _device(model, a):
     return model.xp.asarray(a, dtype=model.dtype)
 
 
-def _decode(model, z):
-    return model.decode(_device(model, z))
+def _labels(model, y, n):
+    """The labels of a conditional model's n rows (y, or digits 0, 1, ..., C-1 in turn); else None.
+
+    Labels for a model that is not conditional are a ConfigError.
+    """
+    if not is_conditional(model):
+        if y is not None:
+            raise ConfigError("this run's model is not conditional: it cannot be asked for a "
+                              "digit (train one with --conditional)")
+        return None
+    y = np.arange(n) % model.n_classes if y is None else np.broadcast_to(to_numpy(y), (n,))
+    return np.asarray(y, dtype=np.int64)
 
 
-def _encode_mu(model, x):
+def _decode(model, z, y=None):
+    """decode(z) for z (N, Z), with labels y (N,) or one label for a conditional model."""
+    z = _device(model, z)
+    labels = _labels(model, y, z.shape[0])
+    return model.decode(z) if labels is None else model.decode(z, labels)
+
+
+def _encode_mu(model, x, y=None):
     """mu(x) on the model's device for examples x (B, D) on the host or device."""
-    return model.encode(model.check_input(model.xp.asarray(x)))[0]
+    x = model.check_input(model.xp.asarray(x))
+    labels = None if y is None and not is_conditional(model) else _labels(model, y, x.shape[0])
+    return (model.encode(x) if labels is None else model.encode(x, labels))[0]
 
 
 # ------------------------------------------------------------------ figures
 
 
-def plot_reconstructions(model, x, path, n=10):
+def plot_reconstructions(model, x, path, n=10, y=None):
     """The first ``n`` inputs of ``x`` (N, D) (top row) above their reconstructions.
 
     The reconstruction is decode(mu(x)): the decoder's mean at the encoder's
-    mean, with no sampling of z, so it is the model's best guess of x.
+    mean, with no sampling of z, so it is the model's best guess of x. A
+    conditional model uses the labels ``y`` (N,) in both (ignored otherwise).
     """
     side = _image_side(model.x_dim)
     x = x[:n]
-    recon = model.decode(_encode_mu(model, x))
+    y = None if y is None or not is_conditional(model) else to_numpy(y)[:n]
+    recon = _decode(model, _encode_mu(model, x, y), y)
     canvas = _tile(np.concatenate([_images(x, side), _images(recon, side)]), 2, len(x))
     fig = _new_figure(max(4.0, 0.8 * len(x)), 2.4)
     ax = fig.add_axes([0.08, 0.02, 0.9, 0.8])
@@ -126,23 +148,76 @@ def plot_reconstructions(model, x, path, n=10):
     return _save(fig, path)
 
 
-def plot_samples(model, path, rng, n=64, title=None):
+def plot_samples(model, path, rng, n=64, title=None, digit=None):
     """``n`` samples decode(z), z ~ N(0, I) from ``rng``, in a square-ish grid (8 x 8 for 64).
 
     Shown are the decoder means, not Bernoulli draws of pixels: the usual
     (and smoother) picture of what the model generates. ``title`` names the
-    model, before the standard description.
+    model, before the standard description. A conditional model draws
+    ``digit`` (default: the digits in turn); asking a model that is not
+    conditional for a digit is a ConfigError.
     """
     side = _image_side(model.x_dim)
+    labels = _labels(model, digit, n)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     z = rng.standard_normal((n, model.latent))
-    canvas = _tile(_images(_decode(model, z), side), rows, cols)
+    canvas = _tile(_images(_decode(model, z, labels), side), rows, cols)
     fig = _new_figure(6, 6)
     ax = fig.add_axes([0.02, 0.02, 0.96, 0.87 if title else 0.9])
     _show(ax, canvas)
-    what = r"decoder mean of $p(x \mid z)$, $z \sim \mathcal{N}(0, I)$"
+    given = "" if labels is None else (" (digits in turn)" if digit is None else f", digit $y = {digit}$")
+    what = (r"decoder mean of $p(x \mid z" + ("" if labels is None else ", y") +
+            r")$, $z \sim \mathcal{N}(0, I)$" + given)
     ax.set_title(f"{title}\nsamples: {what}" if title else f"Samples: {what}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_digit_grid(model, path, rng, n=10):
+    """A conditional model's samples, one row per digit: decode(z, y) for ``n`` z ~ N(0, I) a row.
+
+    The same ``n`` draws of z in every row (column j uses z_j), so a column
+    shows one latent "style" written as each digit.
+    """
+    side = _image_side(model.x_dim)
+    if not is_conditional(model):
+        raise ConfigError("plot_digit_grid needs a conditional model")
+    C = model.n_classes
+    z = np.tile(rng.standard_normal((n, model.latent)), (C, 1))
+    images = _images(_decode(model, z, np.repeat(np.arange(C), n)), side)
+    fig = _new_figure(0.6 * n + 0.6, 0.6 * C + 0.5)
+    ax = fig.add_axes([0.08, 0.02, 0.9, 0.9])
+    _show(ax, _tile(images, C, n))
+    ax.set_yticks([r * (side + 1) + side / 2 for r in range(C)], labels=[str(r) for r in range(C)])
+    ax.set_ylabel("label y")
+    ax.set_title("Digits on demand: decode(z, y), one row per y, one z per column", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_analogies(model, x, y, path, n=6):
+    """Style analogies: each of ``n`` test digits, then decode(mu(x, y), y') for every label y'.
+
+    The encoder sees the digit and its true label; its mean z keeps what the
+    label does not say (slant, thickness, style), and the decoder writes that
+    style as each of the ten digits.
+    """
+    if not is_conditional(model):
+        raise ConfigError("plot_analogies needs a conditional model")
+    side = _image_side(model.x_dim)
+    C = model.n_classes
+    x, y = to_numpy(x)[:n], to_numpy(y)[:n]
+    mu = to_numpy(_encode_mu(model, x, y))
+    decoded = _images(_decode(model, np.repeat(mu, C, axis=0), np.tile(np.arange(C), len(x))), side)
+    rows = [np.concatenate([_images(x[i:i + 1], side), decoded[i * C:(i + 1) * C]])
+            for i in range(len(x))]
+    fig = _new_figure(0.6 * (C + 1) + 0.4, 0.6 * len(x) + 0.7)
+    ax = fig.add_axes([0.02, 0.02, 0.96, 0.8])
+    _show(ax, _tile(np.concatenate(rows), len(x), C + 1))
+    ax.set_xticks([c * (side + 1) + side / 2 for c in range(C + 1)],
+                  labels=["input", *(str(c) for c in range(C))], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_title("Analogies: encode a test digit, decode its z with each label y", fontsize=9,
+                 pad=18)
     return _save(fig, path)
 
 
@@ -226,7 +301,8 @@ def plot_latents(model, x, y, path, batch_size=1000):
     say which projection and how much of the means' variance each direction
     shows. Colours: the 10-class ``tab10`` colour map.
     """
-    mu = encode_means(model, x, batch_size).astype(np.float64)
+    mu = encode_means(model, x, batch_size, y if is_conditional(model) else None
+                      ).astype(np.float64)
     y = np.asarray(to_numpy(y)).reshape(-1)
     if len(y) != len(mu):
         raise ConfigError(f"x has {len(mu)} examples but y has {len(y)} labels")
@@ -332,16 +408,22 @@ def save_all_figures(model, run_dir, x_test, y_test, metrics, rng):
 
     reconstructions.png, samples.png, curves.png (if ``metrics``),
     latents.png, manifold.png (only if latent == 2) and interpolation.png
-    (two test digits of different classes). ``rng`` draws the samples.
+    (two test digits of different classes); for a conditional model,
+    digits.png (a row per digit) and analogies.png in place of the last two.
+    ``rng`` draws the samples.
     """
     _image_side(model.x_dim)  # refuse before writing anything
     run_dir = Path(run_dir)
     make_folder(run_dir)
-    paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png"),
+    paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png", y=y_test),
              plot_samples(model, run_dir / "samples.png", rng)]
     if metrics:
         paths.append(plot_curves(metrics, run_dir / "curves.png"))
     paths.append(plot_latents(model, x_test, y_test, run_dir / "latents.png"))
+    if is_conditional(model):  # digits on demand instead of the unconditional manifold
+        paths.append(plot_digit_grid(model, run_dir / "digits.png", rng))
+        paths.append(plot_analogies(model, x_test, y_test, run_dir / "analogies.png"))
+        return paths
     if model.latent == 2:
         paths.append(plot_manifold(model, run_dir / "manifold.png", x=x_test))
     a, b = _interpolation_pair(x_test, y_test)

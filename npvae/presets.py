@@ -21,6 +21,14 @@ summed over pixels and latents and averaged over the batch (nats per example).
   and one of 1 channel (stride 1, padding 1); ReLU, Bernoulli logits on
   [0, 1] pixels, PyTorch's initialisation, Adam 1e-3, batch 128. The layers
   are in ``npvae.vae.build_stacks``.
+- ``burda-vae`` and ``burda-iwae`` are that paper's one-stochastic-layer MNIST
+  experiment (Table 1) with k = 5 samples: the k-sample ELBO ("VAE") and the
+  importance-weighted bound ("IWAE"), Adam with beta2 0.999 and eps 1e-4, and
+  the paper's learning rates 1e-3 * 10^(-i/7), i = 0..7, shortened to one
+  epoch each (``iwae-short``, 8 epochs). The paper's full schedule (3^i
+  epochs per stage, 3,280 in all): ``--lr-schedule iwae --epochs 3280``.
+  ``--k`` changes the number of samples.
+- ``cvae`` is ``pytorch-example`` made conditional on the digit label.
 """
 
 import math
@@ -56,6 +64,30 @@ PRESETS = {
         "model": dict(architecture="conv", hidden=(32, 64), decoder_hidden=None, latent=20,
                       activation="relu", likelihood="bernoulli", sigma=1.0, init="pytorch"),
         "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none"),
+    },
+    "burda-vae": {
+        "description": "Burda et al.'s Table 1 VAE, k=5: 784-200-200-50 tanh, k-sample ELBO, "
+                       "dynamic binarization, batch 20, Adam eps 1e-4, their lr decay shortened "
+                       "to 8 epochs",
+        "model": dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
+                      sigma=1.0, init=None),
+        "training": dict(epochs=8, batch_size=20, lr=1e-3, binarize="dynamic", objective="elbo",
+                         k=5, lr_schedule="iwae-short", adam_eps=1e-4),
+    },
+    "burda-iwae": {
+        "description": "Burda et al.'s Table 1 IWAE, k=5: as burda-vae, trained on the "
+                       "importance-weighted bound",
+        "model": dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
+                      sigma=1.0, init=None),
+        "training": dict(epochs=8, batch_size=20, lr=1e-3, binarize="dynamic", objective="iwae",
+                         k=5, lr_schedule="iwae-short", adam_eps=1e-4),
+    },
+    "cvae": {
+        "description": "a conditional VAE: pytorch-example with the digit label, one-hot, "
+                       "into encoder and decoder",
+        "model": dict(hidden=(400,), latent=20, activation="relu", likelihood="bernoulli",
+                      sigma=1.0, init="pytorch"),
+        "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none", conditional=True),
     },
 }
 

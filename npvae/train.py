@@ -54,9 +54,11 @@ from .backend import default_rng, to_numpy
 from .checkpoint import (CHECKPOINT_NAME, config_differences, load_checkpoint, restore_model,
                          restore_optimizer, save_checkpoint)
 from .config import TrainConfig, derive_seed
+from .cvae import build_model
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
+from .iwae import KSampleObjective
 from .optim import Adam, clip_grad_norm
 from .runs import (check_state, claim_existing_run, claim_run_dir, format_row, new_state,
                    repair_metrics, write_config, write_metrics)
@@ -70,7 +72,8 @@ StepTerms.__doc__ = ("A step's loss and its two terms (nats per example, 0-d arr
 # ---------------------------------------------------------------- the step and the loop
 
 
-def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None, check=True):
+def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None, check=True,
+               y=None, objective=None):
     """One step of gradient descent on the minibatch ``x`` (B, D): a ``StepTerms``.
 
     Forward (the loss terms, with noise ``eps`` (B, Z) or drawn from ``rng``),
@@ -78,9 +81,14 @@ def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None,
     to ``clip``, and one optimizer step. ``beta`` overrides the model's KL
     weight for this step (warm-up); ``check=False`` skips the scan of ``x``
     for NaN and out-of-range pixels, for data checked once beforehand.
+    ``y``: the labels (B,) of a conditional model. ``objective``: a loss in
+    place of the model's own, e.g. ``npvae.iwae.KSampleObjective`` (k samples
+    per example; ``eps`` then has shape (k, B, Z)).
     """
-    terms = model.forward(x, rng=rng, eps=eps, beta=beta, check=check)
-    model.backward()
+    loss = model if objective is None else objective
+    labels = {} if y is None else {"y": y}  # models without labels need not take y
+    terms = loss.forward(x, rng=rng, eps=eps, beta=beta, check=check, **labels)
+    loss.backward()
     grad_norm = clip_grad_norm(optimizer.grads, clip) if clip else None
     optimizer.step()
     return StepTerms(terms.loss, terms.recon, terms.kl, grad_norm)
@@ -165,17 +173,24 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
     """
     config = (config or TrainConfig()).validate()
     data = prepare_data(config)
-    model = VAE(**config.model_kwargs(data.x_train.shape[1]))  # (a model too large: no folder)
-    optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=config.lr)
+    model = build_model(**config.model_kwargs(data.x_train.shape[1]))  # (too large: no folder)
+    optimizer = _adam(model, config)
     run_dir, note, lock = claim_run_dir(run_dir, config.preset, overwrite)
     with lock:
         log(f"run folder: {run_dir}{note}")
         write_config(run_dir, config, model, data)
         log(f"model: {model!r}, {model.theta.size} parameters; {len(data.x_train)} training "
             f"examples, batch {config.batch_size}, {config.epochs} epochs, Adam lr "
-            f"{config.lr:g}")
+            f"{config.lr:g}" + ("" if config.k_sample_objective() is None
+                               else f", objective {config.objective} with k={config.k}"))
         return Run(config, run_dir, data, model, optimizer, new_state(config, data), log,
                    on_step).run()
+
+
+def _adam(model, config):
+    """Adam over the model's flat parameters, with the run's learning rate and epsilon."""
+    return Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=config.lr,
+                eps=config.adam_eps)
 
 
 def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
@@ -207,7 +222,7 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     if state["epoch"] == config.epochs and state["step_in_epoch"] == 0:
         log(f"nothing to do: {run_dir} is finished ({state['epoch']} of {config.epochs} epochs "
             f"trained); pass --epochs N (more than {state['epoch']}) to train further")
-        model = VAE(**config.model_kwargs(checkpoint.model_config["x_dim"]))
+        model = build_model(**config.model_kwargs(checkpoint.model_config["x_dim"]))
         restore_model(checkpoint, model)
         return TrainResult(run_dir, model, None, state["metrics"], state, completed=True)
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
@@ -219,13 +234,13 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     if data.summary() != state.get("data"):
         raise CheckpointError(f"{path}: the data differs from the run's: {data.summary()} now, "
                               f"{state.get('data')} then")
-    model = VAE(**config.model_kwargs(data.x_train.shape[1]))
+    model = build_model(**config.model_kwargs(data.x_train.shape[1]))
     diffs = config_differences(checkpoint.model_config, model.config)
     if diffs:
         raise CheckpointError(f"{path}: the checkpoint's model differs from its config: "
                               + "; ".join(diffs))
     restore_model(checkpoint, model)
-    optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=config.lr)
+    optimizer = _adam(model, config)
     restore_optimizer(checkpoint, optimizer)
     state["train_config"] = asdict(config)
     with claim_existing_run(run_dir):
@@ -267,6 +282,8 @@ class Run:
         self.warmup_steps = config.warmup_epochs * self.steps_per_epoch
         self.flush_every = 1 if self.xp is np else FLUSH_EVERY_DEVICE
         self.stop_requested = False
+        kind = config.k_sample_objective()
+        self.objective = None if kind is None else KSampleObjective(model, kind[1], kind[0])
         # (epoch, global_step) of the checkpoint on disk, if any: divergence keeps it.
         self.saved_at = ((state["epoch"], state["global_step"])
                          if (self.run_dir / CHECKPOINT_NAME).is_file() else None)
@@ -276,6 +293,12 @@ class Run:
         cfg, state, xp = self.config, self.state, self.xp
         self.x_train = xp.asarray(self.data.x_train)
         self.x_test = xp.asarray(self.data.x_test)
+        # Labels travel with the images (same shuffle) for a conditional model only.
+        labels = self.config.conditional
+        self.y_train = xp.asarray(self.data.y_train) if labels else None
+        self.y_test = xp.asarray(self.data.y_test) if labels else None
+        self.y_val = (xp.asarray(self.data.y_val)
+                      if labels and self.data.y_val is not None else None)
         self.x_val = None if self.data.x_val is None else xp.asarray(self.data.x_val)
         previous = self.install_sigint()
         try:
@@ -300,14 +323,18 @@ class Run:
         steps = itertools.islice(batches(self.n, cfg.batch_size, shuffle), first, None)
         pending, started, stop, reached = [], time.perf_counter(), None, first
         bar = self.progress_bar(epoch, first)
+        self.optimizer.lr = cfg.lr_at(epoch)
         try:
             for reached, index in enumerate(steps, start=first + 1):
-                x = self.x_train[xp.asarray(index)]
+                rows = xp.asarray(index)
+                x = self.x_train[rows]
+                y = None if self.y_train is None else self.y_train[rows]
                 if binarize is not None:
                     x = binarize_dynamic(x, binarize)
                 # check=False: prepare_data checked every pixel once already.
                 terms = train_step(self.model, self.optimizer, x, rng=noise, check=False,
-                                   beta=self.beta_at(state["global_step"]), clip=cfg.clip)
+                                   beta=self.beta_at(state["global_step"]), clip=cfg.clip,
+                                   y=y, objective=self.objective)
                 state["global_step"] += 1
                 pending.append((len(x), epoch, reached, state["global_step"], terms))
                 if len(pending) >= self.flush_every:
@@ -407,7 +434,8 @@ class Run:
             b = min(self.config.batch_size, self.n - step * self.config.batch_size)
             if binarize is not None:
                 binarize.random((b, D), dtype=dtype)
-            noise.standard_normal((b, Z), dtype=dtype)
+            noise.standard_normal((b, Z) if self.objective is None else (self.config.k, b, Z),
+                                  dtype=dtype)
 
     def install_sigint(self):
         """Defer Ctrl-C to the end of the current step (main thread only)."""
@@ -477,10 +505,10 @@ class Run:
         cfg, state = self.config, self.state
         seed = derive_seed(cfg.seed, "eval")
         test = evaluate_elbo(self.model, self.x_test, cfg.eval_batch_size,
-                             default_rng(seed, self.xp), beta=1.0)
+                             default_rng(seed, self.xp), beta=1.0, y=self.y_test)
         val = (None if self.x_val is None
                else evaluate_elbo(self.model, self.x_val, cfg.eval_batch_size,
-                                  default_rng(seed, self.xp), beta=1.0))
+                                  default_rng(seed, self.xp), beta=1.0, y=self.y_val))
         for name, values in (("test", test), ("validation", val)):
             for term, value in (values or {}).items():
                 if not math.isfinite(value):
@@ -526,7 +554,8 @@ class Run:
         try:
             folder.mkdir(exist_ok=True)
             plots.plot_reconstructions(self.model, self.data.x_test,
-                                       folder / f"reconstructions_epoch{epoch + 1:03d}.png")
+                                       folder / f"reconstructions_epoch{epoch + 1:03d}.png",
+                                       y=self.data.y_test)
             rng = np.random.default_rng(derive_seed(self.config.seed, "figures"))
             plots.plot_samples(self.model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)
         except Exception as err:  # a figure must never cost the run

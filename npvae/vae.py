@@ -108,10 +108,11 @@ def _conv_channels(x_dim, hidden, decoder_hidden):
     return decoder_hidden
 
 
-def build_stacks(config, *, rng, dtype, xp):
+def build_stacks(config, *, rng, dtype, xp, mlp=MLP):
     """The encoder and decoder (``Sequential``s) of a VAE ``config``, weights drawn from ``rng``.
 
-    ``mlp``: x_dim-hidden-2Z and Z-decoder_hidden-x_dim dense layers.
+    ``mlp``: x_dim-hidden-2Z and Z-decoder_hidden-x_dim dense layers, built by
+    ``mlp(sizes, activation, ...)`` (``npvae.cvae`` passes one that appends labels).
 
     ``conv`` (TensorFlow's convolutional VAE tutorial, for hidden = (32, 64),
     decoder_hidden = (32, 64, 32) on 28 x 28 images): 3 x 3 kernels; each
@@ -131,8 +132,8 @@ def build_stacks(config, *, rng, dtype, xp):
     init = default_init(activation) if config["init"] is None else config["init"]
     args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
     if config["architecture"] == "mlp":
-        return (MLP([x_dim, *config["hidden"], 2 * latent], activation, **args),
-                MLP([latent, *config["decoder_hidden"], x_dim], activation, **args))
+        return (mlp([x_dim, *config["hidden"], 2 * latent], activation, **args),
+                mlp([latent, *config["decoder_hidden"], x_dim], activation, **args))
     act = ACTIVATIONS[activation]
     side = math.isqrt(x_dim)
     small = side // 2 ** len(config["hidden"])
@@ -157,15 +158,23 @@ def parameter_shapes(config):
     """Every parameter's name and shape for a ``VAE.config``, without allocating anything.
 
     A ConfigError for sizes that are not positive integers, or a model beyond
-    ``checks.max_parameters()``. Layer indices are ``build_stacks``'s.
+    ``checks.max_parameters()``. Layer indices are ``build_stacks``'s. A
+    conditional model's config holds ``n_classes``, C: its first layers take
+    C more inputs, the one-hot label (``npvae.cvae``).
     """
     x_dim, latent = positive_int("x_dim", config["x_dim"]), positive_int("latent", config["latent"])
     hidden = sizes("hidden", config["hidden"])
+    labels = config.get("n_classes") or 0
     if config.get("architecture", "mlp") == "mlp":
         decoder_hidden = hidden[::-1] if config.get("decoder_hidden") is None else \
             sizes("decoder_hidden", config["decoder_hidden"])
-        shapes = {**{f"encoder.{k}": s for k, s in MLP.shapes([x_dim, *hidden, 2 * latent]).items()},
-                  **{f"decoder.{k}": s for k, s in MLP.shapes([latent, *decoder_hidden, x_dim]).items()}}
+        encoder = MLP.shapes([x_dim + labels, *hidden, 2 * latent])
+        decoder = MLP.shapes([latent + labels, *decoder_hidden, x_dim])
+        shapes = {**{f"encoder.{k}": s for k, s in encoder.items()},
+                  **{f"decoder.{k}": s for k, s in decoder.items()}}
+    elif labels:
+        raise ConfigError("a conditional model is built on the mlp architecture; got "
+                          f"architecture={config['architecture']!r}")
     else:
         decoder_hidden = _conv_channels(x_dim, hidden, config.get("decoder_hidden"))
         small = math.isqrt(x_dim) // 2 ** len(hidden)
@@ -213,6 +222,9 @@ class VAE:
     initial weights).
     """
 
+    n_classes = None
+    """Labels the model is conditioned on: None here, C for ``npvae.cvae.CVAE``."""
+
     def __init__(self, x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
                  activation="relu", likelihood="bernoulli", sigma=1.0, beta=1.0,
                  init=None, dtype="float32", architecture="mlp", backend="numpy", seed=0):
@@ -220,12 +232,14 @@ class VAE:
             positive_int("x_dim", x_dim), hidden, latent, decoder_hidden=decoder_hidden, activation=activation,
             likelihood=likelihood, sigma=sigma, beta=beta, init=init, dtype=dtype,
             architecture=architecture)
+        if self.n_classes is not None:
+            config["n_classes"] = self.n_classes
         parameter_shapes(config)  # refuse a model beyond the size limit before allocating it
         self.xp = xp = get_xp(backend)
         self.backend = backend
         self.x_dim, self.latent, self.beta = config["x_dim"], config["latent"], config["beta"]
         self.dtype = dtype = np.dtype(config["dtype"])
-        self.encoder, self.decoder = build_stacks(config, rng=np.random.default_rng(seed),
+        self.encoder, self.decoder = self._stacks(config, rng=np.random.default_rng(seed),
                                                   dtype=dtype, xp=xp)
         self.theta, self.dtheta = flatten_parameters(self.encoder.layers + self.decoder.layers, xp)
         # ``output_mean`` maps the decoder's output to the mean of p(x | z): the sigmoid of
@@ -237,6 +251,10 @@ class VAE:
             self.nll = partial(gaussian_nll, sigma=config["sigma"])
             self.nll_backward = partial(gaussian_nll_backward, sigma=config["sigma"])
             self.output_mean = _identity
+
+    def _stacks(self, config, **layer_args):
+        """The encoder and decoder: ``build_stacks`` (a hook: ``npvae.cvae`` feeds them labels)."""
+        return build_stacks(config, **layer_args)
 
     @property
     def params(self):
@@ -280,14 +298,18 @@ class VAE:
         """The decoder's mean of p(x | z): probabilities or means, (B, D)."""
         return self.output_mean(self.decoder.forward(z))
 
-    def forward(self, x, *, eps=None, rng=None, beta=None, check=True):
+    def forward(self, x, y=None, *, eps=None, rng=None, beta=None, check=True):
         """The loss terms of batch ``x`` (B, D) for noise ``eps`` or one drawn from ``rng``.
 
+        ``y``, labels, is for conditional models (``npvae.cvae.CVAE``); here it must be None.
         ``beta`` overrides the configured weight of the KL (KL warm-up).
         ``check=False`` skips the scan of x for NaN and out-of-range pixels
         (for data already checked once). Returns ``LossTerms(loss, recon, kl)``
         and keeps what ``backward`` needs.
         """
+        if y is not None:
+            raise ConfigError("labels y were given, but this VAE is not conditional "
+                              "(build it with n_classes, see npvae.cvae)")
         x = self.check_input(x, values=check)
         if eps is not None and getattr(eps, "shape", None) != (x.shape[0], self.latent):
             raise ConfigError(f"eps must have shape ({x.shape[0]}, {self.latent}); "

@@ -170,7 +170,8 @@ CHECKED = list({token: heading for heading, tokens in reference_lines(MARKDOWN, 
 REQUIRED_HEADINGS = [
     "Conventions", "Dense layer", "Activations", "ReLU", "Leaky ReLU", "Tanh", "Sigmoid",
     "Softplus", "Bernoulli likelihood", "Gaussian likelihood", "Gaussian KL", "Reparameterization",
-    "The whole ELBO", "Adam", "Importance-weighted bound", "Finite-difference checks",
+    "The whole ELBO", "Adam", "Importance-weighted bound", "Importance-weighted training",
+    "Conditional VAE", "Finite-difference checks",
 ]
 
 

@@ -163,3 +163,22 @@ def test_npvae_explore_opens_a_pyplot_window_where_the_backend_can(tmp_path, mon
     assert cli.main(["explore", str(tmp_path), "--n", "100"]) == 0
     assert len(shown) == 1 and plt.fignum_exists(shown[0].figure.number)  # a pyplot figure
     plt.close("all")
+
+
+def test_a_conditional_model_encodes_with_labels_and_decodes_the_chosen_digit():
+    from npvae.cvae import CVAE
+
+    model = CVAE(16, (12,), 2, n_classes=10, seed=1)
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(size=(40, 16)).astype(np.float32), rng.integers(0, 10, 40)
+    explorer = LatentExplorer(model, x, y, digit=7)
+    np.testing.assert_allclose(explorer.coords, encode_means(model, x, y=y))
+    explorer.move_to(1.0, -0.5)
+    z = np.asarray(explorer.z, dtype=np.float32)[None]
+    np.testing.assert_array_equal(explorer.image(), model.decode(z, np.array([7])).reshape(4, 4))
+    assert np.abs(explorer.image() - model.decode(z, np.array([1])).reshape(4, 4)).max() > 1e-4
+    with pytest.raises(ConfigError, match="one of 0 to 9"):
+        LatentExplorer(model, x, y, digit=10)
+    plain, x, y = model_and_digits(latent=2)
+    with pytest.raises(ConfigError, match="not conditional"):
+        LatentExplorer(plain, x, y, digit=3)

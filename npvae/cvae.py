@@ -1,0 +1,160 @@
+"""The conditional VAE: the label, one-hot, is an input of the encoder and of the decoder.
+
+    [x | onehot(y)] (B, D + C) --encoder MLP--> [mu | logvar] (B, 2Z)
+    z = mu + exp(logvar / 2) * eps                                (B, Z)
+    [z | onehot(y)] (B, Z + C) --decoder MLP--> out (B, D)
+
+with C classes (10 for MNIST digits) and the prior p(z) = N(0, I) unchanged
+(Sohn, Lee and Yan, 2015, with the label as the condition). The loss is the
+VAE's, now a bound on log p(x | y). Everything else (reparameterization,
+likelihoods, KL, the k-sample objectives of ``npvae.iwae``) is the VAE's own.
+
+The only new piece is the concatenation in front of each network
+(``LabelledMLP``): forward appends the one-hot columns; backward drops their
+gradient, since the labels are data. Because z's gradient is the first Z
+columns of the decoder's input gradient, the rest of ``VAE.backward`` is
+unchanged. Derivation: ``tutorials/derivations.md``, section "Conditional VAE".
+
+The labels of a batch are set with ``condition(y)`` (``forward``, ``encode``
+and ``decode`` take ``y`` and call it); a decoder batch of k B rows (k samples
+of B examples, sample-major) reuses the B labels k times.
+"""
+
+from functools import partial
+
+import numpy as np
+
+from .checks import positive_int
+from .errors import ConfigError, DataError
+from .layers import MLP
+from .vae import VAE, build_stacks
+
+
+class LabelledMLP(MLP):
+    """An MLP whose input is ``[x | onehot(y)]``: ``sizes[0]`` features plus ``n_classes``.
+
+    ``onehot`` (B, C) is set by the model before each pass. Shapes: x (R, n)
+    with R a multiple of B -> out (R, sizes[-1]). Parameters are the MLP's
+    (the first layer's W has n + C rows).
+
+    Backward (``derivations.md#conditional-vae``), from dout (R, sizes[-1]):
+    the MLP's backward gives the gradient of ``[x | onehot]`` (R, n + C) and
+    every parameter's (the label rows of the first W get onehot^T dout_1, the
+    summed gradient of each class's examples); dx is its first n columns.
+    """
+
+    def __init__(self, sizes, activation="relu", *, n_classes, **layer_args):
+        super().__init__([sizes[0] + n_classes, *sizes[1:]], activation, **layer_args)
+        self.n_classes, self.onehot = n_classes, None
+        self.xp = layer_args.get("xp", np)
+
+    def labels_for(self, rows):
+        """The one-hot labels of ``rows`` input rows (R, C): ``onehot`` repeated R / B times."""
+        if self.onehot is None:
+            raise ConfigError("a conditional model needs the labels y of the batch")
+        B = self.onehot.shape[0]
+        if rows % B:
+            raise ConfigError(f"{rows} rows do not match the {B} labels of the batch")
+        return self.onehot if rows == B else self.xp.tile(self.onehot, (rows // B, 1))
+
+    def forward(self, x):
+        return super().forward(self.xp.concatenate([x, self.labels_for(x.shape[0])], axis=1))
+
+    def backward(self, dout, need_dx=True):
+        """The MLP's backward; dx without the label columns (R, n), or None.
+
+        Derivation: ``derivations.md#conditional-vae``.
+        """
+        dx = super().backward(dout, need_dx)
+        return None if dx is None else dx[:, :-self.n_classes]
+
+
+class CVAE(VAE):
+    """A conditional VAE: ``VAE``'s arguments plus ``n_classes`` (C, 10 for MNIST).
+
+    ``forward(x, y, ...)``, ``encode(x, y)``, ``decode(z, y)`` take integer
+    labels y (B,) in [0, C). ``config`` holds ``n_classes``, so
+    ``build_model(**model.config)`` rebuilds it (checkpoints use that).
+    """
+
+    def __init__(self, x_dim=784, hidden=(400,), latent=20, *, n_classes=10, **kwargs):
+        self.n_classes = positive_int("n_classes", n_classes)
+        if self.n_classes < 2:
+            raise ConfigError(f"n_classes={n_classes!r} must be at least 2")
+        super().__init__(x_dim, hidden, latent, **kwargs)   # puts n_classes in the config
+
+    def _stacks(self, config, **layer_args):
+        """``build_stacks``'s MLPs, each fed the one-hot labels (the mlp architecture only)."""
+        return build_stacks(config, mlp=partial(LabelledMLP, n_classes=self.n_classes),
+                            **layer_args)
+
+    def condition(self, y):
+        """Set the labels ``y`` (B,) of the next encoder and decoder passes (one-hot, C columns)."""
+        xp = self.xp
+        y = xp.asarray(y)
+        if y.ndim != 1 or y.shape[0] < 1:
+            raise ConfigError(f"y must have shape (batch,); got shape {y.shape}")
+        if y.dtype.kind not in "iu":
+            raise DataError(f"labels y must be integers; got dtype {y.dtype}")
+        if bool((y < 0).any()) or bool((y >= self.n_classes).any()):
+            raise DataError(f"labels y must lie in [0, {self.n_classes}); got min {int(y.min())} "
+                            f"and max {int(y.max())}")
+        onehot = xp.zeros((y.shape[0], self.n_classes), dtype=self.dtype)
+        onehot[xp.arange(y.shape[0]), y] = 1
+        self.encoder.onehot = self.decoder.onehot = onehot
+
+    def forward(self, x, y=None, **kwargs):
+        """``VAE.forward`` for batch ``x`` (B, D) with labels ``y`` (B,)."""
+        if y is None:
+            raise ConfigError("a conditional model needs the labels y of the batch")
+        if getattr(x, "shape", (None,))[0] != len(y):
+            raise ConfigError(f"x holds {getattr(x, 'shape', (None,))[0]} examples but y "
+                              f"{len(y)} labels")
+        self.condition(y)
+        return super().forward(x, **kwargs)
+
+    def encode(self, x, y=None):
+        """q(z | x, y): ``(mu, logvar)``, each (B, Z); y None keeps the labels set last."""
+        if y is not None:
+            self.condition(y)
+        return super().encode(x)
+
+    def decode(self, z, y=None):
+        """The mean of p(x | z, y), (B, D); y None keeps the labels set last."""
+        if y is not None:
+            self.condition(y)
+        return super().decode(z)
+
+    def __repr__(self):
+        return "C" + super().__repr__()[:-1] + f", {self.n_classes} classes)"
+
+
+def is_conditional(model):
+    """Whether ``model`` takes labels (a ``CVAE``)."""
+    return isinstance(model, CVAE)
+
+
+def set_condition(model, y, batch=None):
+    """Condition ``model`` on labels ``y`` (B,), or check that it needs none.
+
+    A conditional model without labels, or labels for a plain VAE, or ``batch``
+    examples with a different number of labels, is a ConfigError.
+    """
+    if not is_conditional(model):
+        if y is not None:
+            raise ConfigError("labels y were given, but this VAE is not conditional "
+                              "(build it with n_classes)")
+        return
+    if y is None:
+        raise ConfigError("a conditional model needs the labels y of the batch")
+    if batch is not None and len(y) != batch:
+        raise ConfigError(f"x holds {batch} examples but y {len(y)} labels")
+    model.condition(y)
+
+
+def build_model(**config):
+    """The model of a ``config`` (``VAE.config`` and ``backend``, ``seed``): a CVAE with ``n_classes``."""
+    if config.get("n_classes") is not None:
+        return CVAE(**config)
+    config.pop("n_classes", None)
+    return VAE(**config)
