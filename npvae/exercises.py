@@ -25,7 +25,8 @@ Adding an exercise is one entry in ``EXERCISES`` and one stub file. A layer
 with npvae's interface (``params`` / ``grads`` dicts, ``forward(x)``,
 ``backward(dout) -> dx``), such as a convolution, needs only
 ``layer_exercise(...)``: the learner writes ``NAME_forward(x, <params>)`` and
-``NAME_backward(dout, x, <params>) -> (dx, d<param>, ...)``.
+``NAME_backward(dout, x, <params>) -> (dx, d<param>, ...)`` (data the layer
+holds, such as a conditional layer's one-hot labels, can be given too).
 """
 
 import argparse
@@ -153,7 +154,7 @@ class Line:
     detail: str = ""
 
     def __str__(self):
-        return f"  {self.tensor:<22} {self.status:<20} {self.detail}".rstrip()
+        return f"  {self.tensor:<28} {self.status:<20} {self.detail}".rstrip()
 
 
 class Grade:
@@ -234,38 +235,48 @@ class Exercise:
     summary: str = ""
 
 
-def layer_exercise(name, file, make_layer, x_shape, anchor, summary, candidates=None, solution=()):
+def layer_exercise(name, file, make_layer, x_shape, anchor, summary, candidates=None, solution=(),
+                   given=()):
     """The exercise for a layer with npvae's interface: forward, and every gradient of backward.
 
     ``make_layer(rng)`` builds a float64 npvae layer; the learner writes
-    ``NAME_forward(x, <params>) -> out`` and ``NAME_backward(dout, x, <params>)
-    -> (dx, d<param>, ...)`` (parameters by their keys, each function taking
-    those it needs). ``candidates(x, params, dout)`` may return
-    ``{tensor: {message: usual wrong answer}}``.
+    ``NAME_forward(x, <inputs>) -> out`` and ``NAME_backward(dout, x, <inputs>)
+    -> (dx, d<param>, ...)``, each function taking the inputs it needs by name:
+    the parameters, named by their keys (a one-layer ``Sequential``'s "0.W"
+    as W), and the layer's attributes named in ``given`` (data the layer
+    holds, such as a ``LabelledMLP``'s onehot). ``candidates(x, inputs, dout)``
+    may return ``{tensor: {message: usual wrong answer}}``.
     """
+    functions = (f"{name}_forward", f"{name}_backward")
+    return Exercise(name, file, functions, anchor, layer_grader(name, make_layer, x_shape, candidates, given),
+                    solution, summary)
+
+
+def layer_grader(name, make_layer, x_shape, candidates=None, given=()):
+    """``layer_exercise``'s grading of ``NAME_forward`` and ``NAME_backward``, as a function of a Grade."""
     def grade(g):
         rng = np.random.default_rng(0)
         layer = make_layer(rng)
         x = _inputs(rng, x_shape)
-        params = {k: p.copy() for k, p in layer.params.items()}
+        params = {k.rpartition(".")[2]: p.copy() for k, p in layer.params.items()}
+        inputs = {**{a: getattr(layer, a).copy() for a in given}, **params}
         out = layer.forward(x)
         dout = rng.standard_normal(out.shape)
         dx = layer.backward(dout)
-        ref = {"dx": dx, **{f"d{k}": layer.grads[k].copy() for k in params}}
+        ref = {"dx": dx, **{f"d{k}": grad.copy() for k, grad in zip(params, layer.grads.values())}}
         numeric = dict(zip(ref, fd(lambda: np.sum(dout * layer.forward(x)), x, *layer.params.values())))
         floor = noise_floor(np.sum(np.abs(dout * out)))
-        wrong = candidates(x, params, dout) if candidates else {}
+        wrong = candidates(x, inputs, dout) if candidates else {}
 
-        got = g.call_by_name(f"{name}_forward", ["out"], {"x": x, **params})
+        got = g.call_by_name(f"{name}_forward", ["out"], {"x": x, **inputs})
         if got:
             g.check("out", got[0], out, candidates=wrong.get("out"))
-        got = g.call_by_name(f"{name}_backward", list(ref), {"dout": dout, "x": x, **params})
+        got = g.call_by_name(f"{name}_backward", list(ref), {"dout": dout, "x": x, **inputs})
         for tensor, value in zip(ref, got or ()):
             g.check(tensor, value, ref[tensor], numeric=numeric[tensor], floor=floor,
                     candidates=wrong.get(tensor))
 
-    functions = (f"{name}_forward", f"{name}_backward")
-    return Exercise(name, file, functions, anchor, grade, solution, summary)
+    return grade
 
 
 def _dense_candidates(x, params, dout):
@@ -476,16 +487,59 @@ def grade_reparameterize(g):
         g.check(tensor, value, ref, numeric=num, floor=floor, candidates=wrong[tensor])
 
 
-def _encoder_gradient(model, x, eps, beta):
-    """d loss / d (mu, logvar) from npvae's VAE.backward: what it hands the encoder, split."""
-    handed = []
-    model.encoder.backward = lambda dh, need_dx=True: handed.append(dh.copy())
+def _handed(model, backward, decoder_dz=True):
+    """What npvae's ``backward()`` hands the decoder's and the encoder's backward: (dout, dmu, dlogvar).
+
+    dout as the decoder receives it; dmu and dlogvar the two halves of the
+    encoder's dh (which goes no further). ``decoder_dz=False`` replaces the
+    decoder's dz with zeros, leaving only the paths that bypass the decoder.
+    """
+    seen, decoder_backward = {}, model.decoder.backward
+
+    def decoder(dout, need_dx=True):
+        seen["dout"] = dout.copy()
+        dz = decoder_backward(dout, need_dx)
+        return dz if decoder_dz else np.zeros_like(dz)
+
+    model.decoder.backward = decoder
+    model.encoder.backward = lambda dh, need_dx=True: seen.update(dh=dh.copy())
     try:
-        model.forward(x, eps=eps, beta=beta)
-        model.backward()
+        backward()
     finally:
-        del model.encoder.backward
-    return np.split(handed[0], 2, axis=1)
+        del model.decoder.backward, model.encoder.backward
+    return (seen["dout"], *np.split(seen["dh"], 2, axis=1))
+
+
+def _fd_holding(obj, method, held, loss):
+    """Central differences of ``loss()`` w.r.t. the arrays ``held``, while ``obj.method`` returns them.
+
+    ``held`` is one array or a tuple of arrays, returned as they are (and
+    perturbed in place), whatever ``obj.method`` is called with.
+    """
+    setattr(obj, method, lambda *args, **kwargs: held)
+    try:
+        return fd(loss, *(held if isinstance(held, tuple) else (held,)))
+    finally:
+        delattr(obj, method)
+
+
+def _grade_parameters(g, model, got_grads, ref_grads, loss, floor, blame):
+    """A line for each of ``model.grads``, against central differences of ``loss()``.
+
+    ``blame`` maps a network ("encoder", "decoder") to the reason its wrong
+    gradients are given, when the learner's tensor it backpropagates is wrong.
+    """
+    for k, p in model.params.items():
+        (num,) = fd(loss, p)
+        status, detail = judge(got_grads[k], ref_grads[k], numeric=num, floor=floor)
+        if status != OK and not got_grads[k].any():
+            detail = "is all zeros: fill model.grads (the decoder's and the encoder's backward do)"
+        elif status != OK and blame.get(k.partition(".")[0]):
+            detail = blame[k.partition(".")[0]]
+        g.add([k], status, detail)
+
+
+ENCODER_BLAMED = "is wrong because dmu and dlogvar are (the encoder backpropagates them)"
 
 
 def grade_vae(g):
@@ -502,9 +556,11 @@ def grade_vae(g):
 
     # The reference, and its two paths into mu and logvar: the reconstruction's
     # through z (beta = 0) and the KL's directly (the rest).
+    def encoder_gradient(beta):
+        return _handed(model, lambda: (model.forward(x, eps=eps, beta=beta), model.backward()))[1:]
+
     beta = model.beta
-    both = _encoder_gradient(model, x, eps, beta)
-    recon = _encoder_gradient(model, x, eps, 0.0)
+    both, recon = encoder_gradient(beta), encoder_gradient(0.0)
     kl = [t - r for t, r in zip(both, recon)]
     terms = model.forward(x, eps=eps)
     model.backward()
@@ -514,12 +570,7 @@ def grade_vae(g):
     def loss():
         return model.forward(x, eps=eps).loss
 
-    mu, logvar = (t.copy() for t in model.encode(x))
-    model.encode = lambda x_: (mu, logvar)
-    try:
-        numeric = fd(loss, mu, logvar)
-    finally:
-        del model.encode
+    numeric = _fd_holding(model, "encode", tuple(t.copy() for t in model.encode(x)), loss)
     paths_ok = True
     for i, tensor in enumerate(["dmu", "dlogvar"]):
         wrong = {"has only the KL path: the reconstruction's path through z = mu + exp(logvar / 2) eps "
@@ -531,17 +582,10 @@ def grade_vae(g):
                  "subtracts the KL path where it adds it": recon[i] - kl[i]}
         if got:
             paths_ok &= g.check(tensor, got[i], both[i], numeric=numeric[i], floor=floor, candidates=wrong)
-    paths_ok = paths_ok and got is not None
     if got is None and g.lines[-1].status == TODO:
         return
-    for k, p in model.params.items():
-        (num,) = fd(loss, p)
-        status, detail = judge(got_grads[k], ref_grads[k], numeric=num, floor=floor)
-        if status != OK and not got_grads[k].any():
-            detail = "is all zeros: fill model.grads (the decoder's and the encoder's backward do)"
-        elif status != OK and k.startswith("encoder") and not paths_ok:
-            detail = "is wrong because dmu and dlogvar are (the encoder backpropagates them)"
-        g.add([k], status, detail)
+    _grade_parameters(g, model, got_grads, ref_grads, loss, floor,
+                      {"encoder": None if paths_ok and got else ENCODER_BLAMED})
 
 
 def grade_adam(g):
@@ -586,6 +630,27 @@ def grade_adam(g):
             g.check(tensor, value, ref, candidates=wrong[tensor])
 
 
+def _one_line(a):
+    """An array as printed by numpy, on one line."""
+    return " ".join(str(np.asarray(a)).split())
+
+
+def check_large_log_weights(g, fname, reference, *args):
+    """The line ``fname (+/-1000)``: the learner's ``fname(log_w, *args)`` on log weights of +/-1000.
+
+    exp(1000) overflows and exp(-1000) underflows in float64, so only a form
+    that subtracts the maximum first gets ``reference(log_w, *args)``.
+    """
+    tensor, big = f"{fname} (+/-1000)", np.array([[-1000.0, 1000.0], [-1001.0, 999.0]])
+    got = g.call(fname, [tensor], big.copy(), *args)
+    if got:
+        ref = reference(big, *args)
+        status, detail = judge(got[0], ref)
+        g.add([tensor], status, detail if status == OK else
+              "not stable for log weights of +/-1000 (exp under- or overflows): subtract the "
+              f"maximum over the samples first (got {_one_line(got[0])}, expected {_one_line(ref)})")
+
+
 def grade_iw_bound(g):
     rng = np.random.default_rng(8)
     k, Z = 5, 3
@@ -596,13 +661,7 @@ def grade_iw_bound(g):
              "is taken over axis 1 instead of the given axis (0 here, the samples)": logmeanexp(a, axis=1)}
     got = g.call("logmeanexp", ["logmeanexp"], a.copy(), 0)
     if got and g.check("logmeanexp", got[0], ref, candidates=wrong):
-        big = np.array([[-1000.0, 1000.0], [-1001.0, 999.0]])
-        got = g.call("logmeanexp", ["logmeanexp (+/-1000)"], big.copy(), 0)
-        if got:
-            status, detail = judge(got[0], logmeanexp(big, axis=0))
-            g.add(["logmeanexp (+/-1000)"], status, detail if status == OK else
-                  "not stable for log weights of +/-1000 (exp under- or overflows): subtract the "
-                  f"maximum first (got {got[0]}, expected {logmeanexp(big, axis=0)})")
+        check_large_log_weights(g, "logmeanexp", logmeanexp, 0)
 
     mu, logvar = rng.standard_normal((B, Z)), rng.standard_normal((B, Z))
     z = mu + np.exp(logvar / 2) * rng.standard_normal((k, B, Z))
