@@ -10,8 +10,9 @@ tensor: ``ok`` with the relative error, ``not implemented yet``, or what is
 wrong. A wrong tensor is compared with the usual wrong answers (sign, a
 factor of 2 or 1/2, a transpose, a missing 1/B, a sum over the wrong axis,
 the variance for the standard deviation, a missing path, Adam without bias
-correction) and the mistake is named; failing that, the line says by how
-much it is wrong and at which entry.
+correction, importance weights over the wrong axis or uniform) and the
+mistake is named; failing that, the line says by how much it is wrong and
+at which entry.
 
     npvae exercises list
     npvae exercises check [NAME ...] [--dir DIR | --file PATH]
@@ -44,6 +45,7 @@ from .activations import ACTIVATIONS, sigmoid, softplus
 from .evaluate import logmeanexp
 from .gradcheck import DEFAULT_TOL, noise_floor, numerical_gradient, rel_error
 from .conv import Conv2D, ConvTranspose2D
+from .iwae import KSampleObjective, importance_weights
 from .layers import Dense
 from .losses import (bernoulli_nll, bernoulli_nll_backward, gaussian_kl, gaussian_kl_backward,
                      gaussian_kl_per_dim, gaussian_nll, gaussian_nll_backward, log_normal,
@@ -686,6 +688,106 @@ def grade_iw_bound(g):
         g.check("iw_bound", got[0], bound, candidates=wrong)
 
 
+K = 5  # samples per example in the iwae exercise
+
+
+def _weight_mistakes(log_w):
+    """Usual wrong normalised importance weights for ``log_w`` (k, B): ``{what they are: weights}``."""
+    k = log_w.shape[0]
+    return {"the softmax over the B examples (axis 1), not over the k samples (axis 0): each "
+            "example's k weights sum to 1": importance_weights(log_w, axis=1),
+            "the unnormalised weights exp(log w): divide them by their sum over the k samples":
+                np.exp(log_w),
+            "exp(log w - max) without dividing by its sum over the k samples":
+                np.exp(log_w - log_w.max(axis=0)),
+            f"the uniform weights 1/k = 1/{k}: that gives the k-sample ELBO's gradient, not IWAE's, "
+            "whose weights are the softmax of the log weights over the samples":
+                np.full(log_w.shape, 1 / k)}
+
+
+def _iwae_reference(objective, x, eps):
+    """npvae's IWAE gradients (dout (k, B, D), dmu, dlogvar) for batch ``x`` and noise ``eps``,
+    and the usual wrong ones, ``{message: (dout, dmu, dlogvar)}``.
+
+    The wrong ones come from npvae's own backward with a piece changed: the
+    weights, the prior's term (z held at 0 in it), the decoder's dz (held at
+    0, leaving log q's direct term alone), or the objective ("elbo").
+    """
+    model = objective.model
+    objective.forward(x, eps=eps)
+    lw, wt = objective.lw, objective.weights
+
+    def handed(backward=objective.backward, weights=wt, z=lw.z, decoder_dz=True):
+        objective.weights, objective.lw = weights, lw._replace(z=z)
+        dout, dmu, dlogvar = _handed(model, backward, decoder_dz)
+        objective.weights, objective.lw = wt, lw
+        return dout.reshape(lw.out.shape), dmu, dlogvar
+
+    no_z = np.zeros_like(lw.z)
+    ref, no_prior, direct = handed(), handed(z=no_z), handed(z=no_z, decoder_dz=False)
+    elbo = KSampleObjective(model, objective.k, "elbo")
+    elbo.forward(x, eps=eps)
+    return ref, {
+        **{f"uses {what}": handed(weights=w) for what, w in _weight_mistakes(lw.log_w).items()},
+        'is the gradient of the k-sample ELBO with the KL in closed form (objective "elbo": '
+        "vae_backward's, averaged over the k samples), not IWAE's": handed(elbo.backward),
+        f"is B = {B} times the right answer: each sample's weight is wt / B, the 1/B of the batch "
+        "mean is missing": [B * t for t in ref],
+        "lacks the prior's term: -log p(z) = |z|^2 / 2 + const adds c z to the decoder's dz": no_prior,
+        "lacks log q's direct term: with eps held, log q = -1/2 sum(eps^2 + logvar + log 2 pi), "
+        "-1/2 per sample, weighted by c": [*ref[:2], ref[2] - direct[2]],
+        "adds log q's direct term where it subtracts it: -log w holds +log q, whose direct "
+        "derivative is -1/2 per sample": [*ref[:2], ref[2] - 2 * direct[2]],
+        "has only the decoder's path: the prior's c z and log q's direct -1/2 are missing":
+            [*no_prior[:2], no_prior[2] - direct[2]],
+        "has shape (k B, D), as the decoder's backward takes it: return dout as (k, B, D)":
+            [ref[0].reshape(-1, ref[0].shape[-1]), *ref[1:]]}
+
+
+def grade_iwae(g):
+    rng = np.random.default_rng(14)
+    log_w = 3 * rng.standard_normal((K, B))
+    wrong = {f"are {what}": w for what, w in _weight_mistakes(log_w).items()}
+    got = g.call("importance_weights", ["importance_weights"], log_w.copy())
+    if got and g.check("importance_weights", got[0], importance_weights(log_w), candidates=wrong):
+        check_large_log_weights(g, "importance_weights", importance_weights)
+
+    model = VAE(x_dim=6, hidden=(5,), latent=3, activation="tanh", dtype="float64", seed=14)
+    for p in model.params.values():
+        p += rng.normal(0.0, 0.3, p.shape)
+    x, eps = rng.random((B, 6)), rng.standard_normal((K, B, 3))
+    objective = KSampleObjective(model, K, "iwae")
+    terms = objective.forward(x, eps=eps)
+    del objective.weights  # the learner's importance_weights make them
+    model.dtheta[...] = 0
+    names = ["dout", "dmu", "dlogvar"]
+    got = g.call("iwae_backward", names, objective)
+    got_grads = {k: v.copy() for k, v in model.grads.items()}
+    if got is None and g.lines[-1].status == TODO:
+        return
+
+    ref, mistakes = _iwae_reference(objective, x, eps)
+    objective.forward(x, eps=eps)
+    objective.backward()
+    ref_grads = {k: v.copy() for k, v in model.grads.items()}
+    floor = noise_floor(abs(terms.recon) + abs(terms.kl))
+
+    def loss():
+        return objective.forward(x, eps=eps).loss
+
+    numeric = [*_fd_holding(model.decoder, "forward", objective.lw.out.reshape(K * B, -1).copy(), loss),
+               *_fd_holding(model, "encode", (objective.mu.copy(), objective.logvar.copy()), loss)]
+    ok = {}
+    for i, tensor in enumerate(names):
+        wrong = {m: v[i] for m, v in mistakes.items() if not _close(v[i], ref[i])}
+        ok[tensor] = bool(got) and g.check(tensor, got[i], ref[i], numeric=numeric[i].reshape(ref[i].shape),
+                                           floor=floor, candidates=wrong)
+    _grade_parameters(g, model, got_grads, ref_grads, loss, floor,
+                      {"decoder": None if ok["dout"] else "is wrong because dout is (the decoder "
+                                                          "backpropagates it)",
+                       "encoder": None if ok["dmu"] and ok["dlogvar"] else ENCODER_BLAMED})
+
+
 EXERCISES = {ex.name: ex for ex in [
     layer_exercise("dense", "01_dense.py", lambda rng: Dense(4, 3, rng=rng, init="pytorch", dtype=np.float64),
                    (B, 4), "dense-layer", "the dense layer: forward and backward",
@@ -733,6 +835,9 @@ EXERCISES = {ex.name: ex for ex in [
                    "a 3x3 stride-2 transposed convolution: forward (col2im) and backward",
                    _flipped_kernel_dx(_conv_transpose2d),
                    (ConvTranspose2D.forward, ConvTranspose2D.backward)),
+    Exercise("iwae", "14_iwae.py", ("importance_weights", "iwae_backward"), "importance-weighted-training",
+             grade_iwae, (importance_weights, KSampleObjective.backward),
+             "the IWAE backward: importance weights (a softmax over the samples) and every path"),
 ]}
 
 

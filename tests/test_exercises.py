@@ -117,6 +117,19 @@ SOLUTIONS = {
         layer.forward(x)
         dx = layer.backward(dout)
         return dx, layer.grads["W"], layer.grads["b"]""",
+    "importance_weights": """
+        from npvae import iwae
+        return iwae.importance_weights(log_w)""",
+    "iwae_backward": """
+        model, handed = objective.model, []
+        decoder_backward, encoder_backward = model.decoder.backward, model.encoder.backward
+        model.decoder.backward = lambda dout, need_dx=True: (handed.append(dout)
+                                                             or decoder_backward(dout, need_dx))
+        model.encoder.backward = lambda dh, need_dx=True: handed.append(dh) or encoder_backward(dh, need_dx)
+        objective.weights = importance_weights(objective.lw.log_w)
+        objective.backward()
+        del model.decoder.backward, model.encoder.backward
+        return (handed[0].reshape(objective.lw.out.shape), *np.split(handed[1], 2, axis=1))""",
 }
 
 # The VAE backward as a learner writes it, from the pieces; {dout} and {paths} are the places
@@ -133,6 +146,24 @@ VAE_BY_HAND = """
 
 def vae_by_hand(dout="1.0 / model.x.shape[0]", paths="dmu_recon + dmu_kl, dlogvar_recon + dlogvar_kl"):
     return VAE_BY_HAND.format(dout=dout, paths=paths)
+
+
+# The IWAE backward as a learner writes it; each {slot} is a place for a usual mistake.
+IWAE_BY_HAND = """
+    model, lw, x = objective.model, objective.lw, objective.x
+    k, B, D = lw.out.shape
+    c = {weights} / {batch}
+    dout = model.nll_backward(c, lw.out, x)
+    dz = model.decoder.backward(dout.reshape(k * B, D)).reshape(lw.z.shape) + {prior}
+    dmu, dlogvar = reparameterize_backward(dz, objective.logvar, objective.eps)
+    dmu, dlogvar = dmu.sum(axis=0), dlogvar.sum(axis=0) + {direct}
+    model.encoder.backward(np.concatenate([dmu, dlogvar], axis=1), need_dx=False)
+    return dout, dmu, dlogvar"""
+
+
+def iwae_by_hand(weights="importance_weights(lw.log_w)", batch="B", prior="c[..., None] * lw.z",
+                 direct="-0.5 * c.sum(axis=0)[:, None]"):
+    return IWAE_BY_HAND.format(weights=weights, batch=batch, prior=prior, direct=direct)
 
 
 def fill(stub_text, bodies):
@@ -221,9 +252,11 @@ def test_all_filled_stubs_pass_on_the_command_line(tmp_path, capsys):
     assert digest(tmp_path) == before
 
 
-def test_a_learners_own_vae_backward_passes(tmp_path):
-    path = write_exercise(tmp_path, "vae_backward", vae_backward=vae_by_hand())
-    lines = grade(EXERCISES["vae_backward"], path)
+@pytest.mark.parametrize("name,bodies", [("vae_backward", {"vae_backward": vae_by_hand()}),
+                                         ("iwae", {"iwae_backward": iwae_by_hand()})])
+def test_a_learners_own_version_passes(tmp_path, name, bodies):
+    path = write_exercise(tmp_path, name, **bodies)
+    lines = grade(EXERCISES[name], path)
     assert all(line.status == OK for line in lines), "\n".join(map(str, lines))
 
 
@@ -287,6 +320,34 @@ PLANTED = {
         layer.forward(x)
         layer.backward(dout)
         return dx, layer.grads["W"], layer.grads["b"]"""}, "dx", "kernel flipped"),
+    "softmax over the examples": ("iwae", {"importance_weights": """
+        e = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)"""}, "importance_weights",
+        "softmax over the B examples (axis 1)"),
+    "unnormalised importance weights": ("iwae", {"importance_weights": """
+        return np.exp(log_w - log_w.max(axis=0))"""}, "importance_weights", "without dividing by its sum"),
+    "softmax that overflows": ("iwae", {"importance_weights": """
+        e = np.exp(log_w)
+        return e / e.sum(axis=0)"""}, "importance_weights (+/-1000)", "not stable for log weights of +/-1000"),
+    "uniform weights in the IWAE backward": ("iwae", {"iwae_backward": iwae_by_hand(
+        weights="np.full(lw.log_w.shape, 1 / k)")}, "dmu", "k-sample ELBO's gradient, not IWAE's"),
+    "the closed-form KL's ELBO for IWAE": ("iwae", {"iwae_backward": """
+        from npvae.losses import gaussian_kl_backward
+        model, lw, x = objective.model, objective.lw, objective.x
+        k, B, D = lw.out.shape
+        dout = model.nll_backward(1 / (k * B), lw.out, x)
+        dz = model.decoder.backward(dout.reshape(k * B, D)).reshape(lw.z.shape)
+        dmu, dlogvar = reparameterize_backward(dz, objective.logvar, objective.eps)
+        dmu_kl, dlogvar_kl = gaussian_kl_backward(1 / B, objective.mu, objective.logvar)
+        dmu, dlogvar = dmu.sum(axis=0) + dmu_kl, dlogvar.sum(axis=0) + dlogvar_kl
+        model.encoder.backward(np.concatenate([dmu, dlogvar], axis=1), need_dx=False)
+        return dout, dmu, dlogvar"""}, "dlogvar", 'KL in closed form (objective "elbo"'),
+    "missing 1/B in the IWAE backward": ("iwae", {"iwae_backward": iwae_by_hand(batch="1")}, "dout",
+                                         "each sample's weight is wt / B"),
+    "missing direct -1/2 of log q": ("iwae", {"iwae_backward": iwae_by_hand(direct="0")}, "dlogvar",
+                                     "lacks log q's direct term"),
+    "missing prior term": ("iwae", {"iwae_backward": iwae_by_hand(prior="0")}, "dmu",
+                           "lacks the prior's term"),
     "a mistake without a name": ("tanh", {"tanh_backward": "return dout * (1 - out**3)"}, "dx",
                                  "relative error"),
 }
@@ -375,6 +436,10 @@ def test_list_and_show_solution(capsys):
     assert main(["check", "vae_backward", "--show-solution"]) == 0
     out = capsys.readouterr().out
     assert "def backward(self):" in out and "gaussian_kl_backward" in out
+    assert main(["check", "iwae", "--show-solution"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"# npvae/{where}" in out for where in [
+        "iwae.py: importance_weights", "iwae.py: KSampleObjective.backward"])
     assert main(["check", "dense", "--dir", str(STUBS)]) == 1
     assert "def backward" not in capsys.readouterr().out, "the solution is shown only when asked"
 
