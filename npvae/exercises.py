@@ -10,9 +10,9 @@ tensor: ``ok`` with the relative error, ``not implemented yet``, or what is
 wrong. A wrong tensor is compared with the usual wrong answers (sign, a
 factor of 2 or 1/2, a transpose, a missing 1/B, a sum over the wrong axis,
 the variance for the standard deviation, a missing path, Adam without bias
-correction, importance weights over the wrong axis or uniform) and the
-mistake is named; failing that, the line says by how much it is wrong and
-at which entry.
+correction, importance weights over the wrong axis or uniform, label
+columns kept) and the mistake is named; failing that, the line says by how
+much it is wrong and at which entry.
 
     npvae exercises list
     npvae exercises check [NAME ...] [--dir DIR | --file PATH]
@@ -45,8 +45,9 @@ from .activations import ACTIVATIONS, sigmoid, softplus
 from .evaluate import logmeanexp
 from .gradcheck import DEFAULT_TOL, noise_floor, numerical_gradient, rel_error
 from .conv import Conv2D, ConvTranspose2D
+from .cvae import CVAE, LabelledMLP
 from .iwae import KSampleObjective, importance_weights
-from .layers import Dense
+from .layers import Dense, Sequential
 from .losses import (bernoulli_nll, bernoulli_nll_backward, gaussian_kl, gaussian_kl_backward,
                      gaussian_kl_per_dim, gaussian_nll, gaussian_nll_backward, log_normal,
                      log_standard_normal)
@@ -788,6 +789,81 @@ def grade_iwae(g):
                        "encoder": None if ok["dmu"] and ok["dlogvar"] else ENCODER_BLAMED})
 
 
+LABELS, N_CLASSES = np.array([3, 0, 3, 1]), 5   # not every class in the batch: max(y) + 1 < C
+SAMPLES = 3                                     # the labelled layer's rows: SAMPLES x B
+
+
+def _onehot(y, n_classes):
+    """npvae's one-hot labels of ``y`` (B,): what ``CVAE.condition`` gives its networks, (B, C)."""
+    model = CVAE(x_dim=1, hidden=(1,), latent=1, n_classes=n_classes, dtype="float64", seed=0)
+    model.condition(y)
+    return model.encoder.onehot
+
+
+def _labelled_layer(rng, inputs=None):
+    """A one-layer float64 ``LabelledMLP``: 4 features and the one-hot labels to 6 outputs.
+
+    Its W, b and onehot are those of ``inputs`` when given, else random and LABELS'.
+    """
+    layer = LabelledMLP([4, 6], n_classes=N_CLASSES, rng=rng, init="pytorch", dtype=np.float64)
+    layer.onehot = inputs["onehot"] if inputs else _onehot(LABELS, N_CLASSES)
+    if inputs:
+        layer.params["0.W"][...], layer.params["0.b"][...] = inputs["W"], inputs["b"]
+    return layer
+
+
+def _labelled_candidates(x, inputs, dout):
+    """Usual wrong answers of the labelled layer: the labels misplaced, kept in dx, or their rows of W."""
+    layer = _labelled_layer(np.random.default_rng(0), inputs)
+    onehot, (rows, n) = inputs["onehot"], x.shape
+    C = onehot.shape[1]
+    placed = {"repeats each label k times in a row (np.repeat, example-major) where the rows are "
+              "sample-major, row i B + b for example b: tile the B labels k times (np.tile)":
+                  np.concatenate([x, np.repeat(onehot, rows // len(onehot), axis=0)], axis=1),
+              "puts the labels first, [onehot | x]: they are the last C columns, [x | onehot]":
+                  np.concatenate([layer.labels_for(rows), x], axis=1)}
+    wrong = {"out": {}, "dW": {}}
+    for message, u in placed.items():  # the plain network (Sequential) on a wrong [x | onehot]
+        wrong["out"][message] = Sequential.forward(layer, u)
+        Sequential.backward(layer, dout)
+        wrong["dW"][message] = layer.grads["0.W"].copy()
+    layer.forward(x)
+    du = Sequential.backward(layer, dout)
+    dW = layer.grads["0.W"]
+    wrong["dx"] = {f"returns the label columns too: dx is the first n = {n} columns of d[x | onehot]; "
+                   "the labels are data and get no gradient": du,
+                   f"drops the first C = {C} columns instead of the last C: the labels are the last "
+                   "columns of [x | onehot]": du[:, C:],
+                   "is the gradient of the label columns: dx is the first n columns": du[:, n:]}
+    wrong["dW"].update({
+        "gives the label rows of W no gradient: the labels are data, but their rows of W are weights, "
+        "with gradient onehot^T dout (each class's dout summed)":
+            np.concatenate([dW[:n], np.zeros_like(dW[n:])]),
+        f"has only the n = {n} rows of x: W has n + C rows, and the C label rows get onehot^T dout":
+            dW[:n]})
+    return wrong
+
+
+def grade_onehot(g):
+    ref = _onehot(LABELS, N_CLASSES)
+    wrong = {"puts the classes on axis 0, (C, B): one-hot has a row per example, with its 1 in "
+             "column y": ref.T,
+             f"has max(y) + 1 = {LABELS.max() + 1} columns, not n_classes = {N_CLASSES}: a batch need "
+             "not hold every class": _onehot(LABELS, LABELS.max() + 1)}
+    got = g.call("onehot", ["onehot"], LABELS.copy(), N_CLASSES)
+    if got:
+        g.check("onehot", got[0], ref, candidates=wrong)
+
+
+_grade_labelled = layer_grader("labelled", _labelled_layer, (SAMPLES * B, 4), _labelled_candidates,
+                               given=("onehot",))
+
+
+def grade_conditional(g):
+    grade_onehot(g)
+    _grade_labelled(g)
+
+
 EXERCISES = {ex.name: ex for ex in [
     layer_exercise("dense", "01_dense.py", lambda rng: Dense(4, 3, rng=rng, init="pytorch", dtype=np.float64),
                    (B, 4), "dense-layer", "the dense layer: forward and backward",
@@ -838,6 +914,10 @@ EXERCISES = {ex.name: ex for ex in [
     Exercise("iwae", "14_iwae.py", ("importance_weights", "iwae_backward"), "importance-weighted-training",
              grade_iwae, (importance_weights, KSampleObjective.backward),
              "the IWAE backward: importance weights (a softmax over the samples) and every path"),
+    Exercise("conditional", "15_conditional.py", ("onehot", "labelled_forward", "labelled_backward"),
+             "conditional-vae", grade_conditional,
+             (CVAE.condition, LabelledMLP, Dense.backward),
+             "the conditional VAE's one-hot labels, [x | onehot(y)] and its backward"),
 ]}
 
 

@@ -25,6 +25,13 @@ from tests.test_derivations import ANCHOR_RE, ANCHORS
 REPO = Path(__file__).resolve().parents[1]
 STUBS = REPO / "tutorials" / "exercises"
 
+# npvae's conditional layer holding the learner's W and onehot: the start of two solutions.
+LABELLED_LAYER = """
+        from npvae.cvae import LabelledMLP
+        layer = LabelledMLP([W.shape[0] - onehot.shape[1], W.shape[1]], n_classes=onehot.shape[1],
+                            rng=np.random.default_rng(0), dtype=W.dtype)
+        layer.params["0.W"][...], layer.onehot = W, onehot"""
+
 # npvae's own implementation, as the body of each stub function.
 SOLUTIONS = {
     "dense_forward": """
@@ -130,6 +137,18 @@ SOLUTIONS = {
         objective.backward()
         del model.decoder.backward, model.encoder.backward
         return (handed[0].reshape(objective.lw.out.shape), *np.split(handed[1], 2, axis=1))""",
+    "onehot": """
+        from npvae.cvae import CVAE
+        model = CVAE(x_dim=1, hidden=(1,), latent=1, n_classes=n_classes, dtype="float64", seed=0)
+        model.condition(y)
+        return model.encoder.onehot""",
+    "labelled_forward": LABELLED_LAYER + """
+        layer.params["0.b"][...] = b
+        return layer.forward(x)""",
+    "labelled_backward": LABELLED_LAYER + """
+        layer.forward(x)
+        dx = layer.backward(dout)
+        return dx, layer.grads["0.W"], layer.grads["0.b"]""",
 }
 
 # The VAE backward as a learner writes it, from the pieces; {dout} and {paths} are the places
@@ -164,6 +183,18 @@ IWAE_BY_HAND = """
 def iwae_by_hand(weights="importance_weights(lw.log_w)", batch="B", prior="c[..., None] * lw.z",
                  direct="-0.5 * c.sum(axis=0)[:, None]"):
     return IWAE_BY_HAND.format(weights=weights, batch=batch, prior=prior, direct=direct)
+
+
+def labelled_by_hand(dx="du[:, :x.shape[1]]", dW="u.T @ dout"):
+    """The conditional exercise as a learner writes it, the labels tiled over the k samples of
+    each example; ``dx`` and ``dW`` are the places for the usual mistakes."""
+    labelled = "np.concatenate([x, np.tile(onehot, (len(x) // len(onehot), 1))], axis=1)"
+    return {"onehot": "return np.eye(n_classes)[y]",
+            "labelled_forward": f"return {labelled} @ W + b",
+            "labelled_backward": f"""
+        u = {labelled}
+        du = dout @ W.T
+        return {dx}, {dW}, dout.sum(axis=0)"""}
 
 
 def fill(stub_text, bodies):
@@ -253,7 +284,8 @@ def test_all_filled_stubs_pass_on_the_command_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,bodies", [("vae_backward", {"vae_backward": vae_by_hand()}),
-                                         ("iwae", {"iwae_backward": iwae_by_hand()})])
+                                         ("iwae", {"iwae_backward": iwae_by_hand()}),
+                                         ("conditional", labelled_by_hand())])
 def test_a_learners_own_version_passes(tmp_path, name, bodies):
     path = write_exercise(tmp_path, name, **bodies)
     lines = grade(EXERCISES[name], path)
@@ -348,6 +380,17 @@ PLANTED = {
                                      "lacks log q's direct term"),
     "missing prior term": ("iwae", {"iwae_backward": iwae_by_hand(prior="0")}, "dmu",
                            "lacks the prior's term"),
+    "one-hot on the wrong axis": ("conditional", {"onehot": "return np.eye(n_classes)[y].T"}, "onehot",
+                                  "classes on axis 0"),
+    "labels repeated example-major": ("conditional", {"labelled_forward": """
+        return np.concatenate([x, np.repeat(onehot, len(x) // len(onehot), axis=0)], axis=1) @ W + b"""},
+        "out", "np.repeat, example-major"),
+    "label columns kept in dx": ("conditional", labelled_by_hand(dx="du"), "dx", "returns the label columns too"),
+    "the first C columns dropped": ("conditional", labelled_by_hand(dx="du[:, onehot.shape[1]:]"), "dx",
+                                    "drops the first C = 5 columns"),
+    "label rows of W without gradient": ("conditional", labelled_by_hand(
+        dW="np.concatenate([x.T @ dout, np.zeros((onehot.shape[1], dout.shape[1]))])"), "dW",
+        "label rows of W no gradient"),
     "a mistake without a name": ("tanh", {"tanh_backward": "return dout * (1 - out**3)"}, "dx",
                                  "relative error"),
 }
@@ -436,10 +479,11 @@ def test_list_and_show_solution(capsys):
     assert main(["check", "vae_backward", "--show-solution"]) == 0
     out = capsys.readouterr().out
     assert "def backward(self):" in out and "gaussian_kl_backward" in out
-    assert main(["check", "iwae", "--show-solution"]) == 0
+    assert main(["check", "iwae", "conditional", "--show-solution"]) == 0
     out = capsys.readouterr().out
     assert all(f"# npvae/{where}" in out for where in [
-        "iwae.py: importance_weights", "iwae.py: KSampleObjective.backward"])
+        "iwae.py: importance_weights", "iwae.py: KSampleObjective.backward", "cvae.py: CVAE.condition",
+        "cvae.py: LabelledMLP"])
     assert main(["check", "dense", "--dir", str(STUBS)]) == 1
     assert "def backward" not in capsys.readouterr().out, "the solution is shown only when asked"
 
