@@ -35,12 +35,19 @@ import math
 
 from .errors import ConfigError
 
+# Shared by several presets (each preset gets its own copy).
+PYTORCH_MLP = dict(hidden=(400,), latent=20, activation="relu", likelihood="bernoulli", sigma=1.0,
+                   init="pytorch")
+BURDA_MLP = dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
+                 sigma=1.0, init=None)
+BURDA_TABLE_1 = dict(epochs=8, batch_size=20, lr=1e-3, binarize="dynamic", k=5,
+                     lr_schedule="iwae-short", adam_eps=1e-4)
+
 PRESETS = {
     "pytorch-example": {
         "description": "PyTorch's examples/vae: 784-400-20 ReLU, Bernoulli on [0,1] pixels, "
                        "Adam 1e-3, batch 128, 10 epochs",
-        "model": dict(hidden=(400,), latent=20, activation="relu", likelihood="bernoulli",
-                      sigma=1.0, init="pytorch"),
+        "model": dict(PYTORCH_MLP),
         "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none"),
     },
     "mlp-mse": {
@@ -53,8 +60,7 @@ PRESETS = {
     "iwae": {
         "description": "Burda et al.'s VAE: 784-200-200-50 tanh, Bernoulli on dynamically "
                        "binarized pixels, Adam 1e-3, batch 20",
-        "model": dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
-                      sigma=1.0, init=None),
+        "model": dict(BURDA_MLP),
         "training": dict(epochs=10, batch_size=20, lr=1e-3, binarize="dynamic"),
     },
     "conv": {
@@ -69,24 +75,19 @@ PRESETS = {
         "description": "Burda et al.'s Table 1 VAE, k=5: 784-200-200-50 tanh, k-sample ELBO, "
                        "dynamic binarization, batch 20, Adam eps 1e-4, their lr decay shortened "
                        "to 8 epochs",
-        "model": dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
-                      sigma=1.0, init=None),
-        "training": dict(epochs=8, batch_size=20, lr=1e-3, binarize="dynamic", objective="elbo",
-                         k=5, lr_schedule="iwae-short", adam_eps=1e-4),
+        "model": dict(BURDA_MLP),
+        "training": dict(BURDA_TABLE_1, objective="elbo"),
     },
     "burda-iwae": {
         "description": "Burda et al.'s Table 1 IWAE, k=5: as burda-vae, trained on the "
                        "importance-weighted bound",
-        "model": dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
-                      sigma=1.0, init=None),
-        "training": dict(epochs=8, batch_size=20, lr=1e-3, binarize="dynamic", objective="iwae",
-                         k=5, lr_schedule="iwae-short", adam_eps=1e-4),
+        "model": dict(BURDA_MLP),
+        "training": dict(BURDA_TABLE_1, objective="iwae"),
     },
     "cvae": {
         "description": "a conditional VAE: pytorch-example with the digit label, one-hot, "
                        "into encoder and decoder",
-        "model": dict(hidden=(400,), latent=20, activation="relu", likelihood="bernoulli",
-                      sigma=1.0, init="pytorch"),
+        "model": dict(PYTORCH_MLP),
         "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none", conditional=True),
     },
 }

@@ -1,0 +1,137 @@
+"""Burda et al.'s Table 1 row (MNIST, one stochastic layer): VAE against IWAE at equal k.
+
+For each k of ``--ks`` (default 1, 5, 50) this trains the presets ``burda-vae``
+(the k-sample ELBO) and ``burda-iwae`` (the importance-weighted bound) with the
+same seed and learning-rate schedule, then evaluates every run as ``npvae
+evaluate RUN --iw-samples 5000`` does (the same noise, so the same numbers):
+the test ELBO, the bound on log p(x) with k = ``--eval-k`` samples per digit
+and its standard error, and the active units (variance of the encoder mean
+over the test digits > 0.01, the paper's measure). The table puts them next to
+the paper's numbers and says how far the shortened schedule falls short.
+
+    python benchmarks/reproduce_burda.py                       # 8 epochs, k = 1, 5, 50, all 10,000 test digits
+    python benchmarks/reproduce_burda.py --ks 5 --limit 1000   # a quicker look
+    python benchmarks/reproduce_burda.py --evaluate-only       # re-evaluate the runs already trained
+
+Runs go to ``runs/repro/burda-{vae,iwae}-k{k}`` (a finished run there is
+evaluated, not trained again, with ``--evaluate-only``); the results to
+``benchmarks/results/reproduce_burda.json``. The paper trains for 3,280
+epochs (``--lr-schedule iwae --epochs 3280``); the presets' default is its
+eight learning rates one epoch each.
+"""
+
+if __name__ == "__main__":  # threads first, as in every script here
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks._common import threads_from_argv
+
+    threads_from_argv()
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import _common
+
+PAPER = {("elbo", 1): 86.76, ("elbo", 5): 86.47, ("elbo", 50): 86.35,
+         ("iwae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78}
+"""Burda, Grosse and Salakhutdinov (2016), Table 1, MNIST, one stochastic layer: -log p(x)."""
+
+PRESET = {"elbo": "burda-vae", "iwae": "burda-iwae"}
+NAME = {"elbo": "VAE", "iwae": "IWAE"}
+
+
+def train_run(objective, k, run_dir, epochs, lr_schedule):
+    """Train one preset with ``k`` samples into ``run_dir`` (replacing it): wall seconds."""
+    from npvae.config import TrainConfig
+    from npvae.train import train
+
+    config = TrainConfig.from_preset(PRESET[objective], k=k, epochs=epochs,
+                                     lr_schedule=lr_schedule, progress=False, figures=False)
+    started = time.perf_counter()
+    train(config, run_dir, overwrite=True, log=lambda line: print(f"  {line}", flush=True))
+    return time.perf_counter() - started
+
+
+def evaluate_run(run_dir, eval_k, limit, seed=0):
+    """What ``npvae evaluate RUN --iw-samples eval_k [--limit]`` prints, as a dict."""
+    from npvae import evaluate
+    from npvae.checkpoint import model_from_checkpoint
+    from npvae.data import run_test_data
+
+    model, checkpoint = model_from_checkpoint(run_dir)
+    x, _ = run_test_data(checkpoint, None)
+    x = x[:limit] if limit else x
+    rng = np.random.default_rng(seed)       # the CLI's order: the ELBO, then the bound
+    terms = evaluate.evaluate_elbo(model, x, batch_size=1000, rng=rng)
+    started = time.perf_counter()
+    bar = evaluate.ProgressBar(f"{run_dir.name}: importance-weighted bound, k={eval_k}")
+    try:
+        bounds = evaluate.iw_bounds(model, x, eval_k, rng, batch_size=100, progress=bar)
+    finally:
+        bar.close()
+    return dict(test_elbo=-(terms["recon"] + terms["kl"]), nll=-float(bounds.mean()),
+                standard_error=float(bounds.std(ddof=1) / np.sqrt(len(bounds))),
+                active_units=evaluate.active_units(model, x, threshold=0.01),
+                latent=model.latent, digits=len(x), eval_seconds=time.perf_counter() - started,
+                epochs=checkpoint.state.get("epoch"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0],
+                                     epilog=__doc__.partition("\n")[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ks", default="1,5,50", help="samples per example in training")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs (default 8: the presets')")
+    parser.add_argument("--lr-schedule", default="iwae-short",
+                        help="iwae-short (default) or iwae (the paper's 3^i epochs per rate)")
+    parser.add_argument("--eval-k", type=int, default=5000, help="samples of the bound")
+    parser.add_argument("--limit", type=int, help="evaluate on the first N test digits only")
+    parser.add_argument("--runs", default="runs/repro", help="folder of the run folders")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the runs already in --runs, train nothing")
+    parser.add_argument("--threads", type=int, help="BLAS threads (read before NumPy loads)")
+    parser.add_argument("--out", help="JSON to write (default benchmarks/results/reproduce_burda.json)")
+    args = parser.parse_args(argv)
+    ks = [int(k) for k in args.ks.split(",")]
+    rows = []
+    for k in ks:
+        for objective in ("elbo", "iwae"):
+            run_dir = Path(args.runs) / f"{PRESET[objective]}-k{k}"
+            print(f"{NAME[objective]}, k = {k}: {run_dir}", flush=True)
+            seconds = (None if args.evaluate_only
+                       else train_run(objective, k, run_dir, args.epochs, args.lr_schedule))
+            row = dict(objective=objective, k=k, run_dir=str(run_dir), train_seconds=seconds,
+                       paper=PAPER.get((objective, k)),
+                       **evaluate_run(run_dir, args.eval_k, args.limit))
+            rows.append(row)
+            print(f"  -log p(x) <= {row['nll']:.2f} +/- {row['standard_error']:.2f}, "
+                  f"test -ELBO {-row['test_elbo']:.2f}, {row['active_units']} active units",
+                  flush=True)
+    table = [[f"{NAME[r['objective']]}, k = {r['k']}", f"{r['paper']:.2f}" if r["paper"] else "",
+              f"{r['nll']:.2f} ± {r['standard_error']:.2f}", f"{-r['test_elbo']:.2f}",
+              f"{r['active_units']} of {r['latent']}",
+              "" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min",
+              f"{r['eval_seconds'] / 60:.1f} min"] for r in rows]
+    _common.print_table(table, ["objective", "paper -log p(x)",
+                                f"-log p(x) <= (k={args.eval_k}, {rows[0]['digits']} digits)",
+                                "test -ELBO", "active units", "training", "evaluation"],
+                        title=f"Burda et al. Table 1, {args.epochs} epochs ({args.lr_schedule})")
+    for k in ks:
+        vae, iwae = (next(r for r in rows if (r["objective"], r["k"]) == (o, k))
+                     for o in ("elbo", "iwae"))
+        print(f"k = {k}: IWAE - VAE = {iwae['nll'] - vae['nll']:+.2f} nats (paper "
+              f"{PAPER[('iwae', k)] - PAPER[('elbo', k)]:+.2f}); short of the paper by "
+              f"{vae['nll'] - PAPER[('elbo', k)]:.2f} (VAE) and "
+              f"{iwae['nll'] - PAPER[('iwae', k)]:.2f} (IWAE) nats")
+    _common.write_json("reproduce_burda", dict(
+        machine=_common.machine_info(), epochs=args.epochs, lr_schedule=args.lr_schedule,
+        eval_k=args.eval_k, limit=args.limit, rows=rows), args.out)
+
+
+if __name__ == "__main__":
+    main()
