@@ -11,7 +11,7 @@ Modes, from the environment:
 - ``NPVAE_QUICK=1`` (the test suite, and the committed notebooks): small
   samples and short training runs; runs and figures go to a temporary folder
   that ``Tutorial.finish()`` removes.
-- ``NPVAE_FULL=1``: the full-length version of tutorials 8 to 11.
+- ``NPVAE_FULL=1``: the full-length version of tutorials 8 to 11 and 13.
 - neither: the default, shortened version.
 
 Where figures go: a script or notebook run never rewrites the committed
@@ -37,7 +37,7 @@ QUICK = os.environ.get("NPVAE_QUICK") == "1"
 """The quick mode: small samples and short runs (the test suite and the committed notebooks)."""
 
 FULL = os.environ.get("NPVAE_FULL") == "1" and not QUICK
-"""The full-length version of tutorials 8 to 11 (10 epochs on all of MNIST)."""
+"""The full-length version of tutorials 8 to 11 and 13 (10 epochs on all of MNIST)."""
 
 SAVE_FIGURES = os.environ.get("NPVAE_SAVE_FIGURES") == "1" and not QUICK
 """Write figures to the committed ``tutorials/figures/`` (never in quick mode)."""

@@ -513,12 +513,13 @@ def test_npvae_command_and_python_m(tmp_path):
 
 
 def test_each_tutorial_points_to_its_exercises():
-    pointed = []
+    own = []  # exercises named by the tutorial of their number; a later one may name them again
     for path in sorted((REPO / "tutorials").glob("[0-9][0-9]_*.py")):
         for names in re.findall(r"^#     npvae exercises check ([a-z_ ]+)$", path.read_text(encoding="utf-8"),
                                 re.MULTILINE):
             found = names.split()
             assert set(found) <= set(EXERCISES), (path.name, found)
-            assert all(EXERCISES[n].file[:2] == path.name[:2] for n in found), (path.name, found)
-            pointed += found
-    assert sorted(pointed) == sorted(EXERCISES), "every exercise is pointed to by its tutorial"
+            # its own, or those of an earlier tutorial it builds on (13's conv VAE: 12's layers)
+            assert all(EXERCISES[n].file[:2] <= path.name[:2] for n in found), (path.name, found)
+            own += [n for n in found if EXERCISES[n].file[:2] == path.name[:2]]
+    assert sorted(own) == sorted(EXERCISES), "every exercise is pointed to by its tutorial"

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae.conv import Conv2D, ConvTranspose2D, channels_first, col2im, crop, im2col  # noqa: E402
 from npvae.gradcheck import check_layer, format_results, rel_error  # noqa: E402
@@ -171,12 +173,6 @@ transpose_results = check_layer(small, rng.standard_normal((2, 3, 4, 5)), rng)
 print(format_results(transpose_results))
 
 # %% [markdown]
-# **Your turn.** `tutorials/exercises/12_conv.py` and
-# `12_conv_transpose.py` leave both layers' forward and backward for you to
-# write; the grader compares them with npvae's and with finite differences:
-#
-#     npvae exercises check conv conv_transpose
-#
 # ## Check
 #
 # The loop, the im2col product and `Conv2D` agree; the backward by hand
@@ -191,3 +187,15 @@ assert all(r.ok for r in results + transpose_results)
 assert upsampled.shape == (2, 64, 14, 14) and np.allclose(upsampled, down.backward(h), atol=1e-12)
 print("check passed: a convolution is an im2col product, its backward a product and col2im, "
       "and a transposed convolution is its backward")
+
+# %% [markdown]
+# ## Practise
+#
+# Write both layers' forward and backward yourself in `12_conv.py` and
+# `12_conv_transpose.py` (in `tutorials/exercises/`), then grade them:
+#
+#     npvae exercises check conv conv_transpose
+#
+# The grader compares them with npvae's and with finite differences and, when
+# one is wrong, says how (the kernel flipped in dx, a flipped sign, a missing
+# 1/B); `npvae exercises list` shows every exercise.

@@ -30,44 +30,40 @@
 # the conv epochs took 16 minutes each and the MLP's one minute.
 # `NPVAE_FULL=1`: 10 epochs each, ten times as long.
 # `NPVAE_QUICK=1` (the test suite): 4 steps each, 100 test digits, about
-# 15 seconds. Run folders go to `tutorials/runs/13_*`, figures to
-# `tutorials/figures/13_*.png` (in quick mode, to a temporary folder removed
-# at the end).
+# 15 seconds. Run folders go to `tutorials/runs/13_*`. In a notebook the
+# figures appear below their cells; run as a script, they go to
+# `tutorials/runs/figures/` (`NPVAE_SAVE_FIGURES=1`: the committed
+# `tutorials/figures/13_*.png`, which came from the default run). The quick
+# mode writes runs and figures to a temporary folder, which it removes at
+# the end.
 
 # %%
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae import VAE, plots  # noqa: E402
 from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.evaluate import encode_means, evaluate_elbo  # noqa: E402
 from npvae.train import TrainConfig, train  # noqa: E402
+from npvae.tutorial import FULL, QUICK, Tutorial  # noqa: E402
 
-QUICK = os.environ.get("NPVAE_QUICK") == "1"  # set by the test suite: a few steps, few digits
-FULL = os.environ.get("NPVAE_FULL") == "1" and not QUICK
+tutorial = Tutorial("13_conv_vae")  # its mode, its folders, and inline figures in a notebook
 if QUICK:
     EPOCHS, MAX_STEPS, N_EVAL, N_LATENT_PLOT, N_TRAIN = 1, 4, 100, 300, 2_000
 elif FULL:
     EPOCHS, MAX_STEPS, N_EVAL, N_LATENT_PLOT, N_TRAIN = 10, None, 10_000, 5_000, None
 else:
     EPOCHS, MAX_STEPS, N_EVAL, N_LATENT_PLOT, N_TRAIN = 1, None, 10_000, 5_000, None
-print("mode:", "quick" if QUICK else "full" if FULL else "default")
-
-if QUICK:  # the test suite: everything goes to a temporary folder, removed at the end
-    RUNS = FIGURES = Path(tempfile.mkdtemp(prefix="npvae_tutorial13_"))
-else:
-    RUNS, FIGURES = ROOT / "tutorials" / "runs", ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
-shown = lambda path: path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # noqa: E731
+print("mode:", tutorial.mode)
+RUNS, FIGURES = tutorial.runs, tutorial.figures
 started = time.perf_counter()
 
 mnist = load_mnist()
@@ -139,8 +135,7 @@ for name, model in (("conv", conv), ("mlp", mlp)):
                                                     np.random.default_rng(0))
     figures[f"{name}_reconstructions"] = plots.plot_reconstructions(
         model, x_test, FIGURES / f"13_{name}_reconstructions.png")
-for path in figures.values():
-    print("saved", shown(path))
+tutorial.show(*figures.values())
 
 # %% [markdown]
 # | | conv VAE | MLP VAE |
@@ -168,8 +163,7 @@ print(f"conv, latent 2: test loss {latent2_loss:.2f} nats; nearest class centre 
 figures["latents"] = plots.plot_latents(conv2, x_test[:N_LATENT_PLOT], labels,
                                         FIGURES / "13_conv_latents.png")
 figures["manifold"] = plots.plot_manifold(conv2, FIGURES / "13_conv_manifold.png")
-for key in ("latents", "manifold"):
-    print("saved", shown(figures[key]))
+tutorial.show(figures["latents"], figures["manifold"])
 
 # %% [markdown]
 # ![conv latents](figures/13_conv_latents.png) ![conv manifold](figures/13_conv_manifold.png)
@@ -197,5 +191,17 @@ assert QUICK or centre_accuracy > 0.3, centre_accuracy  # 4 steps (quick) teach 
 print(f"check passed: the conv VAE and the MLP VAE both trained (test loss down by "
       f"{drop['conv']:.0f} and {drop['mlp']:.0f} nats), figures written, 2-D codes "
       f"{centre_accuracy:.0%} nearest-centre correct")
-if QUICK:
-    shutil.rmtree(RUNS)  # the temporary folder of the quick mode
+tutorial.finish()  # the quick mode's temporary folder goes
+
+# %% [markdown]
+# ## Practise
+#
+# The conv VAE is built from tutorial 12's two layers. Write their forward and
+# backward yourself in `12_conv.py` and `12_conv_transpose.py` (in
+# `tutorials/exercises/`), then grade them:
+#
+#     npvae exercises check conv conv_transpose
+#
+# The grader compares them with npvae's and with finite differences and, when
+# one is wrong, says how (the kernel flipped in dx, a flipped sign, a missing
+# 1/B); `npvae exercises list` shows every exercise.

@@ -25,20 +25,21 @@
 # evaluated with $k = 1000$ on 200 test digits: a few minutes. `NPVAE_QUICK=1`
 # (the test suite): 20 training steps each, $k = 100$ on 100 digits, well
 # under a minute. The full reproduction (hours of CPU) is run from the
-# command line; its commands and numbers are in the last section.
+# command line; its commands and numbers are in the last section. The run
+# folders go to `tutorials/runs/14_burda-vae/` and `14_burda-iwae/`; the
+# quick mode writes them to a temporary folder, which it removes at the end.
 
 # %%
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae import VAE  # noqa: E402
 from npvae.data import load_mnist, to_unit_interval, binarize_dynamic  # noqa: E402
@@ -46,14 +47,15 @@ from npvae.evaluate import active_units, iw_bound  # noqa: E402
 from npvae.gradcheck import check_model, format_results  # noqa: E402
 from npvae.iwae import KSampleObjective, importance_weights  # noqa: E402
 from npvae.train import TrainConfig, train  # noqa: E402
+from npvae.tutorial import QUICK, Tutorial  # noqa: E402
 
-QUICK = os.environ.get("NPVAE_QUICK") == "1"
+tutorial = Tutorial("14_iwae")  # its mode and its run folders
 if QUICK:
     N_TRAIN, MAX_STEPS, N_EVAL, K_EVAL = 1_000, 20, 100, 100
 else:
     N_TRAIN, MAX_STEPS, N_EVAL, K_EVAL = 10_000, None, 200, 1000
-print("mode:", "quick" if QUICK else "default")
-RUNS = Path(tempfile.mkdtemp(prefix="npvae_tutorial14_")) if QUICK else ROOT / "tutorials" / "runs"
+print("mode:", "quick" if QUICK else "default")  # no full version: NPVAE_FULL=1 runs the default
+RUNS = tutorial.runs
 started = time.perf_counter()
 
 # %% [markdown]
@@ -267,5 +269,18 @@ assert all(np.isfinite(v[0]) and v[0] > 0 for v in table.values())
 print(f"check passed: every IWAE and k-sample ELBO gradient matches central differences (k = 1, 2, 5), "
       f"the IWAE gradient is the weighted average of per-sample gradients (difference {mismatch:.0e}), "
       f"and k = 1 of 'elbo' is the VAE's loss")
-if QUICK:
-    shutil.rmtree(RUNS)
+tutorial.finish()  # the quick mode's temporary folder goes
+
+# %% [markdown]
+# ## Practise
+#
+# Write the importance-weighted objective's backward yourself in `14_iwae.py`
+# (in `tutorials/exercises/`): from the log weights, the normalised weights
+# (their softmax over the $k$ samples) and the gradients of the loss with
+# respect to $\mu$, $\log\sigma^2$ and the decoder's output. Then grade it:
+#
+#     npvae exercises check iwae
+#
+# The grader compares your values with npvae's and, when one is wrong, says
+# how (a flipped sign, a missing 1/B); `npvae exercises list` shows every
+# exercise.

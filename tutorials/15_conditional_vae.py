@@ -19,40 +19,41 @@
 # **How long it runs.** Default: the `cvae` preset (PyTorch's example
 # architecture with labels) for 2 epochs on all of MNIST, a few minutes.
 # `NPVAE_QUICK=1` (the test suite): a smaller model (784-128 / 8) for 2
-# epochs of 5,000 digits at lr 3e-3, well under a minute. Figures: `tutorials/figures/15_*.png` (quick mode: a temporary
-# folder). `npvae train --preset cvae` trains the full 10 epochs; then
-# `npvae sample runs/cvae --digit 7` draws sevens.
+# epochs of 5,000 digits at lr 3e-3, well under a minute. The run folder
+# goes to `tutorials/runs/15_cvae/`. In a notebook the figures appear below
+# their cells; run as a script, they go to `tutorials/runs/figures/`
+# (`NPVAE_SAVE_FIGURES=1`: the committed `tutorials/figures/15_*.png`, which
+# came from the default run). The quick mode writes runs and figures to a
+# temporary folder, which it removes at the end. `npvae train --preset cvae`
+# trains the full 10 epochs; then `npvae sample runs/cvae --digit 7` draws
+# sevens.
 
 # %%
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
-sys.path.insert(0, str(ROOT))  # so that a checkout runs without installing npvae
+# A checkout runs without installing npvae: put its root (the folder holding npvae/) on the
+# path, found from this file or, in a notebook, from the notebook's folder.
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae import plots  # noqa: E402
 from npvae.cvae import CVAE  # noqa: E402
 from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.gradcheck import check_model, format_results  # noqa: E402
 from npvae.train import TrainConfig, train  # noqa: E402
+from npvae.tutorial import QUICK, Tutorial  # noqa: E402
 
-QUICK = os.environ.get("NPVAE_QUICK") == "1"
+tutorial = Tutorial("15_conditional_vae")  # its mode, its folders, and inline figures in a notebook
 if QUICK:  # a smaller model, a higher learning rate: it learns to obey y in 80 steps
     N_TRAIN, EPOCHS, SIZES = 5_000, 2, dict(hidden=(128,), latent=8, lr=3e-3)
 else:
     N_TRAIN, EPOCHS, SIZES = None, 2, {}
-print("mode:", "quick" if QUICK else "default")
-if QUICK:
-    RUNS = FIGURES = Path(tempfile.mkdtemp(prefix="npvae_tutorial15_"))
-else:
-    RUNS, FIGURES = ROOT / "tutorials" / "runs", ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+print("mode:", "quick" if QUICK else "default")  # no full version: NPVAE_FULL=1 runs the default
+RUNS, FIGURES = tutorial.runs, tutorial.figures
 started = time.perf_counter()
 
 # %% [markdown]
@@ -102,7 +103,7 @@ x_test, y_test = to_unit_interval(mnist.x_test[:1000]), mnist.y_test[:1000].asty
 
 # %%
 grid = plots.plot_digit_grid(model, FIGURES / "15_digits.png", np.random.default_rng(1))
-print("wrote", grid)
+tutorial.show(grid)
 
 # %% [markdown]
 # ![digits](figures/15_digits.png)
@@ -114,7 +115,7 @@ print("wrote", grid)
 
 # %%
 analogies = plots.plot_analogies(model, x_test, y_test, FIGURES / "15_analogies.png")
-print("wrote", analogies)
+tutorial.show(analogies)
 
 # %% [markdown]
 # ![analogies](figures/15_analogies.png)
@@ -154,5 +155,18 @@ assert accuracy > 0.3, accuracy
 assert grid.is_file() and analogies.is_file()
 print(f"check passed: the conditional VAE's gradients match central differences, and "
       f"{100 * accuracy:.0f}% of the digits drawn for a label are nearest to that label's mean image")
-if QUICK:
-    shutil.rmtree(RUNS)
+tutorial.finish()  # the quick mode's temporary folder goes
+
+# %% [markdown]
+# ## Practise
+#
+# Write the label concatenation's forward and backward yourself in
+# `15_conditional.py` (in `tutorials/exercises/`): the one-hot label appended
+# to a network's input, and the input gradient without its label columns.
+# Then grade it:
+#
+#     npvae exercises check conditional
+#
+# The grader compares your values with npvae's and, when one is wrong, says
+# how (a flipped sign, a missing 1/B); `npvae exercises list` shows every
+# exercise.
