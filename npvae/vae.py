@@ -164,7 +164,7 @@ def parameter_shapes(config):
     """
     x_dim, latent = positive_int("x_dim", config["x_dim"]), positive_int("latent", config["latent"])
     hidden = sizes("hidden", config["hidden"])
-    labels = config.get("n_classes") or 0
+    labels = 0 if config.get("n_classes") is None else positive_int("n_classes", config["n_classes"])
     if config.get("architecture", "mlp") == "mlp":
         decoder_hidden = hidden[::-1] if config.get("decoder_hidden") is None else \
             sizes("decoder_hidden", config["decoder_hidden"])

@@ -180,6 +180,30 @@ def test_conditional_run_resumes_exactly_and_draws_digits(tmp_path, capsys):
     assert "--digit needs a conditional run" in capsys.readouterr().err
 
 
+def test_conditional_run_evaluates_plots_and_explores_with_its_labels(tmp_path, capsys):
+    """evaluate bounds log p(x | y) with the test labels (the same numbers as the API
+    with y); plot redraws the digit grid; explore decodes the --digit asked for."""
+    from npvae.data import run_test_data
+    from npvae.evaluate import evaluate_elbo, iw_bound
+
+    run = train(tiny_config(figures=False, epochs=1), tmp_path / "run", log=lambda *_: None)
+    capsys.readouterr()
+    assert main(["evaluate", str(run.run_dir), "--iw-samples", "7", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    model, checkpoint = model_from_checkpoint(run.run_dir)
+    x, y = run_test_data(checkpoint, None)
+    rng = np.random.default_rng(0)
+    terms = evaluate_elbo(model, x, batch_size=1000, rng=rng, y=y)
+    bound = iw_bound(model, x, 7, rng, batch_size=100, y=y)
+    assert f"test ELBO: {-(terms['recon'] + terms['kl']):.4f}" in out
+    assert f"log p(x) >= {bound:.4f}" in out
+    assert main(["plot", str(run.run_dir)]) == 0
+    assert (run.run_dir / "digits.png").is_file() and (run.run_dir / "analogies.png").is_file()
+    still = tmp_path / "explore.png"
+    assert main(["explore", str(run.run_dir), "--digit", "3", "--out", str(still)]) == 0
+    assert still.is_file()
+
+
 def test_k_sample_training_runs_and_resumes_exactly(tmp_path):
     """--objective iwae --k 3 through the trainer: 1 + 1 epochs equal 2, bit for bit."""
     config = dict(conditional=False, objective="iwae", k=3, lr_schedule="iwae-short",

@@ -257,6 +257,14 @@ def build_cases(folder):
                                    "--hidden", "10000000"], ("more than the limit",))
     cases["--latent 10^30"] = (["gradcheck", "--latent", str(10**30), "--x-dim", "784"],
                                ("more than the limit",))
+    checkpoint("config n_classes 10^12 (a conditional model's label rows)",
+               with_meta(good, folder / "classes-1e12.npz", lambda m: m["model"].update(
+                   n_classes=10**12)),
+               "more than the limit")
+    checkpoint("config n_classes 'ten'",
+               with_meta(good, folder / "classes-ten.npz", lambda m: m["model"].update(
+                   n_classes="ten")),
+               "model config in the checkpoint is invalid", "n_classes")
     return cases
 
 
@@ -278,7 +286,9 @@ CASES = ["deflate bomb as an unexpected entry", "deflate bomb as a parameter of 
          "deflate bomb as the metadata", "member declaring 10^12 floats",
          "config hidden 10^5 at x_dim 784",
          "config hidden 10^6 at x_dim 9 (under the limit; arrays disagree)",
-         "config hidden 10^7", "config latent 10^9", "metadata nested 100,000 deep",
+         "config hidden 10^7", "config latent 10^9",
+         "config n_classes 10^12 (a conditional model's label rows)", "config n_classes 'ten'",
+         "metadata nested 100,000 deep",
          "Adam's v_sum negative", "Adam's m_sum NaN", "a README as a checkpoint",
          "a FIFO as a checkpoint", "gzip bomb as labels", "IDX dims 2^31 x 2^31",
          "IDX dims 2^31 x 2^31 gzipped", "IDX dims four times 65536", "IDX with zero images",

@@ -275,12 +275,16 @@ tutorial.finish()  # the quick mode's temporary folder goes
 # ## Practise
 #
 # Write the importance-weighted objective's backward yourself in `14_iwae.py`
-# (in `tutorials/exercises/`): from the log weights, the normalised weights
-# (their softmax over the $k$ samples) and the gradients of the loss with
-# respect to $\mu$, $\log\sigma^2$ and the decoder's output. Then grade it:
+# (in `tutorials/exercises/`): the normalised weights (a stable softmax of the
+# log weights over the $k$ samples), then, after the objective's forward pass,
+# the gradients of the loss with respect to the decoder's output, $\mu$ and
+# $\log\sigma^2$, and every parameter's (through the decoder's and the
+# encoder's backward). Then grade it:
 #
 #     npvae exercises check iwae
 #
-# The grader compares your values with npvae's and, when one is wrong, says
-# how (a flipped sign, a missing 1/B); `npvae exercises list` shows every
-# exercise.
+# The grader compares your values with npvae's and with central differences
+# and, when one is wrong, says how: the softmax over the examples instead of
+# the samples, the uniform weights $1/k$ (the k-sample ELBO's gradient, not
+# IWAE's), a missing $1/B$, the prior's $c\,z$ or log q's direct $-\tfrac12$
+# left out. `npvae exercises list` shows every exercise.

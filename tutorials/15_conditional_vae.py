@@ -167,6 +167,8 @@ tutorial.finish()  # the quick mode's temporary folder goes
 #
 #     npvae exercises check conditional
 #
-# The grader compares your values with npvae's and, when one is wrong, says
-# how (a flipped sign, a missing 1/B); `npvae exercises list` shows every
-# exercise.
+# The grader compares your values with npvae's and with central differences
+# and, when one is wrong, says how: the labels repeated example-major where
+# the $k$ samples are sample-major, the label columns kept in dx, the wrong
+# $C$ columns dropped, no gradient for the label rows of $W$.
+# `npvae exercises list` shows every exercise.
