@@ -9,12 +9,19 @@ and its standard error, and the active units (variance of the encoder mean
 over the test digits > 0.01, the paper's measure). The table puts them next to
 the paper's numbers and says how far the shortened schedule falls short.
 
+Is IWAE better than VAE at equal k? Two yardsticks of the noise: the paired
+standard error of the difference over the test digits (both models bound the
+same digits; this is the evaluation's noise only), and ``--seeds`` (default
+0): more training seeds for the ``--seed-ks`` (default 5), whose spread is the
+training's noise. Each digit's bound is kept in ``RUN/iw_bounds_k5000.npy``.
+
     python benchmarks/reproduce_burda.py                       # 8 epochs, k = 1, 5, 50, all 10,000 test digits
     python benchmarks/reproduce_burda.py --ks 5 --limit 1000   # a quicker look
-    python benchmarks/reproduce_burda.py --evaluate-only       # re-evaluate the runs already trained
+    python benchmarks/reproduce_burda.py --seeds 0,1,2         # k = 5 with three training seeds
 
-Runs go to ``runs/repro/burda-{vae,iwae}-k{k}`` (a finished run there is
-evaluated, not trained again, with ``--evaluate-only``); the results to
+Runs go to ``runs/repro/burda-{vae,iwae}-k{k}`` (``-seed{s}`` for other
+seeds); a finished run there with the same settings is evaluated, not trained
+again, and so is a digit's bound already computed. Results go to
 ``benchmarks/results/reproduce_burda.json``. The paper trains for 3,280
 epochs (``--lr-schedule iwae --epochs 3280``); the presets' default is its
 eight learning rates one epoch each.
@@ -30,6 +37,7 @@ if __name__ == "__main__":  # threads first, as in every script here
     threads_from_argv()
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -45,20 +53,31 @@ PRESET = {"elbo": "burda-vae", "iwae": "burda-iwae"}
 NAME = {"elbo": "VAE", "iwae": "IWAE"}
 
 
-def train_run(objective, k, run_dir, epochs, lr_schedule):
-    """Train one preset with ``k`` samples into ``run_dir`` (replacing it): wall seconds."""
+def train_run(objective, k, seed, run_dir, epochs, lr_schedule):
+    """Train one preset with ``k`` samples into ``run_dir``: wall seconds, or None when a
+    finished run with these settings is there already (then it is kept)."""
+    from dataclasses import asdict
+
+    from npvae.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from npvae.config import TrainConfig
     from npvae.train import train
 
-    config = TrainConfig.from_preset(PRESET[objective], k=k, epochs=epochs,
+    config = TrainConfig.from_preset(PRESET[objective], k=k, seed=seed, epochs=epochs,
                                      lr_schedule=lr_schedule, progress=False, figures=False)
+    if (run_dir / CHECKPOINT_NAME).is_file():
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME).state
+        stored = json.loads(json.dumps(asdict(config)))   # as the checkpoint holds it: lists
+        if state.get("train_config") == stored and state.get("epoch") == epochs:
+            print(f"  {run_dir} is finished: evaluating it as it is", flush=True)
+            return None
     started = time.perf_counter()
     train(config, run_dir, overwrite=True, log=lambda line: print(f"  {line}", flush=True))
     return time.perf_counter() - started
 
 
 def evaluate_run(run_dir, eval_k, limit, seed=0):
-    """What ``npvae evaluate RUN --iw-samples eval_k [--limit]`` prints, as a dict."""
+    """What ``npvae evaluate RUN --iw-samples eval_k [--limit]`` prints, as a dict, and each
+    digit's bound (host float64 (N,)), kept in ``RUN/iw_bounds_k{eval_k}.npy``."""
     from npvae import evaluate
     from npvae.checkpoint import model_from_checkpoint
     from npvae.data import run_test_data
@@ -68,17 +87,22 @@ def evaluate_run(run_dir, eval_k, limit, seed=0):
     x = x[:limit] if limit else x
     rng = np.random.default_rng(seed)       # the CLI's order: the ELBO, then the bound
     terms = evaluate.evaluate_elbo(model, x, batch_size=1000, rng=rng)
+    saved = run_dir / f"iw_bounds_k{eval_k}.npy"
     started = time.perf_counter()
-    bar = evaluate.ProgressBar(f"{run_dir.name}: importance-weighted bound, k={eval_k}")
-    try:
-        bounds = evaluate.iw_bounds(model, x, eval_k, rng, batch_size=100, progress=bar)
-    finally:
-        bar.close()
+    if saved.is_file() and len(np.load(saved)) >= len(x):
+        bounds = np.load(saved)[:len(x)]
+    else:
+        bar = evaluate.ProgressBar(f"{run_dir.name}: importance-weighted bound, k={eval_k}")
+        try:
+            bounds = evaluate.iw_bounds(model, x, eval_k, rng, batch_size=100, progress=bar)
+        finally:
+            bar.close()
+        np.save(saved, bounds)
     return dict(test_elbo=-(terms["recon"] + terms["kl"]), nll=-float(bounds.mean()),
                 standard_error=float(bounds.std(ddof=1) / np.sqrt(len(bounds))),
                 active_units=evaluate.active_units(model, x, threshold=0.01),
                 latent=model.latent, digits=len(x), eval_seconds=time.perf_counter() - started,
-                epochs=checkpoint.state.get("epoch"))
+                epochs=checkpoint.state.get("epoch")), bounds
 
 
 def main(argv=None):
@@ -92,27 +116,34 @@ def main(argv=None):
     parser.add_argument("--eval-k", type=int, default=5000, help="samples of the bound")
     parser.add_argument("--limit", type=int, help="evaluate on the first N test digits only")
     parser.add_argument("--runs", default="runs/repro", help="folder of the run folders")
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="evaluate the runs already in --runs, train nothing")
+    parser.add_argument("--seeds", default="0", help="training seeds (default 0)")
+    parser.add_argument("--seed-ks", default="5",
+                        help="the k whose models are trained with every seed (default 5)")
     parser.add_argument("--threads", type=int, help="BLAS threads (read before NumPy loads)")
     parser.add_argument("--out", help="JSON to write (default benchmarks/results/reproduce_burda.json)")
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
-    rows = []
-    for k in ks:
+    seeds, seed_ks = [int(s) for s in args.seeds.split(",")], [int(k) for k in args.seed_ks.split(",")]
+    # the first seed's runs for every k first, then the other seeds' (a table as soon as possible)
+    runs = [(k, seed) for seed in seeds for k in ks if seed == seeds[0] or k in seed_ks]
+    rows, bounds = [], {}
+    for k, seed in runs:
         for objective in ("elbo", "iwae"):
-            run_dir = Path(args.runs) / f"{PRESET[objective]}-k{k}"
-            print(f"{NAME[objective]}, k = {k}: {run_dir}", flush=True)
-            seconds = (None if args.evaluate_only
-                       else train_run(objective, k, run_dir, args.epochs, args.lr_schedule))
-            row = dict(objective=objective, k=k, run_dir=str(run_dir), train_seconds=seconds,
-                       paper=PAPER.get((objective, k)),
-                       **evaluate_run(run_dir, args.eval_k, args.limit))
+            run_dir = Path(args.runs) / (f"{PRESET[objective]}-k{k}" + (f"-seed{seed}" if seed else ""))
+            print(f"{NAME[objective]}, k = {k}, seed {seed}: {run_dir}", flush=True)
+            seconds = train_run(objective, k, seed, run_dir, args.epochs, args.lr_schedule)
+            result, bounds[objective, k, seed] = evaluate_run(run_dir, args.eval_k, args.limit)
+            row = dict(objective=objective, k=k, seed=seed, run_dir=str(run_dir),
+                       train_seconds=seconds, paper=PAPER.get((objective, k)), **result)
             rows.append(row)
             print(f"  -log p(x) <= {row['nll']:.2f} +/- {row['standard_error']:.2f}, "
                   f"test -ELBO {-row['test_elbo']:.2f}, {row['active_units']} active units",
                   flush=True)
-    table = [[f"{NAME[r['objective']]}, k = {r['k']}", f"{r['paper']:.2f}" if r["paper"] else "",
+        paired = bounds["elbo", k, seed] - bounds["iwae", k, seed]
+        print(f"  IWAE - VAE = {paired.mean():+.2f} +/- {paired.std(ddof=1) / np.sqrt(len(paired)):.2f}"
+              " nats", flush=True)
+    table = [[f"{NAME[r['objective']]}, k = {r['k']}" + (f", seed {r['seed']}" if r["seed"] else ""),
+              f"{r['paper']:.2f}" if r["paper"] else "",
               f"{r['nll']:.2f} ± {r['standard_error']:.2f}", f"{-r['test_elbo']:.2f}",
               f"{r['active_units']} of {r['latent']}",
               "" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min",
@@ -121,16 +152,21 @@ def main(argv=None):
                                 f"-log p(x) <= (k={args.eval_k}, {rows[0]['digits']} digits)",
                                 "test -ELBO", "active units", "training", "evaluation"],
                         title=f"Burda et al. Table 1, {args.epochs} epochs ({args.lr_schedule})")
-    for k in ks:
-        vae, iwae = (next(r for r in rows if (r["objective"], r["k"]) == (o, k))
+    differences = []
+    for k, seed in runs:
+        vae, iwae = (next(r for r in rows if (r["objective"], r["k"], r["seed"]) == (o, k, seed))
                      for o in ("elbo", "iwae"))
-        print(f"k = {k}: IWAE - VAE = {iwae['nll'] - vae['nll']:+.2f} nats (paper "
+        paired = bounds["elbo", k, seed] - bounds["iwae", k, seed]   # per digit, in -log p(x)
+        differences.append(dict(k=k, seed=seed, iwae_minus_vae=float(paired.mean()),
+                                paired_standard_error=float(paired.std(ddof=1) / np.sqrt(len(paired)))))
+        print(f"k = {k}, seed {seed}: IWAE - VAE = {paired.mean():+.2f} +/- "
+              f"{differences[-1]['paired_standard_error']:.2f} nats (paired over the digits; paper "
               f"{PAPER[('iwae', k)] - PAPER[('elbo', k)]:+.2f}); short of the paper by "
               f"{vae['nll'] - PAPER[('elbo', k)]:.2f} (VAE) and "
               f"{iwae['nll'] - PAPER[('iwae', k)]:.2f} (IWAE) nats")
     _common.write_json("reproduce_burda", dict(
         machine=_common.machine_info(), epochs=args.epochs, lr_schedule=args.lr_schedule,
-        eval_k=args.eval_k, limit=args.limit, rows=rows), args.out)
+        eval_k=args.eval_k, limit=args.limit, rows=rows, differences=differences), args.out)
 
 
 if __name__ == "__main__":
