@@ -20,7 +20,7 @@ import numpy as np
 from .backend import get_xp
 from .checks import is_int, number, positive_int
 from .errors import ConfigError
-from .iwae import OBJECTIVES
+from .iwae import OBJECTIVES, check_decoder_rows
 from .presets import DEFAULT_PRESET, get_preset
 from .vae import check_arguments
 
@@ -162,7 +162,7 @@ class TrainConfig:
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
             if not isinstance(value, str) or value not in choices:
                 raise ConfigError(f"{name}={value!r} is unknown; choose one of {', '.join(choices)}")
-        positive_int("k", self.k)
+        check_decoder_rows(positive_int("k", self.k), self.batch_size)
         if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs):
             raise ConfigError(f"the iwae objective has no KL weight: it needs beta=1 and "
                               f"warmup_epochs=0 (got beta={self.beta}, warmup_epochs="

@@ -43,6 +43,18 @@ from .vae import LossTerms
 
 OBJECTIVES = ("elbo", "iwae")
 
+MAX_DECODER_ROWS = 2**18
+"""The most rows, k B, of one step's decoder batch: 262,144 rows of 784 float32
+pixels are 0.8 GB an array, and a step keeps a few. More is refused, not swapped."""
+
+
+def check_decoder_rows(k, batch):
+    """A ConfigError when k samples of ``batch`` examples exceed ``MAX_DECODER_ROWS``."""
+    if k * batch > MAX_DECODER_ROWS:
+        raise ConfigError(f"k={k} samples of {batch} examples make {k * batch:,} decoder rows a "
+                          f"step, more than the {MAX_DECODER_ROWS:,} allowed: lower k or the "
+                          "batch size")
+
 
 def importance_weights(log_w, axis=0):
     """The normalised importance weights: softmax of ``log_w`` over the samples ``axis``.
@@ -86,6 +98,7 @@ class KSampleObjective:
         model, k = self.model, self.k
         x = model.check_input(x, values=check)
         B, Z = x.shape[0], model.latent
+        check_decoder_rows(k, B)
         beta = model.beta if beta is None else beta
         if self.objective == "iwae" and beta != 1:
             raise ConfigError(f"the iwae objective has no KL weight: beta must be 1, got {beta}")

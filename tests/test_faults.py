@@ -415,7 +415,7 @@ def command_lines(draw):
 
 # Valid but slow sizes, cut down to these (invalid values are kept, to be refused).
 SLOW = {"--iw-samples": 20, "--x-dim": 24, "--batch": 8, "--hidden": 32, "--latent": 16,
-        "--n": 64, "--limit": 16, "--epochs": 3}
+        "--n": 64, "--limit": 16, "--epochs": 3, "--k": 4}
 
 
 def _tame(argv):

@@ -244,6 +244,26 @@ def test_bad_arguments_are_one_line_errors():
         KSampleObjective(model, 2, "elbo").forward(x, np.zeros(3, int), eps=eps)
 
 
+def test_a_k_beyond_the_memory_limit_is_refused_before_anything_is_drawn(capsys):
+    """k B decoder rows above MAX_DECODER_ROWS: one line, from the objective, the config and
+    the command line alike, before any noise is drawn (no swapping, no OOM kill)."""
+    from npvae.cli import main
+    from npvae.config import TrainConfig
+    from npvae.iwae import MAX_DECODER_ROWS
+
+    model = make_model()
+    x, _ = batch(model, 3, 2)
+    k = MAX_DECODER_ROWS // 3 + 1
+    with pytest.raises(ConfigError, match="decoder rows a step, more than the 262,144 allowed"):
+        KSampleObjective(model, k, "iwae").forward(x, rng=None)
+    KSampleObjective(model, MAX_DECODER_ROWS // 3, "iwae")   # the limit itself is allowed
+    with pytest.raises(ConfigError, match="lower k or the batch size"):
+        TrainConfig(objective="iwae", k=2**11 + 1, batch_size=128).validate()
+    assert main(["train", "--k", "1000000", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than the 262,144 allowed" in err, err
+
+
 # ------------------------------------------------------------------ against autograd
 
 
