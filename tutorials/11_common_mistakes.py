@@ -194,7 +194,7 @@ show("fixed (mlp-mse preset)", results["fixed (mlp-mse preset)"])
 # detail noise (tutorial 3), so information in $z$ is dear, and its
 # reconstructions and samples are blurred. Trained longer it gives up
 # dimensions, as the large $\beta$ of tutorial 9 did: when we ran the full
-# version (10 epochs on all 60,000 digits) it kept 4 active units and 3.6
+# version (10 epochs on all 60,000 digits) it kept 5 active units and 4.7
 # nats, where tutorial 8's Bernoulli model put 25 nats in its code.
 #
 # ## (a) An encoder with no variance output
@@ -378,7 +378,7 @@ print(f"the mean digit, for comparison: recon SSE {mean_digit_sse:.1f}")
 #
 # **The fix** is to sum over pixels, as the mlp-mse preset does (and every
 # npvae likelihood does): the fixed model's row, whose code carries a few
-# nats (18 of 20 units active in the default run, 4 in the full run: a
+# nats (18 of 20 units active in the default run, 5 in the full run: a
 # partial collapse, not a total one).
 # If an MSE library function is all you have, use `reduction="sum"` and
 # divide by the batch size yourself.
