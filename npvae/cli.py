@@ -3,6 +3,8 @@
     npvae train                          # PyTorch's VAE example, 10 epochs
     npvae train --preset iwae --epochs 50
     npvae train --resume runs/iwae       # continue a run (after Ctrl-C, or for more epochs)
+    npvae train --preset burda-iwae      # train on the importance-weighted bound, k = 5
+    npvae train --preset cvae            # a conditional VAE; then: npvae sample RUN --digit 7
     npvae evaluate runs/pytorch-example --iw-samples 5000
     npvae sample runs/pytorch-example --n 64 --out samples.png
     npvae plot runs/pytorch-example
