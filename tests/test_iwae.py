@@ -317,3 +317,16 @@ def test_gradcheck_command_checks_the_runs_objective(capsys):
     assert main(["gradcheck", "--preset", "burda-iwae", "--k", "2", "--x-dim", "12"]) == 0
     out = capsys.readouterr().out
     assert "objective iwae, k=2" in out and "all ok" in out
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_k_sample_gradients_through_the_conv_architecture(objective):
+    """The k samples go through a convolutional decoder as one (k B)-image batch as well:
+    every gradient of a shrunk conv preset against central differences, k = 2."""
+    from npvae.gradcheck import check_architecture, shrink_architecture
+    from npvae.presets import get_preset
+
+    config = shrink_architecture({"x_dim": 784, **get_preset("conv")["model"]}, 20)
+    model, results = check_architecture(config, objective=objective, k=2, batch=2)
+    assert model.config["architecture"] == "conv"
+    assert all(r.ok for r in results), format_results(results)
