@@ -32,7 +32,7 @@ import numpy as np
 from .backend import xp_of
 from .checks import positive_int
 from .errors import ConfigError
-from .layers import init_weights
+from .layers import init_weights, parameters
 
 
 def conv_output_size(size, kernel, stride=1, padding=0):
@@ -160,8 +160,7 @@ class Conv2D:
         area = kernel * kernel
         W, b = init_weights(c_in * area, c_out * area, init, rng,
                             shape=(c_out, c_in, kernel, kernel), bias=c_out)
-        self.params = {"W": xp.asarray(W, dtype=dtype), "b": xp.asarray(b, dtype=dtype)}
-        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.params, self.grads = parameters(W, b, dtype, xp)
         self.xp = xp
 
     def output_shape(self, height, width):
@@ -240,8 +239,7 @@ class ConvTranspose2D:
         area = kernel * kernel
         W, b = init_weights(c_out * area, c_in * area, init, rng,
                             shape=(c_in, c_out, kernel, kernel), bias=c_out)
-        self.params = {"W": xp.asarray(W, dtype=dtype), "b": xp.asarray(b, dtype=dtype)}
-        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.params, self.grads = parameters(W, b, dtype, xp)
         self.xp = xp
 
     def output_shape(self, height, width):

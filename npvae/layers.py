@@ -44,6 +44,13 @@ def init_weights(n_in, n_out, init, rng, *, shape=None, bias=None):
     raise ConfigError(f"init={init!r} is unknown; choose one of {', '.join(INITS)}")
 
 
+def parameters(W, b, dtype, xp):
+    """A layer's ``(params, grads)``: W and b in ``dtype`` on ``xp``, and zero gradients
+    of the same shapes beside them, under the same keys."""
+    params = {"W": xp.asarray(W, dtype=dtype), "b": xp.asarray(b, dtype=dtype)}
+    return params, {k: xp.zeros_like(v) for k, v in params.items()}
+
+
 class Dense:
     """Affine layer: out = x @ W + b.
 
@@ -56,9 +63,7 @@ class Dense:
     """
 
     def __init__(self, n_in, n_out, *, rng, init="he", dtype=np.float32, xp=np):
-        W, b = init_weights(n_in, n_out, init, rng)
-        self.params = {"W": xp.asarray(W, dtype=dtype), "b": xp.asarray(b, dtype=dtype)}
-        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.params, self.grads = parameters(*init_weights(n_in, n_out, init, rng), dtype, xp)
         self.xp = xp
 
     def forward(self, x):
