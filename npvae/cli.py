@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, exercises
-from .cvae import is_conditional
+from .cvae import check_digit, is_conditional
 from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
@@ -210,12 +210,7 @@ def cmd_sample(args):
     from . import plots
 
     model, checkpoint, run_dir = _load_run(args.run)
-    if args.digit is not None:
-        if not is_conditional(model):
-            raise ConfigError(f"--digit needs a conditional run; {args.run} was trained without "
-                              "--conditional, so it cannot draw a chosen digit")
-        if not 0 <= args.digit < model.n_classes:
-            raise ConfigError(f"--digit={args.digit} must be one of 0 to {model.n_classes - 1}")
+    check_digit(model, args.digit)
     name = "samples" if args.digit is None else f"samples_digit{args.digit}"
     out = Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png"
     plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n, digit=args.digit)

@@ -134,6 +134,23 @@ def is_conditional(model):
     return isinstance(model, CVAE)
 
 
+def check_digit(model, digit, name="--digit"):
+    """``digit``, a label to draw (None: none asked), checked against ``model``.
+
+    A ConfigError, naming the option ``name``, when the model is not
+    conditional or the digit is not one of its C classes: the one rule behind
+    ``npvae sample --digit``, ``npvae explore --digit`` and the figures.
+    """
+    if digit is None:
+        return None
+    if not is_conditional(model):
+        raise ConfigError(f"{name} needs a conditional run: this run's model is not conditional, "
+                          "so it cannot draw a chosen digit (train one with --conditional)")
+    if not 0 <= digit < model.n_classes:
+        raise ConfigError(f"{name}={digit} must be one of 0 to {model.n_classes - 1}")
+    return digit
+
+
 def set_condition(model, y, batch=None):
     """Condition ``model`` on labels ``y`` (B,), or check that it needs none.
 

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.widgets import Slider
 
 from .backend import to_numpy
-from .cvae import is_conditional
+from .cvae import check_digit, is_conditional
 from .errors import ConfigError
 from .evaluate import encode_means, kl_per_dim
 from .plots import _image_side
@@ -88,11 +88,7 @@ class LatentExplorer:
             raise ConfigError(f"explore needs a latent space of 2 or more dimensions; this model has "
                               f"latent={model.latent}")
         conditional = is_conditional(model)
-        if digit is not None and not conditional:
-            raise ConfigError("this run's model is not conditional: it cannot be asked for a "
-                              "digit (train one with --conditional)")
-        if conditional and not (digit is None or 0 <= digit < model.n_classes):
-            raise ConfigError(f"digit={digit} must be one of 0 to {model.n_classes - 1}")
+        check_digit(model, digit, "digit")
         self.model = model
         self.digit = (digit or 0) if conditional else None
         self.side = _image_side(model.x_dim)

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_write, make_folder
 from .backend import to_numpy
-from .cvae import is_conditional
+from .cvae import check_digit, is_conditional
 from .errors import ConfigError
 from .evaluate import encode_means
 
@@ -102,9 +102,7 @@ def _labels(model, y, n):
     Labels for a model that is not conditional are a ConfigError.
     """
     if not is_conditional(model):
-        if y is not None:
-            raise ConfigError("this run's model is not conditional: it cannot be asked for a "
-                              "digit (train one with --conditional)")
+        check_digit(model, y, "digit")   # labels for a model without: a ConfigError
         return None
     y = np.arange(n) % model.n_classes if y is None else np.broadcast_to(to_numpy(y), (n,))
     return np.asarray(y, dtype=np.int64)
