@@ -126,7 +126,7 @@ tutorial.show(analogies)
 # and give each image to the nearest class-mean image of the test digits.
 # A model that ignored $y$ would score about 10%; the real test digits
 # themselves score about 80% with this crude classifier. We ask for three
-# times chance, 30%. The default run scored 34% (quick mode: 40%, with its
+# times chance, 30%. The default run scored 35% (quick mode: 40%, with its
 # 8 latents): above chance, far from the real digits. The grid shows why:
 # after 2 epochs many columns keep one shape in every row, the label only
 # nudging it. The encoder sees the image, and 20 latent dimensions are room
