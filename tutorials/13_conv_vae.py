@@ -116,7 +116,7 @@ for name, terms in losses.items():
 
 # %% [markdown]
 # In the default run (one epoch each, all 10 000 test digits), the conv VAE
-# reached a test loss of 118.2 nats (recon 92.6 + KL 25.6) and the MLP 126.2
+# reached a test loss of 118.2 nats (recon 92.6 + KL 25.6) and the MLP 126.1
 # (recon 105.5 + KL 20.7): 8 nats better with a third of the parameters, all
 # of it in the reconstruction term; a kernel learned at one position of a
 # stroke works at every other. Over 10 epochs (`benchmarks/compare_conv_torch.py`,
