@@ -96,7 +96,7 @@ def test_resume_continues_and_refuses_changed_settings(run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resuming" in out and "epoch 3/3" in out
     assert cli.main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
-    assert "--lr cannot be combined with --resume" in error_line(capsys)
+    assert "--lr cannot be changed when resuming" in error_line(capsys)
 
 
 def test_evaluate_prints_the_bounds_and_the_kl_table(run, capsys):
@@ -147,11 +147,16 @@ def test_gradcheck_fails_with_exit_1_on_a_wrong_backward(monkeypatch, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--lr", "-1"], "argument --lr: '-1' is not a positive finite number"),
-    (["train", "--preset", "nope"], "argument --preset: invalid choice: 'nope' (choose from "
-                                    "'pytorch-example'"),
-    (["train", "--binarize", "maybe"], "binarize='maybe' is unknown"),
-    (["train", "--likelihood", "poisson"], "likelihood='poisson' is unknown"),
-    (["train", "--backend", "tpu"], "backend='tpu' is unknown"),
+    (["train", "--preset", "nope"], "argument --preset: 'nope' is not one of pytorch-example, "),
+    (["train", "--binarize", "maybe"], "argument --binarize: 'maybe' is not one of none, dynamic, "
+                                       "threshold"),
+    (["train", "--likelihood", "poisson"], "argument --likelihood: 'poisson' is not one of "
+                                           "bernoulli, gaussian"),
+    (["train", "--backend", "tpu"], "argument --backend: 'tpu' is not one of numpy, cupy"),
+    (["train", "--activation", "gelu"], "argument --activation: 'gelu' is not one of relu, "),
+    (["gradcheck", "--objective", "iw"], "argument --objective: 'iw' is not one of elbo, iwae"),
+    (["explore", "RUN", "--n", "0"], "argument --n: '0' is not a positive integer"),
+    (["explore", "RUN", "--sliders", "-1"], "argument --sliders: '-1' is not a non-negative"),
     (["train", "--epochs", "0"], "argument --epochs: '0' is not a positive integer"),
     (["train", "--batch-size", "100000"], "batch_size=100000 is larger than the 48"),
     (["train", "--data-dir", "/no/such/folder"], "data directory not found"),

@@ -183,7 +183,7 @@ def test_conditional_run_resumes_exactly_and_draws_digits(tmp_path, capsys):
 def test_conditional_run_evaluates_plots_and_explores_with_its_labels(tmp_path, capsys):
     """evaluate bounds log p(x | y) with the test labels (the same numbers as the API
     with y); plot redraws the digit grid; explore decodes the --digit asked for."""
-    from npvae.data import run_test_data
+    from npvae.runs import run_test_data
     from npvae.evaluate import evaluate_elbo, iw_bound
 
     run = train(tiny_config(figures=False, epochs=1), tmp_path / "run", log=lambda *_: None)

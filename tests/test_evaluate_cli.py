@@ -16,7 +16,8 @@ import pytest
 from npvae import cli
 from npvae.checkpoint import model_from_checkpoint
 from npvae.data import load_mnist, to_unit_interval
-from npvae.evaluate import ProgressBar, evaluate_elbo, format_duration, iw_bounds
+from npvae.evaluate import evaluate_elbo, iw_bounds
+from npvae.progress import ProgressBar, format_duration
 
 BOUND_RE = re.compile(r"importance-weighted bound, k=(\d+): log p\(x\) >= (-?[\d.]+)")
 SE_RE = re.compile(r"standard error ([\d.]+) nats \(the (\d+) examples' bounds")

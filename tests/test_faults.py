@@ -351,8 +351,9 @@ def test_a_corrupt_metrics_file_is_one_line_in_plot(run, content, capsys):
     (["sample", "RUN", "--n", str(10**30)], "argument --n: '1000000000000000000000000000000' is "
      "not a positive integer up to 10,000"),
     (["gradcheck", "--batch", str(10**30)], "is not a positive integer up to 10,000"),
-    (["train", "--preset", ""], "argument --preset: invalid choice: ''"),
-    (["gradcheck", "--preset", ""], "argument --preset: invalid choice: ''"),
+    (["train", "--preset", ""], "argument --preset: '' is not one of pytorch-example"),
+    (["gradcheck", "--preset", ""], "argument --preset: '' is not one of pytorch-example"),
+    (["explore", "RUN", "--digit", "-1"], "argument --digit: '-1' is not a non-negative integer"),
     (["train", "--latent", "1e30"], "argument --latent: '1e30' is not a positive integer"),
     (["train", "--latent", str(10**30)], "parameters, more than the limit of 100,000,000"),
     (["train", "--hidden", "10000000"], "parameters, more than the limit of 100,000,000"),
