@@ -32,14 +32,10 @@ from npvae.gradcheck import (DEFAULT_TOL, check_architecture, check_layer, check
 from npvae.optim import Adam
 from npvae.presets import get_preset
 from npvae.train import resume, train, train_step
+from tests.helpers import assert_all_ok
 from tests.torch_or_skip import import_torch, load_benchmark
 
 seeds = st.integers(0, 2**32 - 1)
-
-
-def assert_all_ok(results):
-    bad = [str(r) for r in results if not r.ok]
-    assert not bad, "gradient check failed:\n" + "\n".join(bad)
 
 
 @st.composite

@@ -14,6 +14,7 @@ from npvae.errors import ConfigError, DataError
 from npvae.gradcheck import check_layer, check_model, format_results
 from npvae.iwae import KSampleObjective
 from npvae.train import resume, train
+from tests.helpers import tiny_config
 
 
 def make_cvae(x_dim=7, hidden=(6,), latent=3, activation="tanh", likelihood="bernoulli",
@@ -153,17 +154,18 @@ def test_conditional_checkpoint_round_trip(tmp_path):
     assert np.array_equal(loaded.decode(z, y), model.decode(z, y))
 
 
-def tiny_config(**changes):
-    settings = dict(hidden=(16,), latent=2, n_train=96, n_test=40, batch_size=32, epochs=2,
-                    progress=False)
-    return TrainConfig.from_preset("cvae", **{**settings, **changes})
+def cvae_config(**changes):
+    """A tiny conditional run on the shipped MNIST's first 96 training digits."""
+    return tiny_config(None, preset="cvae", **{**dict(hidden=(16,), n_train=96, n_test=40,
+                                                      batch_size=32, epochs=2, figures=True),
+                                               **changes})
 
 
 def test_conditional_run_resumes_exactly_and_draws_digits(tmp_path, capsys):
     """A conditional run with labels batched alongside x: 1 + 1 epochs equal 2, bit for
     bit; sample --digit draws from it, and a run that is not conditional refuses."""
-    whole = train(tiny_config(figures=False), tmp_path / "whole", log=lambda *_: None)
-    train(tiny_config(epochs=1), tmp_path / "split", log=lambda *_: None)
+    whole = train(cvae_config(figures=False), tmp_path / "whole", log=lambda *_: None)
+    train(cvae_config(epochs=1), tmp_path / "split", log=lambda *_: None)
     split = resume(tmp_path / "split", epochs=2, log=lambda *_: None)
     assert np.array_equal(whole.model.theta, split.model.theta)
     assert whole.metrics[-1]["test_loss"] == split.metrics[-1]["test_loss"]
@@ -174,7 +176,7 @@ def test_conditional_run_resumes_exactly_and_draws_digits(tmp_path, capsys):
     assert out.is_file()
     assert main(["sample", str(tmp_path / "split"), "--digit", "10"]) == 2
     assert "--digit=10 must be one of 0 to 9" in capsys.readouterr().err
-    plain = train(tiny_config(conditional=False, figures=False, epochs=1), tmp_path / "plain",
+    plain = train(cvae_config(conditional=False, figures=False, epochs=1), tmp_path / "plain",
                   log=lambda *_: None)
     assert main(["sample", str(plain.run_dir), "--digit", "7"]) == 2
     assert "--digit needs a conditional run" in capsys.readouterr().err
@@ -186,7 +188,7 @@ def test_conditional_run_evaluates_plots_and_explores_with_its_labels(tmp_path, 
     from npvae.runs import run_test_data
     from npvae.evaluate import evaluate_elbo, iw_bound
 
-    run = train(tiny_config(figures=False, epochs=1), tmp_path / "run", log=lambda *_: None)
+    run = train(cvae_config(figures=False, epochs=1), tmp_path / "run", log=lambda *_: None)
     capsys.readouterr()
     assert main(["evaluate", str(run.run_dir), "--iw-samples", "7", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -208,8 +210,8 @@ def test_k_sample_training_runs_and_resumes_exactly(tmp_path):
     """--objective iwae --k 3 through the trainer: 1 + 1 epochs equal 2, bit for bit."""
     config = dict(conditional=False, objective="iwae", k=3, lr_schedule="iwae-short",
                   figures=False)
-    whole = train(tiny_config(**config), tmp_path / "whole", log=lambda *_: None)
-    train(tiny_config(**{**config, "epochs": 1}), tmp_path / "split", log=lambda *_: None)
+    whole = train(cvae_config(**config), tmp_path / "whole", log=lambda *_: None)
+    train(cvae_config(**{**config, "epochs": 1}), tmp_path / "split", log=lambda *_: None)
     split = resume(tmp_path / "split", epochs=2, log=lambda *_: None)
     assert np.array_equal(whole.model.theta, split.model.theta)
     assert whole.optimizer.lr == pytest.approx(1e-3 * 10 ** (-1 / 7))

@@ -17,16 +17,12 @@ from npvae.errors import ConfigError, DivergenceError
 from npvae.randomness import STREAMS, derive_seed, replay
 from npvae.runs import read_metrics
 from npvae.train import Interrupted, resume, train
+from tests.helpers import tiny_config
 from tests.strict_xp import StrictArray
 
 
-def config(data_dir, **overrides):
-    """A tiny, fast run: 48 examples, batches of 10 (5 steps per epoch)."""
-    values = dict(hidden=(8,), latent=2, epochs=4, batch_size=10, data_dir=str(data_dir),
-                  figures=False, progress=False)
-    values.update(overrides)
-    preset = values.pop("preset", "pytorch-example")
-    return TrainConfig.from_preset(preset, **values)
+# A tiny, fast run: 48 examples, batches of 10 (5 steps per epoch).
+config = tiny_config
 
 
 # Settings that exercise every random stream and option of the loop.
