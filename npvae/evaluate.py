@@ -244,9 +244,8 @@ def _log_weights_fast(model, xb, mu, logvar, eps, xW=None):
 
 FAST_CHUNK_ROWS = 2048
 """Samples x examples per chunk of the fast estimator, so that its (rows, D)
-float32 scratch arrays stay near the CPU's caches. On a 784-400-20 model,
-chunks of 500 to 8000 rows cost within 15% of each other (CPU time, one
-thread); 2000 to 4000 were the cheapest."""
+float32 scratch arrays stay near the CPU's caches (how it was chosen:
+benchmarks/README.md, "The importance-weighted bound against PyTorch")."""
 
 
 def _default_chunk(model, k, batch, plain=True):

@@ -60,11 +60,11 @@ def open_checkpoint(run):
 def open_run(run, backend="numpy"):
     """A trained run: ``(model, checkpoint, run_dir)``, the model with its trained weights
     (``open_checkpoint``, then ``restore_model``). ``backend``: where the model lives."""
-    from .cvae import build_model
+    from .cvae import model_from_config
 
     checkpoint, run_dir = open_checkpoint(run)
     try:
-        model = build_model(**checkpoint.model_config, backend=backend)
+        model = model_from_config(**checkpoint.model_config, backend=backend)
     except ConfigError as err:
         raise CheckpointError(f"{checkpoint.path}: cannot build its model ({err})") from err
     restore_model(checkpoint, model)

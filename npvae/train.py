@@ -27,8 +27,9 @@ run reads nothing back but the per-step loss terms (and, with ``clip``, the
 gradient norm), in groups (every step on NumPy, where reading is free; every
 ``FLUSH_EVERY_DEVICE`` steps otherwise), to check that they are finite, sum
 them and show them in the progress bar. Without ``clip`` the gradient norm is
-not taken (it would cost 3% of an epoch): a gradient that is not finite makes
-the parameters and so the next step's loss NaN, which stops training there.
+not taken (it would be a pass over every gradient, for nothing): a gradient
+that is not finite makes the parameters and so the next step's loss NaN,
+which stops training there.
 
 Interrupts. Ctrl-C (SIGINT) during training is deferred to the end of the
 current step; the run then saves a checkpoint of that position and raises
@@ -49,7 +50,7 @@ from . import progress
 from .backend import default_rng, to_numpy
 from .checkpoint import CHECKPOINT_NAME, restore_model, restore_optimizer, save_checkpoint
 from .config import TrainConfig
-from .cvae import build_model
+from .cvae import model_from_config
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
@@ -151,7 +152,7 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
     config = (config or TrainConfig()).validate()
     data = prepare_data(config)
     # The model before the folder: one too large for memory fails here and leaves no folder.
-    model = build_model(**config.model_kwargs(data.x_train.shape[1]))
+    model = model_from_config(**config.model_kwargs(data.x_train.shape[1]))
     optimizer = _adam(model, config)
     run_dir, note, lock = claim_run_dir(run_dir, config.preset, overwrite)
     with lock:
@@ -193,7 +194,7 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     if state["epoch"] == config.epochs and state["step_in_epoch"] == 0:
         log(f"nothing to do: {run_dir} is finished ({state['epoch']} of {config.epochs} epochs "
             f"trained); pass --epochs N (more than {state['epoch']}) to train further")
-        model = build_model(**config.model_kwargs(checkpoint.model_config["x_dim"]))
+        model = model_from_config(**config.model_kwargs(checkpoint.model_config["x_dim"]))
         restore_model(checkpoint, model)
         return TrainResult(run_dir, model, None, state["metrics"], state, completed=True)
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
@@ -205,7 +206,7 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     if data.summary() != state.get("data"):
         raise CheckpointError(f"{path}: the data differs from the run's: {data.summary()} now, "
                               f"{state.get('data')} then")
-    model = build_model(**config.model_kwargs(data.x_train.shape[1]))
+    model = model_from_config(**config.model_kwargs(data.x_train.shape[1]))
     restore_model(checkpoint, model)  # (refuses a checkpoint whose model differs from its config)
     optimizer = _adam(model, config)
     restore_optimizer(checkpoint, optimizer)

@@ -9,7 +9,7 @@ from npvae import VAE
 from npvae.checkpoint import model_from_checkpoint, save_checkpoint
 from npvae.cli import main
 from npvae.config import TrainConfig
-from npvae.cvae import CVAE, LabelledMLP, build_model
+from npvae.cvae import CVAE, LabelledMLP, model_from_config
 from npvae.errors import ConfigError, DataError
 from npvae.gradcheck import check_layer, check_model, format_results
 from npvae.iwae import KSampleObjective
@@ -105,6 +105,19 @@ def test_bad_labels_are_one_line_errors():
         CVAE(7, (6,), 3, n_classes=1)
 
 
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_fewer_labels_than_examples_are_refused_not_tiled(objective):
+    """2 labels for 4 examples name the mismatch, in the k-sample objectives as in the model,
+    instead of being repeated over the batch."""
+    model = make_cvae()
+    x = np.random.default_rng(1).random((4, 7))
+    with pytest.raises(ConfigError, match="4 examples but y 2 labels"):
+        KSampleObjective(model, 2, objective).forward(x, np.array([1, 2]),
+                                                      eps=np.zeros((2, 4, 3)))
+    with pytest.raises(ConfigError, match="4 examples but y 2 labels"):
+        cvae_module.set_condition(model, np.array([1, 2]), 4)
+
+
 def test_size_check_knows_the_label_rows_and_conv_is_refused():
     """parameter_shapes (the checkpoint loader's check) equals the built CVAE's shapes."""
     from npvae.vae import parameter_shapes
@@ -134,9 +147,9 @@ def test_fast_importance_weights_equal_the_plain_ones_with_labels(likelihood):
 
 
 def test_plain_vae_is_built_as_before():
-    """build_model without n_classes is the VAE, weight for weight, loss for loss."""
+    """model_from_config without n_classes is the VAE, weight for weight, loss for loss."""
     config = dict(x_dim=7, hidden=(6,), latent=3, activation="tanh", seed=4)
-    a, b = VAE(**config), build_model(**config)
+    a, b = VAE(**config), model_from_config(**config)
     assert type(b) is VAE and "n_classes" not in b.config
     assert np.array_equal(a.theta, b.theta)
     x = np.random.default_rng(0).random((3, 7)).astype(np.float32)
