@@ -163,15 +163,15 @@ TRAIN_FLAGS = (
     _flag("validation", non_negative_int, "hold out this many training examples"),
     _flag("n_train", positive_int, "train on the first N training examples only", metavar="N"),
     _flag("n_test", positive_int, "evaluate on the first N test examples only", metavar="N"),
-    _flag("data_dir", _text, "folder of the four MNIST-format files (None: the MNIST shipped "
-          "with npvae)"),
+    _flag("data_dir", _text, "folder of the four MNIST-format files (default: the MNIST "
+          "shipped with npvae)"),
     _flag("checkpoint_every", positive_int, "epochs between checkpoints", metavar="N"),
     _flag("max_steps", positive_int, "stop (with a checkpoint) after N steps in all",
           metavar="N"),
-    _flag("progress", None, "no progress bar", action="store_true"),
-    _flag("figures", None, "no figures", action="store_true"),
+    _flag("progress", None, "no progress bar"),   # NEGATED: the flag is --no-progress
+    _flag("figures", None, "no figures"),
 )
-NEGATED = ("progress", "figures")   # on by default: the flag is --no-NAME
+NEGATED = ("progress", "figures")   # settings on by default: their flag is --no-NAME
 
 
 def _flag_name(field):
@@ -179,23 +179,27 @@ def _flag_name(field):
     return f"--no-{field}" if field in NEGATED else f"--{field.replace('_', '-')}"
 
 
-def _default(field):
-    """``(default X)``, or ``(default: the preset's; X in pytorch-example)`` where presets differ."""
-    value = getattr(TrainConfig.from_preset(DEFAULT_PRESET), field)
+def _default(field, defaults):
+    """``(default X)``, or ``(default: the preset's; X in pytorch-example)`` where presets set
+    it; nothing for a setting that is off (None) by default."""
+    value = getattr(defaults, field)
     value = ",".join(map(str, value)) if isinstance(value, tuple) else value
     if any(field in (*p["model"], *p["training"]) for p in PRESETS.values()):
         return f" (default: the preset's; {value} in {DEFAULT_PRESET})"
-    return "" if field == "preset" or value is None else f" (default {value})"
+    return "" if value is None else f" (default {value})"
 
 
 def add_train_flags(parser):
+    """``TRAIN_FLAGS`` on ``parser``; a flag not given is None (the preset's value)."""
+    defaults = TrainConfig.from_preset(DEFAULT_PRESET)
     for field, options in TRAIN_FLAGS:
         if field in NEGATED:
             parser.add_argument(_flag_name(field), dest=field, action="store_false",
                                 default=True, help=options["help"])
             continue
         options = {k: v for k, v in options.items() if v is not None}
-        options["help"] += _default(field) if field != "preset" else f" (default {DEFAULT_PRESET})"
+        if "(default" not in options["help"]:
+            options["help"] += _default(field, defaults)
         parser.add_argument(_flag_name(field), dest=field, **options)
 
 
