@@ -80,7 +80,8 @@ def evaluate_run(run_dir, eval_k, limit, seed=0):
     digit's bound (host float64 (N,)), kept in ``RUN/iw_bounds_k{eval_k}.npy``."""
     from npvae import evaluate
     from npvae.checkpoint import model_from_checkpoint
-    from npvae.data import run_test_data
+    from npvae.progress import ProgressBar
+    from npvae.runs import run_test_data
 
     model, checkpoint = model_from_checkpoint(run_dir)
     x, _ = run_test_data(checkpoint, None)
@@ -92,7 +93,7 @@ def evaluate_run(run_dir, eval_k, limit, seed=0):
     if saved.is_file() and len(np.load(saved)) >= len(x):
         bounds = np.load(saved)[:len(x)]
     else:
-        bar = evaluate.ProgressBar(f"{run_dir.name}: importance-weighted bound, k={eval_k}")
+        bar = ProgressBar(f"{run_dir.name}: importance-weighted bound, k={eval_k}")
         try:
             bounds = evaluate.iw_bounds(model, x, eval_k, rng, batch_size=100, progress=bar)
         finally:

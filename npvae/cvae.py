@@ -74,7 +74,7 @@ class CVAE(VAE):
 
     ``forward(x, y, ...)``, ``encode(x, y)``, ``decode(z, y)`` take integer
     labels y (B,) in [0, C). ``config`` holds ``n_classes``, so
-    ``build_model(**model.config)`` rebuilds it (checkpoints use that).
+    ``model_from_config(**model.config)`` rebuilds it (checkpoints use that).
     """
 
     def __init__(self, x_dim=784, hidden=(400,), latent=20, *, n_classes=10, **kwargs):
@@ -169,8 +169,9 @@ def set_condition(model, y, batch=None):
     model.condition(y)
 
 
-def build_model(**config):
-    """The model of a ``config`` (``VAE.config`` and ``backend``, ``seed``): a CVAE with ``n_classes``."""
+def model_from_config(**config):
+    """The model a ``config`` describes (``VAE.config``, plus ``backend`` and ``seed``): a CVAE
+    when it has ``n_classes``, else a plain VAE. Training, checkpoints and runs build with it."""
     if config.get("n_classes") is not None:
         return CVAE(**config)
     config.pop("n_classes", None)
