@@ -356,7 +356,8 @@ def build_parser():
                    help="evaluate on the first N test examples only (default: all)")
     p.add_argument("--clip", type=positive_number,
                    help="clip the gradient's global norm to this")
-    p.add_argument("--objective", help="elbo (default; the k-sample ELBO) or iwae (the "
+    p.add_argument("--objective", help="elbo (default; the k-sample ELBO, KL in closed form), "
+                   "elbo-sampled (KL sampled: Burda et al.'s VAE) or iwae (the "
                    "importance-weighted bound)")
     p.add_argument("--k", type=positive_int, help="samples z per example in the objective "
                    "(default 1)")
@@ -438,7 +439,8 @@ def build_parser():
     p.add_argument("--latent", type=positive_int, help="latent dimensions before shrinking")
     p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
     p.add_argument("--likelihood", help="bernoulli or gaussian")
-    p.add_argument("--objective", help="elbo or iwae (default: the preset's or run's)")
+    p.add_argument("--objective", help="elbo, elbo-sampled or iwae (default: the preset's "
+                   "or run's)")
     p.add_argument("--k", type=positive_int,
                    help="samples per example (default: the preset's or run's)")
     p.add_argument("--x-dim", type=positive_int, default=20,
