@@ -26,9 +26,10 @@ summed over pixels and latents and averaged over the batch (nats per example).
   importance-weighted bound ("IWAE"). ``burda-vae`` takes the KL in closed
   form (npvae's "elbo", less variance); ``--objective elbo-sampled`` samples
   it as the paper's VAE does (the same expectation). Both use Adam with
-  beta2 0.999 and eps 1e-4, and the paper's learning rates 1e-3 * 10^(-i/7), i = 0..7, shortened to one
-  epoch each (``iwae-short``, 8 epochs). The paper's full schedule (3^i
-  epochs per stage, 3,280 in all): ``--lr-schedule iwae --epochs 3280``.
+  beta2 0.999 and eps 1e-4, and the paper's learning rates
+  1e-3 * 10^(-i/7), i = 0..7, shortened to one epoch each (``iwae-short``,
+  8 epochs). The paper's full schedule (3^i epochs per stage, 3,280 in all):
+  ``--lr-schedule iwae --epochs 3280``.
   ``--k`` changes the number of samples.
 - ``cvae`` is ``pytorch-example`` made conditional on the digit label.
 """
