@@ -15,7 +15,8 @@ with the log weights log w_il = log p(x_i | z_il) + log p(z_il) - log q(z_il | x
         loss = -mean_i log 1/k sum_l w_il                       (= -L_k, beta must be 1)
 
 "elbo" and "elbo-sampled" have the same expectation over eps, value and
-gradient; the closed form has the smaller variance. Burda et al.'s VAE is
+gradient; the closed form usually has the smaller variance (no sampling
+noise in its KL term). Burda et al.'s VAE is
 "elbo-sampled" (their update is the gradient of sum_l log w_l / k).
 Nats per example, summed over pixels and latents, averaged over the batch, as
 everywhere. The k samples of the batch go through the decoder as one (k B, Z)

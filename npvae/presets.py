@@ -24,8 +24,9 @@ summed over pixels and latents and averaged over the batch (nats per example).
 - ``burda-vae`` and ``burda-iwae`` are that paper's one-stochastic-layer MNIST
   experiment (Table 1) with k = 5 samples: the k-sample ELBO ("VAE") and the
   importance-weighted bound ("IWAE"). ``burda-vae`` takes the KL in closed
-  form (npvae's "elbo", less variance); ``--objective elbo-sampled`` samples
-  it as the paper's VAE does (the same expectation). Both use Adam with
+  form (npvae's "elbo", usually less variance); ``--objective
+  elbo-sampled`` samples it as the paper's VAE does (the same expectation).
+  Both use Adam with
   beta2 0.999 and eps 1e-4, and the paper's learning rates
   1e-3 * 10^(-i/7), i = 0..7, shortened to one epoch each (``iwae-short``,
   8 epochs). The paper's full schedule (3^i epochs per stage, 3,280 in all):
