@@ -154,8 +154,8 @@ TRAIN_FLAGS = (
     _flag("sigma", positive_number, "standard deviation of the gaussian likelihood"),
     _flag("binarize", _choice(BINARIZE), ", ".join(BINARIZE) + " (dynamic: a fresh Bernoulli "
           "sample of every training batch)"),
-    _flag("objective", _choice(OBJECTIVES), "elbo (the k-sample ELBO) or iwae (the "
-          "importance-weighted bound)"),
+    _flag("objective", _choice(OBJECTIVES), "elbo (the k-sample ELBO, KL in closed form), "
+          "elbo-sampled (KL sampled: Burda et al.'s VAE) or iwae (the importance-weighted bound)"),
     _flag("k", positive_int, "samples z per example in the objective"),
     _flag("conditional", None, "a conditional VAE: the digit label into encoder and decoder",
           action="store_const", const=True),

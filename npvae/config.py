@@ -60,8 +60,9 @@ class TrainConfig:
     ``resume`` continues).
 
     ``objective`` and ``k``: the k-sample ELBO ("elbo", k = 1 is the usual
-    training) or the importance-weighted bound ("iwae"; needs beta = 1 and no
-    warm-up), see ``npvae.iwae``. ``conditional``: a conditional VAE on the
+    training; "elbo-sampled" with the KL sampled, Burda et al.'s VAE) or the
+    importance-weighted bound ("iwae"; needs beta = 1 and no warm-up), see
+    ``npvae.iwae``. ``conditional``: a conditional VAE on the
     digit labels (``npvae.cvae``). ``lr_schedule``: ``constant`` (``lr``
     throughout), ``iwae`` (Burda et al.: stage i = 0..7 lasts 3^i epochs at
     lr 10^(-i/7), 3,280 epochs in all) or ``iwae-short`` (the same eight
