@@ -149,7 +149,7 @@ def test_gradcheck_fails_with_exit_1_on_a_wrong_backward(monkeypatch, capsys):
                                            "bernoulli, gaussian"),
     (["train", "--backend", "tpu"], "argument --backend: 'tpu' is not one of numpy, cupy"),
     (["train", "--activation", "gelu"], "argument --activation: 'gelu' is not one of relu, "),
-    (["gradcheck", "--objective", "iw"], "argument --objective: 'iw' is not one of elbo, iwae"),
+    (["gradcheck", "--objective", "iw"], "argument --objective: 'iw' is not one of elbo, elbo-sampled, iwae"),
     (["explore", "RUN", "--n", "0"], "argument --n: '0' is not a positive integer"),
     (["explore", "RUN", "--sliders", "-1"], "argument --sliders: '-1' is not a non-negative"),
     (["train", "--epochs", "0"], "argument --epochs: '0' is not a positive integer"),
