@@ -294,7 +294,7 @@ def cmd_export(args):
 def cmd_import(args):
     from .export import import_run
 
-    run_dir = import_run(args.file, args.run_dir)
+    run_dir = import_run(args.file, args.run_dir, overwrite=args.overwrite)
     print(f"{args.file} imported into {run_dir} (npvae evaluate, sample, plot and explore read it)")
     return 0
 
@@ -319,6 +319,8 @@ def add_export_parsers(sub):
     p.add_argument("file", type=_text, metavar="FILE", help="the .safetensors file to read")
     p.add_argument("--run-dir", type=_text, help="a new or empty folder (default runs/NAME, "
                    "NAME the file's, or runs/NAME-2, ... if taken)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (only "
+                   "once FILE has been read and checked whole)")
     p.set_defaults(func=cmd_import)
 
 

@@ -312,7 +312,8 @@ def _model_config(path, tensors, metadata):
         parameter_shapes(config)   # sizes, and the parameter limit, before anything is built
         reference = build_model(**config).config
     except (KeyError, TypeError, AttributeError, NpvaeError) as err:
-        raise CheckpointError(f"{path}: the model config in its metadata is invalid ({err})") from err
+        raise CheckpointError(f"{path}: the model config in its metadata is invalid "
+                              f"({err})") from err
     if set(config) != set(reference):
         raise CheckpointError(f"{path}: npvae.model has the fields {sorted(config)}, not "
                               f"{sorted(reference)}")
@@ -334,7 +335,8 @@ def _train_config(path, metadata, config):
             raise ConfigError("not a JSON object")
         checked = TrainConfig.from_dict(train).validate()
     except (TypeError, NpvaeError) as err:
-        raise CheckpointError(f"{path}: npvae.train is not a valid training config ({err})") from err
+        raise CheckpointError(f"{path}: npvae.train is not a valid training config "
+                              f"({err})") from err
     if checked.conditional != (config.get("n_classes") is not None):
         raise CheckpointError(f"{path}: npvae.train says conditional={checked.conditional}, "
                               "which its model is not")
@@ -376,14 +378,15 @@ def read_export(path):
 # ---------------------------------------------------------------- import
 
 
-def import_run(path, run_dir=None):
+def import_run(path, run_dir=None, overwrite=False):
     """Make a run folder from the safetensors file ``path``; return the folder.
 
     The file is read and checked whole first (``read_export``); then the
     folder is claimed as ``npvae train`` claims one (``runs.claim_run_dir``: a
     new or empty folder, locked; default ``runs/<file name>``, or ``-2``,
-    ``-3``, ... when taken), so a refused file creates nothing and an
-    existing run is never overwritten. The folder gets ``checkpoint.npz`` (the
+    ``-3``, ... when taken), so a refused file creates nothing and touches no
+    folder; an existing run folder is replaced only with ``overwrite`` (its
+    npvae files only, as ``npvae train --overwrite`` does). The folder gets ``checkpoint.npz`` (the
     weights, no optimizer) and ``config.json``; ``npvae evaluate``, ``sample``,
     ``plot`` and ``explore`` read it. A file with ``npvae.train`` keeps its
     test data's preprocessing (binarization); otherwise pixels in [0, 1].
@@ -398,7 +401,7 @@ def import_run(path, run_dir=None):
     state = {"imported_from": str(path)}
     if train is not None:
         state["train_config"] = train
-    run_dir, _, lock = claim_run_dir(run_dir, path.name.split(".")[0] or "imported")
+    run_dir, _, lock = claim_run_dir(run_dir, path.name.split(".")[0] or "imported", overwrite)
     with lock:
         save_checkpoint(Path(run_dir) / CHECKPOINT_NAME, model, None, state)
         info = {"npvae_version": __version__, "train": train, "model": model.config,

@@ -195,11 +195,19 @@ def test_the_commands_export_import_and_the_tools_read_the_imported_run(tmp_path
                      str(tmp_path / "explore.png")]) == 0
     # the same file into the same folder again: an existing run is not overwritten
     before = {p.name: p.read_bytes() for p in back.iterdir() if p.is_file()}
+    before_params = load_checkpoint(back / "checkpoint.npz").params.keys()
     capsys.readouterr()
     assert cli.main(["import", str(file), "--run-dir", str(back)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists" in err
     assert {p.name: p.read_bytes() for p in back.iterdir() if p.is_file()} == before
+    # --overwrite replaces it, but only with a file that reads whole
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(file.read_bytes()[:-4])
+    assert cli.main(["import", str(bad), "--run-dir", str(back), "--overwrite"]) == 2
+    assert {p.name: p.read_bytes() for p in back.iterdir() if p.is_file()} == before
+    assert cli.main(["import", str(file), "--run-dir", str(back), "--overwrite"]) == 0
+    assert load_checkpoint(back / "checkpoint.npz").params.keys() == before_params
 
 
 def test_export_refuses_a_missing_run_in_one_line(tmp_path, capsys):
