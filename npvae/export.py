@@ -151,7 +151,7 @@ def export_run(run, path, overwrite=False):
     format requires) holds ``format: pt`` (what Hugging Face's loaders look
     for), ``npvae.format``, ``npvae.version``, ``npvae.layout``, ``npvae.model``
     (the model's config, JSON) and, for a trained run, ``npvae.train`` (its
-    ``TrainConfig`` without the machine's data folder). An existing ``path``
+    ``TrainConfig``, with no data folder and the numpy backend). An existing ``path``
     is an error unless ``overwrite``; the write is atomic. Returns the layout.
     """
     try:
@@ -169,7 +169,8 @@ def export_run(run, path, overwrite=False):
                 "npvae.model": json.dumps(config)}
     train = checkpoint.state.get("train_config")
     if isinstance(train, dict):
-        metadata["npvae.train"] = json.dumps({**train, "data_dir": None})
+        # The file is machine-neutral: no data folder of this machine, host arrays.
+        metadata["npvae.train"] = json.dumps({**train, "data_dir": None, "backend": "numpy"})
     data = save(to_torch(model.params, config), metadata=metadata)
     atomic_write(path, lambda f: f.write(data))
     return layout(config)

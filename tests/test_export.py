@@ -10,6 +10,7 @@ import json
 import math
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,10 +131,13 @@ def test_the_published_example_class_loads_a_pytorch_example_export(tmp_path, di
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_export_then_import_is_the_identity_bit_for_bit(preset, tmp_path):
+    """Through the commands, for every preset (iwae's in float64)."""
     model = build_model(**preset_config(preset, "float64" if preset == "iwae" else "float32"),
                         seed=6)
-    path = export_model(model, tmp_path)
-    run = import_run(path, tmp_path / "imported")
+    save_checkpoint(tmp_path / "model.npz", model, None, {})
+    path, run = tmp_path / "model.safetensors", tmp_path / "imported"
+    assert cli.main(["export", str(tmp_path / "model.npz"), str(path)]) == 0
+    assert cli.main(["import", str(path), "--run-dir", str(run)]) == 0
     checkpoint = load_checkpoint(run / "checkpoint.npz")
     assert checkpoint.model_config == load_checkpoint(tmp_path / "model.npz").model_config
     for name, p in model.params.items():
@@ -208,6 +212,14 @@ def test_the_commands_export_import_and_the_tools_read_the_imported_run(tmp_path
     assert {p.name: p.read_bytes() for p in back.iterdir() if p.is_file()} == before
     assert cli.main(["import", str(file), "--run-dir", str(back), "--overwrite"]) == 0
     assert load_checkpoint(back / "checkpoint.npz").params.keys() == before_params
+
+
+def test_import_takes_a_new_folder_under_runs_by_default(tmp_path, monkeypatch):
+    path = export_model(build_model(x_dim=16, hidden=(8,), latent=2), tmp_path, "tiny")
+    monkeypatch.chdir(tmp_path)
+    assert import_run(path) == Path("runs", "tiny")
+    assert import_run(path) == Path("runs", "tiny-2")  # taken: the next free name
+    assert (Path("runs", "tiny-2") / "checkpoint.npz").is_file()
 
 
 def test_export_refuses_a_missing_run_in_one_line(tmp_path, capsys):

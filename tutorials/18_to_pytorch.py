@@ -119,7 +119,10 @@ except ImportError as err:
 # This is the model of `examples/vae/main.py`, layer for layer, with its loss
 # (binary cross-entropy and the KL, summed over pixels, latents and the
 # batch). `load_state_dict(..., strict=True)` fails unless every name and
-# shape in the file is one the class has, and the other way round.
+# shape in the file is one the class has, and the other way round. (One
+# version of the example clamps the decoder's probabilities to
+# [1e-4, 1 - 1e-4] and adds the continuous Bernoulli's normaliser to the
+# loss; its layers, and so the file it loads, are the same.)
 
 # %%
 class VAE(nn.Module):
