@@ -62,7 +62,6 @@ from .vae import parameter_shapes
 
 FORMAT = "npvae-export"
 VERSION = 1
-LAYOUTS = ("pytorch-example", "torch.nn")
 
 # Bounds on what a file may make npvae read, checked before anything else is read.
 MAX_HEADER_BYTES = 2**20    # npvae writes a few kilobytes

@@ -352,7 +352,8 @@ def valid_export(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
-def test_a_hostile_file_is_refused_in_one_line_and_creates_nothing(case, valid_export, tmp_path):
+def test_a_hostile_file_is_refused_in_one_line_and_creates_nothing(case, valid_export, tmp_path,
+                                                                    capsys):
     make, message = HOSTILE[case]
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(make(valid_export))
@@ -360,6 +361,9 @@ def test_a_hostile_file_is_refused_in_one_line_and_creates_nothing(case, valid_e
         import_run(bad, tmp_path / "run")
     text = str(caught.value)
     assert message in text and str(bad) in text and "\n" not in text, text
+    assert not (tmp_path / "run").exists()
+    assert cli.main(["import", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"npvae: error: {text}\n"
     assert not (tmp_path / "run").exists()
 
 
