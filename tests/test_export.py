@@ -6,6 +6,7 @@ example's own class in ``benchmarks/torch_vae.py``). Models are untrained (their
 weights): the mapping of names and layouts is what is tested, not training.
 """
 
+import functools
 import json
 import math
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from npvae import cli
 from npvae.checkpoint import load_checkpoint, save_checkpoint
@@ -399,3 +402,32 @@ def test_export_without_safetensors_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     with pytest.raises(ConfigError, match=r"npvae\[export\]"):
         export_run(tmp_path / "m.npz", tmp_path / "m.safetensors")
+
+
+@settings(max_examples=200)
+@given(data=st.data())
+def test_any_damage_to_a_file_is_refused_in_one_line_or_reads_whole(data, tmp_path_factory):
+    """Random bytes overwritten (mostly in the header) or the file cut short: import reads the
+    file or raises CheckpointError in one line, never another exception."""
+    raw = bytearray(valid_tiny())
+    n = 8 + struct.unpack("<Q", raw[:8])[0]
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, n - 1) | st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    raw = raw[:data.draw(st.integers(0, len(raw)))]
+    bad = tmp_path_factory.mktemp("fuzz") / "bad.safetensors"
+    bad.write_bytes(bytes(raw))
+    try:
+        read_export(bad)
+    except CheckpointError as err:
+        assert str(err) and "\n" not in str(err)
+
+
+@functools.cache
+def valid_tiny():
+    """The bytes of a tiny model's export (hypothesis runs the test many times; made once)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return export_model(build_model(x_dim=16, hidden=(8,), latent=2, seed=0),
+                            Path(folder)).read_bytes()
