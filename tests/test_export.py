@@ -132,6 +132,19 @@ def test_the_published_example_class_loads_a_pytorch_example_export(tmp_path, di
         assert not close(published.encode(torch.from_numpy(x))[0].numpy(), mu, "float32")
 
 
+def test_torch_models_load_builds_the_module_a_file_names(tmp_path, torch, torch_models):
+    from safetensors.torch import load_file
+
+    model = build_model(**preset_config("conv", "float64"), seed=2)
+    path = export_model(model, tmp_path)
+    module, config = torch_models.load(path)
+    assert config == json.loads(json.dumps(model.config))
+    state, expected = module.state_dict(), load_file(str(path))
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in state)
+    assert state["decoder.3.weight"].dtype == torch.float64
+
+
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_export_then_import_is_the_identity_bit_for_bit(preset, tmp_path):
     """Through the commands, for every preset (iwae's in float64)."""
