@@ -391,10 +391,15 @@ def import_run(path, run_dir=None, overwrite=False):
     ``plot`` and ``explore`` read it. A file with ``npvae.train`` keeps its
     test data's preprocessing (binarization); otherwise pixels in [0, 1].
     """
-    from .runs import claim_run_dir
+    from .runs import LOCK_NAME, claim_run_dir
 
     path = Path(path)
     config, params, train = read_export(path)
+    taken = run_dir is not None and Path(run_dir).is_dir() and any(
+        p.name != LOCK_NAME for p in Path(run_dir).iterdir())
+    if taken and not overwrite:  # (claim_run_dir would also refuse, suggesting train's --resume)
+        raise ConfigError(f"run_dir={str(run_dir)!r} already exists; pass --overwrite to replace "
+                          "the run in it, or choose another --run-dir")
     model = build_model(**config)
     for name, p in model.params.items():
         p[...] = params[name]
