@@ -364,6 +364,51 @@ def cmd_explore(args):
     return EXIT["ok"]
 
 
+# ---------------------------------------------------------------- export and import (npvae/export.py)
+
+
+def cmd_export(args):
+    from .export import export_run
+
+    layout = export_run(args.run, args.file, overwrite=args.overwrite)
+    print(f"{args.run} exported to {args.file} ({layout} layout: load it with "
+          "safetensors.torch.load_file, then load_state_dict(..., strict=True))")
+    return 0
+
+
+def cmd_import(args):
+    from .export import import_run
+
+    run_dir = import_run(args.file, args.run_dir, overwrite=args.overwrite)
+    print(f"{args.file} imported into {run_dir} (npvae evaluate, sample, plot and explore read it)")
+    return 0
+
+
+def add_export_parsers(sub):
+    """``npvae export RUN FILE`` and ``npvae import FILE [--run-dir DIR]``."""
+    p = sub.add_parser("export", help="write a run's weights as safetensors for PyTorch",
+                       description="Write RUN's weights to FILE (.safetensors) under PyTorch's "
+                       "state_dict names, the model's config in its metadata. A pytorch-example "
+                       "run loads into PyTorch's examples/vae/main.py VAE as published; other "
+                       "models into the modules of benchmarks/torch_models.py. Needs the "
+                       "safetensors package (pip install \"npvae[export]\").")
+    p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("file", type=_text, metavar="FILE", help="the .safetensors file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import", help="make a run folder from a safetensors file",
+                       description="Read FILE (an npvae export, or the state_dict of PyTorch's "
+                       "VAE example saved with safetensors), checking its header and sizes "
+                       "before any data, and write a run folder that evaluate, sample, plot "
+                       "and explore read.")
+    p.add_argument("file", type=_text, metavar="FILE", help="the .safetensors file to read")
+    p.add_argument("--run-dir", type=_text, help="a new or empty folder (default runs/NAME, "
+                   "NAME the file's, or runs/NAME-2, ... if taken)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (only "
+                   "once FILE has been read and checked whole)")
+    p.set_defaults(func=cmd_import)
+
+
 # ---------------------------------------------------------------- the parser
 
 
@@ -515,6 +560,7 @@ def build_parser():
 
 
     exercises.add_parser(sub)
+    add_export_parsers(sub)
     return parser
 
 
