@@ -56,7 +56,7 @@ from .atomic import atomic_write, atomic_write_text
 from .checkpoint import (CHECKPOINT_NAME, _check_param_headers, _open_file, model_from_checkpoint,
                          save_checkpoint)
 from .checks import is_int
-from .cvae import build_model
+from .cvae import model_from_config
 from .errors import CheckpointError, ConfigError, NpvaeError
 from .vae import parameter_shapes
 
@@ -310,7 +310,7 @@ def _model_config(path, tensors, metadata):
         if config.get("dtype") not in DTYPES:
             raise ConfigError(f"dtype={config.get('dtype')!r} is not float32 or float64")
         parameter_shapes(config)   # sizes, and the parameter limit, before anything is built
-        reference = build_model(**config).config
+        reference = model_from_config(**config).config
     except (KeyError, TypeError, AttributeError, NpvaeError) as err:
         raise CheckpointError(f"{path}: the model config in its metadata is invalid "
                               f"({err})") from err
@@ -400,7 +400,7 @@ def import_run(path, run_dir=None, overwrite=False):
     if taken and not overwrite:  # (claim_run_dir would also refuse, suggesting train's --resume)
         raise ConfigError(f"run_dir={str(run_dir)!r} already exists; pass --overwrite to replace "
                           "the run in it, or choose another --run-dir")
-    model = build_model(**config)
+    model = model_from_config(**config)
     for name, p in model.params.items():
         p[...] = params[name]
     state = {"imported_from": str(path)}

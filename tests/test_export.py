@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from npvae import cli
 from npvae.checkpoint import load_checkpoint, save_checkpoint
-from npvae.cvae import build_model, set_condition
+from npvae.cvae import model_from_config, set_condition
 from npvae.data import load_mnist, to_unit_interval
 from npvae.errors import CheckpointError, ConfigError
 from npvae.evaluate import iw_bounds
@@ -86,7 +86,7 @@ def test_every_preset_loads_strictly_into_its_torch_module_with_the_same_numbers
         preset, dtype, tmp_path, digits, torch, torch_models):
     from safetensors.torch import load_file
 
-    model = build_model(**preset_config(preset, dtype), seed=3)
+    model = model_from_config(**preset_config(preset, dtype), seed=3)
     module = torch_models.module_for(model.config)
     module.load_state_dict(load_file(str(export_model(model, tmp_path))), strict=True)
     x = to_unit_interval(digits[0], dtype)
@@ -114,7 +114,7 @@ def test_the_published_example_class_loads_a_pytorch_example_export(tmp_path, di
     with mu and logvar swapped (fc21 <-> fc22) would be caught by the same comparison."""
     from safetensors.torch import load_file
 
-    model = build_model(**preset_config("pytorch-example"), seed=4)
+    model = model_from_config(**preset_config("pytorch-example"), seed=4)
     state = load_file(str(export_model(model, tmp_path)))
     published = load_benchmark("torch_vae").model_class()()
     published.load_state_dict(state, strict=True)
@@ -135,7 +135,7 @@ def test_the_published_example_class_loads_a_pytorch_example_export(tmp_path, di
 def test_torch_models_load_builds_the_module_a_file_names(tmp_path, torch, torch_models):
     from safetensors.torch import load_file
 
-    model = build_model(**preset_config("conv", "float64"), seed=2)
+    model = model_from_config(**preset_config("conv", "float64"), seed=2)
     path = export_model(model, tmp_path)
     module, config = torch_models.load(path)
     assert config == json.loads(json.dumps(model.config))
@@ -148,7 +148,7 @@ def test_torch_models_load_builds_the_module_a_file_names(tmp_path, torch, torch
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_export_then_import_is_the_identity_bit_for_bit(preset, tmp_path):
     """Through the commands, for every preset (iwae's in float64)."""
-    model = build_model(**preset_config(preset, "float64" if preset == "iwae" else "float32"),
+    model = model_from_config(**preset_config(preset, "float64" if preset == "iwae" else "float32"),
                         seed=6)
     save_checkpoint(tmp_path / "model.npz", model, None, {})
     path, run = tmp_path / "model.safetensors", tmp_path / "imported"
@@ -172,7 +172,7 @@ def test_a_pytorch_example_state_dict_without_metadata_imports(tmp_path, digits,
     net = load_benchmark("torch_vae").model_class()()
     save_file(net.state_dict(), str(tmp_path / "trained.safetensors"))
     run = import_run(tmp_path / "trained.safetensors", tmp_path / "run")
-    model = build_model(**load_checkpoint(run / "checkpoint.npz").model_config)
+    model = model_from_config(**load_checkpoint(run / "checkpoint.npz").model_config)
     assert model.config["hidden"] == [400] and model.latent == 20
     _, params, train = read_export(tmp_path / "trained.safetensors")
     assert train is None
@@ -231,7 +231,7 @@ def test_the_commands_export_import_and_the_tools_read_the_imported_run(tmp_path
 
 
 def test_import_takes_a_new_folder_under_runs_by_default(tmp_path, monkeypatch):
-    path = export_model(build_model(x_dim=16, hidden=(8,), latent=2), tmp_path, "tiny")
+    path = export_model(model_from_config(x_dim=16, hidden=(8,), latent=2), tmp_path, "tiny")
     monkeypatch.chdir(tmp_path)
     assert import_run(path) == Path("runs", "tiny")
     assert import_run(path) == Path("runs", "tiny-2")  # taken: the next free name
@@ -364,7 +364,7 @@ HOSTILE = {
 @pytest.fixture(scope="module")
 def valid_export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("valid")
-    return export_model(build_model(x_dim=16, hidden=(8,), latent=2, seed=0), folder).read_bytes()
+    return export_model(model_from_config(x_dim=16, hidden=(8,), latent=2, seed=0), folder).read_bytes()
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
@@ -411,7 +411,7 @@ def test_import_refuses_a_folder_a_fifo_and_a_missing_file_in_one_line(tmp_path,
 def test_export_without_safetensors_names_the_extra(tmp_path, monkeypatch):
     import sys
 
-    save_checkpoint(tmp_path / "m.npz", build_model(x_dim=16, hidden=(8,), latent=2), None, {})
+    save_checkpoint(tmp_path / "m.npz", model_from_config(x_dim=16, hidden=(8,), latent=2), None, {})
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     with pytest.raises(ConfigError, match=r"npvae\[export\]"):
         export_run(tmp_path / "m.npz", tmp_path / "m.safetensors")
@@ -442,5 +442,5 @@ def valid_tiny():
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        return export_model(build_model(x_dim=16, hidden=(8,), latent=2, seed=0),
+        return export_model(model_from_config(x_dim=16, hidden=(8,), latent=2, seed=0),
                             Path(folder)).read_bytes()
