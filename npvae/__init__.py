@@ -3,6 +3,7 @@
 The pieces, a module each (read them in this order):
 
 - ``backend``      which array library holds the arrays (NumPy, or CuPy on a GPU)
+- ``threads``      how many threads the matrix products use (``--threads``, NPVAE_THREADS)
 - ``errors``       npvae's exceptions; ``checks``: the argument checks they come from
 - ``activations``  ReLU, leaky ReLU, tanh, sigmoid, softplus, with backwards
 - ``layers``       the dense layer, the MLP, flat parameter storage
@@ -24,8 +25,12 @@ The pieces, a module each (read them in this order):
 - ``exercises``    grades a learner's own backwards in tutorials/exercises/
 """
 
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError, NpvaeError
-from .vae import VAE, LossTerms
+from . import threads as _threads
+
+_threads.configure()  # before NumPy loads: NPVAE_THREADS, or the idle CPUs (npvae/threads.py)
+
+from .errors import CheckpointError  # noqa: E402, ConfigError, DataError, DivergenceError, NpvaeError
+from .vae import VAE, LossTerms  # noqa: E402
 
 __version__ = "0.1.0"
 

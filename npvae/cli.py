@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, exercises
+from . import __version__, exercises, threads
 from .cvae import check_digit, is_conditional
 from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
@@ -457,6 +457,7 @@ def build_parser():
     add_explore_parser(sub)
 
     exercises.add_parser(sub)
+    threads.add_threads_flag(sub)  # --threads N on train, evaluate, gradcheck: npvae/threads.py
     return parser
 
 
