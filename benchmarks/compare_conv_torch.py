@@ -140,9 +140,12 @@ def profile_steps(run, steps):
     timers = Timers()
     layers = [layer for layer in run.model.encoder.layers + run.model.decoder.layers
               if layer.params]
-    saved = (conv.im2col_batch_last, conv.col2im_batch_last, [layer.xp for layer in layers])
-    conv.im2col_batch_last = timers.wrap("im2col", conv.im2col_batch_last)
-    conv.col2im_batch_last = timers.wrap("col2im", conv.col2im_batch_last)
+    # The functions the layers call: batch-last since this commit, plain in an older --engine.
+    names = (("im2col_batch_last", "col2im_batch_last") if hasattr(conv, "im2col_batch_last")
+             else ("im2col", "col2im"))
+    saved = ([getattr(conv, name) for name in names], [layer.xp for layer in layers])
+    for phase, name in zip(("im2col", "col2im"), names):
+        setattr(conv, name, timers.wrap(phase, getattr(conv, name)))
     for layer in layers:
         layer.xp = TimedXp(layer.xp, timers)
     try:
@@ -155,8 +158,9 @@ def profile_steps(run, steps):
             train_step(run.model, run.optimizer, x[index], rng=noise, check=False)
         total = time.perf_counter() - start
     finally:
-        conv.im2col_batch_last, conv.col2im_batch_last = saved[0], saved[1]
-        for layer, xp in zip(layers, saved[2]):
+        for name, function in zip(names, saved[0]):
+            setattr(conv, name, function)
+        for layer, xp in zip(layers, saved[1]):
             layer.xp = xp
     parts = {name: timers.seconds.get(name, 0.0)
              for name in ("im2col", "products (matmul)", "col2im")}
