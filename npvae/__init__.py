@@ -29,7 +29,8 @@ from . import threads as _threads
 
 _threads.configure()  # before NumPy loads: NPVAE_THREADS, or the idle CPUs (npvae/threads.py)
 
-from .errors import CheckpointError  # noqa: E402, ConfigError, DataError, DivergenceError, NpvaeError
+from .errors import (CheckpointError, ConfigError, DataError, DivergenceError,  # noqa: E402
+                     NpvaeError)
 from .vae import VAE, LossTerms  # noqa: E402
 
 __version__ = "0.1.0"
