@@ -8,7 +8,7 @@ NumPy loads and times ``--steps`` training steps of the ``pytorch-example``
 MLP and ``--conv-steps`` of the ``conv`` preset (``npvae.train.train_step``,
 batch 128, float32, after two warm-up steps): wall seconds and CPU seconds.
 Also the thread count ``npvae.threads.default_threads()`` picks under each
-load, which is what ``npvae train`` uses when not told.
+load: what ``--threads auto`` and ``NPVAE_THREADS=auto`` use.
 
 The machine's own load (other people's jobs) is recorded with each row: the
 one-minute load average before the row and the CPUs other processes used

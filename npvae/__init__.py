@@ -27,7 +27,7 @@ The pieces, a module each (read them in this order):
 
 from . import threads as _threads
 
-_threads.configure()  # before NumPy loads: NPVAE_THREADS, or the idle CPUs (npvae/threads.py)
+_threads.configure()  # NPVAE_THREADS, applied before NumPy loads (npvae/threads.py)
 
 from .errors import (CheckpointError, ConfigError, DataError, DivergenceError,  # noqa: E402
                      NpvaeError)

@@ -8,17 +8,24 @@ on cores that other processes need, and a product cannot finish until its
 slowest thread gets a core. (Measured in ``benchmarks/threads_under_load.py``;
 the README's speed section has the table.)
 
-So npvae picks the thread count itself, in this order:
+So the thread count is yours to choose, in this order:
 
 1. ``--threads N`` on ``npvae train``, ``evaluate`` and ``gradcheck``
    (``set_threads``);
 2. the environment variable ``NPVAE_THREADS=N``;
-3. a BLAS variable the user set (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``,
-   ``MKL_NUM_THREADS``): left as it is;
-4. otherwise the default, ``default_threads()``: the CPUs that were idle when
-   npvae was imported (CPUs less the one-minute load average, at least 1).
-   An idle laptop gets every core; a shared machine whose load already fills
-   its cores gets one thread, which spins against nobody.
+3. ``auto`` for either: the CPUs idle now, ``default_threads()`` (CPUs less
+   the one-minute load average, rounded, at least 1);
+4. otherwise BLAS's own choice, one thread per CPU (or the BLAS variable
+   you set, ``OPENBLAS_NUM_THREADS`` etc.), as NumPy alone would do.
+
+Why not ``auto`` by default: the thread count changes how OpenBLAS splits a
+product, and so the last bits of float32 results (a two-epoch ``fit``
+prints 158.8526 with two threads and 158.8525 with one). A default that
+followed the machine's load would make a run's numbers depend on what else
+was running, and the numbers this project quotes (README, tutorials, their
+tests) were made with one thread per CPU. So the default stays that, and a
+command started from a terminal on a busy machine (fewer CPUs idle than
+threads) says so on stderr, with what to try (``busy_hint``).
 
 BLAS reads its variables once, when NumPy loads, so ``configure`` (called by
 ``import npvae``) sets them when NumPy is not loaded yet; once it is,
@@ -57,16 +64,19 @@ def default_threads(cpus=None, load=None):
 
 
 def parse_threads(value, source="--threads"):
-    """``value`` as a positive int; a ConfigError naming ``source`` otherwise."""
+    """``value`` as a positive int (``auto``: ``default_threads()``); a ConfigError naming
+    ``source`` otherwise."""
     from .errors import ConfigError
 
+    if str(value).strip().lower() == "auto":
+        return default_threads()
     try:
         threads = int(str(value).strip())
     except ValueError:
         threads = 0
     if threads < 1:
-        raise ConfigError(f"{source}={value!r} must be a positive integer (threads for the "
-                          "matrix products)")
+        raise ConfigError(f"{source}={value!r} must be a positive integer or auto (threads "
+                          "for the matrix products)")
     return threads
 
 
@@ -125,22 +135,33 @@ def set_threads(threads):
 
 
 def configure():
-    """Apply ``NPVAE_THREADS``, a user's BLAS variable, or the default; return the count chosen
-    (None when the user's BLAS variable decides). Called by ``import npvae``."""
+    """Apply ``NPVAE_THREADS`` if set; return the count, or None (BLAS decides). Called by
+    ``import npvae``, before NumPy loads."""
     value = os.environ.get(ENVIRONMENT)
-    if value is not None:
-        return set_threads(parse_threads(value, ENVIRONMENT))
-    if any(name in os.environ for name in BLAS_VARIABLES):
+    if value is None:
         return None
-    return set_threads(default_threads())
+    return set_threads(parse_threads(value, ENVIRONMENT))
+
+
+def busy_hint(threads=None, idle=None):
+    """One line for stderr when ``threads`` BLAS threads start on a machine with fewer CPUs
+    idle (``idle``, default ``default_threads()``); None when there is no cause."""
+    threads = blas_threads() if threads is None else threads
+    idle = default_threads() if idle is None else idle
+    if threads is None or threads <= idle:
+        return None
+    return (f"npvae: note: only {idle} of {threads} CPUs look idle (load average); the matrix "
+            f"products' {threads} threads will wait for each other. If this runs slowly, try "
+            f"--threads {idle} (or NPVAE_THREADS={idle}, or auto).")
 
 
 def threads_argument(value):
-    """argparse type of ``--threads``: a positive int (argparse names the flag in its error)."""
+    """argparse type of ``--threads``: a positive int or ``auto`` (argparse names the flag in
+    its error)."""
     return parse_threads(value)
 
 
-threads_argument.__name__ = "positive integer"  # argparse: "invalid positive integer value"
+threads_argument.__name__ = "thread count"  # argparse: "invalid thread count value"
 
 
 def add_threads_flag(subparsers, commands=("train", "evaluate", "gradcheck")):
@@ -153,8 +174,8 @@ def add_threads_flag(subparsers, commands=("train", "evaluate", "gradcheck")):
         parser = subparsers.choices[name]
         parser.add_argument(
             "--threads", type=threads_argument, default=None, metavar="N",
-            help="threads for the matrix products (default: NPVAE_THREADS, else the CPUs idle "
-                 "at start, at least 1; on a busy machine try --threads 1)")
+            help="threads for the matrix products, or auto: the CPUs idle now (default: "
+                 "NPVAE_THREADS, else one per CPU; on a busy machine try --threads 1)")
         parser.set_defaults(func=_applying_threads(parser.get_default("func")))
 
 
@@ -162,6 +183,10 @@ def _applying_threads(command):
     def run(args):
         if args.threads is not None:
             set_threads(args.threads)
+        elif ENVIRONMENT not in os.environ and sys.stderr.isatty():  # a hint for a person
+            hint = busy_hint()
+            if hint:
+                print(hint, file=sys.stderr)
         return command(args)
     run.__wrapped__ = command
     return run
