@@ -36,6 +36,8 @@ from .backend import get_xp
 from .checks import number, positive_int, sizes
 from .conv import Conv2D, ConvTranspose2D, Reshape
 from .errors import ConfigError
+from .gradcheck import DEFAULT_H, DEFAULT_TOL, CheckResult, noise_floor, numerical_gradient, \
+    rel_error
 from .layers import INITS, Sequential, default_init, flatten_parameters
 from .losses import bernoulli_nll, bernoulli_nll_backward
 from .vae import VAE
@@ -219,3 +221,45 @@ class VQVAE:
                 f"{grid}x{grid}x{c['embedding_dim']}, {c['n_codes']} codes / "
                 f"{'-'.join(map(str, c['decoder_hidden']))}-1, {c['activation']}, "
                 f"{c['likelihood']}, beta={c['beta']}, {c['update']}, {c['dtype']})")
+
+
+def check_gradients(model, x, h=DEFAULT_H, tol=DEFAULT_TOL):
+    """Every gradient of a float64 ``VQVAE`` at batch x against central differences.
+
+    The codes are held at the nearest ones of x (the argmin has no derivative),
+    and each gradient is compared with the derivative of what it claims to be
+    the derivative of (``derivations.md#vector-quantization``):
+
+    - ``decoder.*``: the loss itself (only the reconstruction reaches them);
+    - ``quantizer.codebook``: the codebook loss alone, sg[z_e] - e (the
+      decoder's gradient stops at z_q = z_e + sg[e - z_e]);
+    - ``encoder.*``: the straight-through surrogate, the reconstruction of
+      z_e + c with the offset c = z_q - z_e held constant, plus the
+      commitment with the codes' vectors constant.
+
+    Returns one ``CheckResult`` per parameter. The floor of the relative
+    error is ``noise_floor`` of the three terms' magnitudes.
+    """
+    terms = model.forward(x)
+    model.backward()
+    analytic = {k: g.copy() for k, g in model.grads.items()}
+    codes, z_q = model.codes.copy(), model.z_q.copy()
+    offset = z_q - model.z_e
+    floor = noise_floor(abs(float(terms.recon)) + abs(float(terms.codebook))
+                        + abs(float(terms.commitment)))
+
+    def loss():
+        return float(model.forward(x, codes=codes, check=False).loss)
+
+    def codebook_loss():
+        return float(model.forward(x, codes=codes, check=False).codebook)
+
+    def straight_through():
+        z_e = model.encoder.forward(x)
+        recon = model.nll(model.decoder.forward(z_e + offset), x).mean()
+        return float(recon + model.quantizer.beta * ((z_e - z_q) ** 2).sum() / x.shape[0])
+
+    of = {"decoder": loss, "quantizer": codebook_loss, "encoder": straight_through}
+    return [CheckResult(name, rel_error(analytic[name],
+                                        numerical_gradient(of[name.split(".")[0]], p, h), floor),
+                        tol) for name, p in model.params.items()]
