@@ -29,6 +29,7 @@ section "Vector quantization".
 
 import math
 from collections import namedtuple
+
 import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
@@ -43,13 +44,15 @@ from .losses import bernoulli_nll, bernoulli_nll_backward
 from .vae import VAE
 from .vq import UPDATES, VectorQuantizer
 
+LIKELIHOODS = ("bernoulli",)
+
 VQLossTerms = namedtuple("VQLossTerms", ["loss", "recon", "codebook", "commitment"])
 VQLossTerms.__doc__ = "The batch loss and its three terms, in nats per example (0-d arrays)."
 
 
 def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embedding_dim=16,
                     n_codes=64, beta=0.25, update="gradient", decay=0.99, epsilon=1e-5,
-                    activation="relu", init=None, dtype="float32"):
+                    activation="relu", likelihood="bernoulli", init=None, dtype="float32"):
     """The VQ-VAE's arguments checked and normalised: its ``config``, or a one-line ConfigError."""
     x_dim = positive_int("x_dim", x_dim)
     hidden = sizes("hidden", hidden)
@@ -68,6 +71,7 @@ def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embeddin
                           f"x_dim={x_dim}")
     for name, value, choices in [("update", update, UPDATES),
                                  ("activation", activation, ACTIVATIONS),
+                                 ("likelihood", likelihood, LIKELIHOODS),
                                  ("init", init, (None, *INITS)),
                                  ("dtype", dtype, ("float32", "float64", np.float32, np.float64))]:
         if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
@@ -80,7 +84,7 @@ def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embeddin
                 embedding_dim=positive_int("embedding_dim", embedding_dim),
                 n_codes=positive_int("n_codes", n_codes), beta=number("beta", beta),
                 update=update, decay=decay, epsilon=number("epsilon", epsilon, positive=True),
-                activation=activation, likelihood="bernoulli", init=init,
+                activation=activation, likelihood=likelihood, init=init,
                 dtype=np.dtype(dtype).name)
 
 
@@ -119,6 +123,8 @@ class VQVAE:
     beta : the commitment cost (0.25).
     update : the codebook learns by ``gradient`` (of the codebook loss) or
         by ``ema`` (moving averages, ``decay`` and ``epsilon``).
+    likelihood : ``bernoulli`` (the decoder gives logits; pixels in [0, 1]),
+        the one supported so far.
     activation, init, dtype, backend : as ``npvae.VAE``.
     seed : seeds the initial weights and codebook.
 
@@ -130,11 +136,12 @@ class VQVAE:
 
     def __init__(self, x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embedding_dim=16,
                  n_codes=64, beta=0.25, update="gradient", decay=0.99, epsilon=1e-5,
-                 activation="relu", init=None, dtype="float32", backend="numpy", seed=0):
+                 activation="relu", likelihood="bernoulli", init=None, dtype="float32",
+                 backend="numpy", seed=0):
         self.config = config = check_arguments(
             x_dim, hidden, decoder_hidden=decoder_hidden, embedding_dim=embedding_dim,
             n_codes=n_codes, beta=beta, update=update, decay=decay, epsilon=epsilon,
-            activation=activation, init=init, dtype=dtype)
+            activation=activation, likelihood=likelihood, init=init, dtype=dtype)
         self.xp = xp = get_xp(backend)
         self.backend, self.x_dim = backend, config["x_dim"]
         self.dtype = dtype = np.dtype(config["dtype"])

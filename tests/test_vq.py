@@ -367,12 +367,22 @@ def test_vqvae_matches_pytorch_autograd():
     (dict(epsilon=0), "epsilon=0 must be a positive number"),
     (dict(x_dim=60), "square images whose side divides by 2"),
     (dict(decoder_hidden=(4,)), "must hold 2 channel counts"),
+    (dict(likelihood="gaussian"), "likelihood='gaussian' is unknown; choose one of bernoulli"),
 ])
 def test_bad_vqvae_arguments_are_one_line_config_errors(kwargs, match):
     args = {"x_dim": 64, "hidden": (2, 3), **kwargs}
     with pytest.raises(ConfigError, match=match) as info:
         VQVAE(**args)
     assert "\n" not in str(info.value)
+
+
+def test_the_config_rebuilds_the_same_model():
+    for update in ("gradient", "ema"):
+        model = small_model(update)
+        again = VQVAE(**model.config, seed=3)
+        assert again.config == model.config
+        np.testing.assert_array_equal(again.theta, model.theta)
+        np.testing.assert_array_equal(again.quantizer.codebook, model.quantizer.codebook)
 
 
 def test_bad_codes_and_shapes_are_one_line_config_errors():
