@@ -1,26 +1,26 @@
 """MADE (Germain, Gregor, Murray and Larochelle, 2015): an autoregressive prior over codes.
 
-A VQ-VAE's codes are a grid of P positions (7 x 7 = 49, read in raster
-order), each one of K codes. Their prior is factorised by the chain rule,
+A VQ-VAE's codes are a grid of G positions (7 x 7 = 49, read in raster
+order), each one of N codes. Their prior is factorised by the chain rule,
 
-    p(c) = prod_p p(c_p | c_1, ..., c_{p-1}),
+    p(c) = prod_t p(c_t | c_1, ..., c_{t-1}),
 
 and one masked MLP gives every factor at once: its input is the codes one-hot
-(B, P K), its output K logits per position (B, P, K), and masks on the
-weights cut every path from an input at position p' to an output at position
-p unless p' < p. Each unit gets a degree: an input unit of position p has
-degree p (1-based), a hidden unit a degree in 1 .. P - 1 (cyclically, so every
-degree is represented), an output of position p degree p. A weight from
-degree a to degree b is kept where
+(B, G N), its output N logits per position (B, G, N), and masks on the
+weights cut every path from an input at position t' to an output at position
+t unless t' < t. Each unit gets a degree: an input unit of position t has
+degree t (1-based), a hidden unit a degree in 1 .. G - 1 (cyclically, so every
+degree is represented), an output of position t degree t. A weight from
+unit j of degree d_j to unit o of degree d'_o is kept where M_jo = 1:
 
-    b >= a   (into a hidden unit)        b > a   (into an output)
+    M_jo = [d'_o >= d_j]   (into a hidden unit)      M_jo = [d'_o > d_j]   (into an output)
 
-so a hidden unit of degree d sees positions 1 .. d only, and position p's
-logits see hidden units of degree < p: never its own code or a later one.
+so a hidden unit of degree d sees positions 1 .. d only, and position t's
+logits see hidden units of degree < t: never its own code or a later one.
 
-Loss: the negative log-likelihood in nats per example, summed over the P
+Loss: the negative log-likelihood in nats per example, summed over the G
 positions (a softmax cross-entropy each), averaged over the batch. Sampling
-draws the positions one by one, P passes.
+draws the positions one by one, G passes.
 
 Derivation: ``tutorials/derivations.md``, section "Masked autoregressive prior".
 """
@@ -35,7 +35,7 @@ from .layers import Dense, Sequential, default_init, flatten_parameters
 
 
 def log_softmax(logits):
-    """log softmax over the last axis, stably: l - max(l) - log sum exp(l - max(l))."""
+    """log softmax over the last axis, stably: eta - max(eta) - log sum exp(eta - max(eta))."""
     xp = xp_of(logits)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
@@ -44,16 +44,16 @@ def log_softmax(logits):
 def categorical_nll(logits, codes):
     """-log p(codes) under independent softmaxes, summed over positions.
 
-        nll_b = sum_p ( log sum_k exp(l_bpk) - l_{b p c_bp} )
+        nll_i = sum_t ( log sum_v exp(eta_itv) - eta_{i t c_it} )
 
-    Shapes: logits (B, P, K), codes (B, P) integers in [0, K) -> (B,).
+    Shapes: logits eta (B, G, N), codes c (B, G) integers in [0, N) -> (B,).
     """
     logp = log_softmax(logits)
     return -xp_of(logits).take_along_axis(logp, codes[..., None], axis=-1)[..., 0].sum(axis=-1)
 
 
 def categorical_nll_backward(dout, logits, codes):
-    """d nll / d logits = dout * (softmax(l) - onehot(c)): (B,) or scalar, (B, P, K) -> (B, P, K).
+    """d nll / d eta = dout * (softmax(eta) - onehot(c)): (B,) or scalar, (B, G, N) -> (B, G, N).
 
     Derivation: ``derivations.md#masked-autoregressive-prior``.
     """
@@ -66,14 +66,18 @@ def categorical_nll_backward(dout, logits, codes):
 
 
 def degrees(n_positions, n_codes, hidden):
-    """The MADE degrees: [inputs (P K,), each hidden layer (H,), outputs (P K,)], 1-based."""
+    """The MADE degrees: [inputs (G N,), each hidden layer (H,), outputs (G N,)], 1-based."""
     position = np.repeat(np.arange(1, n_positions + 1), n_codes)
     inner = [np.arange(h) % max(1, n_positions - 1) + 1 for h in hidden]
     return [position, *inner, position]
 
 
 def masks(n_positions, n_codes, hidden):
-    """One 0/1 mask (n_in, n_out) per layer: b >= a into hidden units, b > a into outputs."""
+    """One 0/1 mask M (n_in, n_out) per layer, from the units' degrees (``degrees``).
+
+    M_jo = [d'_o >= d_j] into hidden units, [d'_o > d_j] into outputs, with d_j the
+    degree of input unit j and d'_o that of output unit o.
+    """
     deg = degrees(n_positions, n_codes, hidden)
     found = [(deg[i + 1][None, :] >= deg[i][:, None]) for i in range(len(deg) - 2)]
     found.append(deg[-1][None, :] > deg[-2][:, None])
@@ -112,19 +116,19 @@ class MaskedDense(Dense):
 
 
 class MADE:
-    """A masked MLP giving p(c_p | c_<p) for a grid of codes: the VQ-VAE's prior.
+    """A masked MLP giving p(c_t | c_<t) for a grid of codes: the VQ-VAE's prior.
 
     Parameters
     ----------
-    n_positions : P, the positions of the grid (49 for 7 x 7), raster order.
-    n_codes : K, the codes each position takes.
-    hidden : the masked hidden layers' widths, each at least P - 1 so that
+    n_positions : G, the positions of the grid (49 for 7 x 7), raster order.
+    n_codes : N, the codes each position takes.
+    hidden : the masked hidden layers' widths, each at least G - 1 so that
         every degree has a unit.
     activation, init, dtype, backend : as ``npvae.VAE``.
     seed : seeds the initial weights.
 
     ``params``/``grads`` are the network's (``"0.W"``, ...), views into
-    ``theta``/``dtheta``. Shapes: codes (B, P) -> logits (B, P, K).
+    ``theta``/``dtheta``. Shapes: codes (B, G) -> logits (B, G, N).
     """
 
     def __init__(self, n_positions=49, n_codes=64, hidden=(512,), *, activation="relu",
@@ -159,7 +163,7 @@ class MADE:
         return self.net.grads
 
     def check_codes(self, codes):
-        """``codes`` as a (B, P) integer array in [0, K), or a one-line ConfigError."""
+        """``codes`` as a (B, G) integer array in [0, N), or a one-line ConfigError."""
         codes = self.xp.asarray(codes)
         if codes.ndim >= 2:
             codes = codes.reshape(codes.shape[0], -1)
@@ -173,14 +177,14 @@ class MADE:
         return codes
 
     def onehot(self, codes):
-        """codes (B, P) as the network's input (B, P K), position-major."""
+        """codes (B, G) as the network's input (B, G N), position-major."""
         B, P = codes.shape
         out = self.xp.zeros((B, P, self.n_codes), dtype=self.dtype)
         self.xp.put_along_axis(out, codes[..., None], 1, axis=-1)
         return out.reshape(B, P * self.n_codes)
 
     def logits(self, codes):
-        """The logits of p(c_p | c_<p) for every position: (B, P) -> (B, P, K)."""
+        """The logits eta of p(c_t | c_<t) for every position: (B, G) -> (B, G, N)."""
         codes = self.check_codes(codes)
         out = self.net.forward(self.onehot(codes))
         return out.reshape(codes.shape[0], self.n_positions, self.n_codes)
@@ -198,16 +202,16 @@ class MADE:
         self.net.backward(dlogits.reshape(self.codes.shape[0], -1), need_dx=False)
 
     def log_prob(self, codes):
-        """log p(codes) per example: (B, P) -> (B,)."""
+        """log p(codes) per example: (B, G) -> (B,)."""
         codes = self.check_codes(codes)
         return -categorical_nll(self.logits(codes), codes)
 
     def sample(self, n, rng):
-        """``n`` code grids drawn from the prior, position by position: (n, P) integers.
+        """``n`` code grids drawn from the prior, position by position: (n, G) integers.
 
-        P passes: pass p draws c_p from softmax(logits_p) given the codes drawn
+        G passes: pass t draws c_t from softmax(eta_t) given the codes drawn
         so far (inverse CDF with one uniform from ``rng`` per draw); later
-        positions' inputs do not reach position p's logits, so their value
+        positions' inputs do not reach position t's logits, so their value
         (0 until drawn) does not matter.
         """
         n = positive_int("n", n)

@@ -1,25 +1,25 @@
 """The VQ-VAE (van den Oord, Vinyals and Kavukcuoglu, 2017) on npvae's convolutions.
 
-    x (B, 784) --encoder--> z_e (B, D, 7, 7)
-    codes = nearest code of each of the 49 vectors      (B, 7, 7) in [0, K)
-    z_q   = e[codes]                                    (B, D, 7, 7)
+    x (B, 784) --encoder--> z_e (B, F, 7, 7)
+    codes = nearest code of each of the 49 vectors      (B, 7, 7) in [0, N)
+    z_q   = E[codes]                                    (B, F, 7, 7)
     z_q --decoder--> logits (B, 784) of Bernoulli pixels
 
 The encoder and decoder are Keras's VQ-VAE example's on npvae's layers (its
-defaults D = 16, K = 64, commitment beta = 0.25), for hidden = (32, 64)::
+defaults F = 16, N = 64, commitment weight lambda = 0.25), for hidden = (32, 64)::
 
     encoder: (1, 28, 28) Conv 32 s2 -> (32, 14, 14) Conv 64 s2 -> (64, 7, 7)
-             Conv 1x1 -> (D, 7, 7)
-    decoder: (D, 7, 7) ConvT 64 s2 -> (64, 14, 14) ConvT 32 s2 -> (32, 28, 28)
+             Conv 1x1 -> (F, 7, 7)
+    decoder: (F, 7, 7) ConvT 64 s2 -> (64, 14, 14) ConvT 32 s2 -> (32, 28, 28)
              ConvT 1 s1 -> (1, 28, 28) flatten 784
 
 3 x 3 kernels (padding 1, output padding 1 where the side doubles), the
 activation after every layer but the last of each stack. The loss, in nats
 per example (sums over pixels, positions and dimensions; the batch mean):
 
-    recon      = mean_b -log p(x_b | z_q,b)
-    codebook   = mean_b |sg[z_e,b] - z_q,b|^2
-    commitment = mean_b beta |z_e,b - sg[z_q,b]|^2
+    recon      = mean_i -log p(x_i | z_q,i)
+    codebook   = mean_i |sg[z_e,i] - z_q,i|^2
+    commitment = mean_i lambda |z_e,i - sg[z_q,i]|^2     (lambda: ``beta``)
     loss       = recon + codebook + commitment   (codebook left out under EMA updates)
 
 ``backward`` passes the decoder's gradient straight through the quantizer
@@ -89,7 +89,7 @@ def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embeddin
 
 
 def build_stacks(config, *, rng, dtype, xp):
-    """The encoder (x -> z_e (B, D, g, g)) and decoder (z_q -> out (B, x_dim)), g = side / 2^n."""
+    """The encoder (x -> z_e (B, F, g, g)) and decoder (z_q -> out (B, x_dim)), g = side / 2^n."""
     init = default_init(config["activation"]) if config["init"] is None else config["init"]
     args = dict(rng=rng, init=init, dtype=dtype, xp=xp)
     act = ACTIVATIONS[config["activation"]]
@@ -118,9 +118,9 @@ class VQVAE:
     hidden : channels of the encoder's stride-2 convolutions, (32, 64).
     decoder_hidden : channels of the decoder's stride-2 transposed
         convolutions; default ``hidden`` reversed.
-    embedding_dim : D, each code vector's dimension (16).
-    n_codes : K, the codebook's size (64).
-    beta : the commitment cost (0.25).
+    embedding_dim : F, each code vector's dimension (16).
+    n_codes : N, the codebook's size (64).
+    beta : lambda, the commitment weight (0.25; the paper's beta).
     update : the codebook learns by ``gradient`` (of the codebook loss) or
         by ``ema`` (moving averages, ``decay`` and ``epsilon``).
     likelihood : ``bernoulli`` (the decoder gives logits; pixels in [0, 1]),
@@ -175,7 +175,7 @@ class VQVAE:
     check_input = VAE.check_input
 
     def encode(self, x):
-        """The codes of x (B, x_dim): (B, g, g) integers in [0, K)."""
+        """The codes of x (B, x_dim): (B, g, g) integers in [0, N)."""
         return self.quantizer.nearest(self.encoder.forward(x))
 
     def decode(self, codes):
@@ -216,7 +216,7 @@ class VQVAE:
 
     def restart_dead_codes(self, rng):
         """Restart the codes unused since the last call at vectors of the last batch's z_e,
-        drawn by ``rng``; returns ``(counts, restarted)``: the usage (K,) and the codes moved."""
+        drawn by ``rng``; returns ``(counts, restarted)``: the usage (N,) and the codes moved."""
         counts = self.quantizer.reset_usage()
         return counts, self.quantizer.restart_dead_codes(counts, self.z_e, rng)
 
@@ -238,10 +238,10 @@ def check_gradients(model, x, h=DEFAULT_H, tol=DEFAULT_TOL):
     the derivative of (``derivations.md#vector-quantization``):
 
     - ``decoder.*``: the loss itself (only the reconstruction reaches them);
-    - ``quantizer.codebook``: the codebook loss alone, sg[z_e] - e (the
-      decoder's gradient stops at z_q = z_e + sg[e - z_e]);
+    - ``quantizer.codebook``: the codebook loss alone, |sg[z_e] - E[c]|^2 (the
+      decoder's gradient stops at its input z_e + sg[z_q - z_e]);
     - ``encoder.*``: the straight-through surrogate, the reconstruction of
-      z_e + c with the offset c = z_q - z_e held constant, plus the
+      z_e + Delta with the offset Delta = z_q - z_e held constant, plus the
       commitment with the codes' vectors constant.
 
     Returns one ``CheckResult`` per parameter. The floor of the relative
