@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, exercises
+from .atomic import check_picture_path
 from .cvae import check_digit, is_conditional
 from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
@@ -212,7 +213,7 @@ def cmd_sample(args):
     model, checkpoint, run_dir = _load_run(args.run)
     check_digit(model, args.digit)
     name = "samples" if args.digit is None else f"samples_digit{args.digit}"
-    out = Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png"
+    out = check_picture_path(Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png")
     plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n, digit=args.digit)
     print(f"{args.n} samples{'' if args.digit is None else f' of digit {args.digit}'} "
           f"written to {out}")

@@ -39,6 +39,7 @@ from matplotlib.colors import BoundaryNorm
 from matplotlib.figure import Figure
 from matplotlib.widgets import Slider
 
+from .atomic import check_picture_path, write_picture
 from .backend import to_numpy
 from .cvae import check_digit, is_conditional
 from .errors import ConfigError
@@ -60,13 +61,14 @@ def principal_plane(mu):
 
     The basis rows are the first two right singular vectors of the centred
     means, orthonormal; for Z == 2 the plane is the latent space itself
-    (centre 0, basis the identity).
+    (centre 0, basis the identity). A single mean (N = 1) spreads in no
+    direction: the full SVD still gives two orthonormal rows.
     """
-    Z = mu.shape[1]
+    N, Z = mu.shape
     if Z == 2:
         return np.zeros(2), np.eye(2)
     centre = mu.mean(axis=0)
-    _, _, vt = np.linalg.svd(mu - centre, full_matrices=False)
+    _, _, vt = np.linalg.svd(mu - centre, full_matrices=N < 2)   # (min(N, Z), Z) rows, or (Z, Z)
     return centre, vt[:2]
 
 
@@ -308,12 +310,15 @@ def main(args):
         raise ConfigError(f"--n={args.n} must be positive and --sliders={args.sliders} not negative")
     if not Path(args.run).exists():
         raise ConfigError(f"RUN={args.run!r}: no such run folder or checkpoint file")
+    if args.out:
+        check_picture_path(args.out)   # before the work: never over a run's files or a folder
     model, checkpoint = model_from_checkpoint(args.run)
     x_test, y_test = run_test_data(checkpoint, args.data_dir)
     x, y = x_test[:args.n], y_test[:args.n]
     if args.out:
         explorer = LatentExplorer(model, x, y, n_sliders=args.sliders, digit=args.digit)
-        Path(args.out).write_bytes(explorer.png())
+        png = explorer.png()
+        write_picture(args.out, lambda f: f.write(png))
         print(f"explorer written to {args.out}")
         return 0
     import matplotlib
