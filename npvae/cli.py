@@ -170,6 +170,8 @@ def cmd_evaluate(args):
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     y = y if is_conditional(model) else None  # a conditional model: log p(x | y)
+    if args.iw_samples:
+        evaluate.check_iw_work(model, args.iw_samples, len(x))   # before any output
     rng = np.random.default_rng(args.seed)
     print(f"run: {checkpoint.path}{_position(checkpoint)}")
     print(f"model: {model!r}")

@@ -54,11 +54,11 @@ from .backend import default_rng, to_numpy
 from .checkpoint import (CHECKPOINT_NAME, config_differences, load_checkpoint, restore_model,
                          restore_optimizer, save_checkpoint)
 from .config import TrainConfig, derive_seed
-from .cvae import build_model
+from .cvae import build_model, check_labels
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
-from .iwae import KSampleObjective
+from .iwae import KSampleObjective, check_step
 from .optim import Adam, clip_grad_norm
 from .runs import (check_state, claim_existing_run, claim_run_dir, format_row, new_state,
                    repair_metrics, write_config, write_metrics)
@@ -174,6 +174,7 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
     config = (config or TrainConfig()).validate()
     data = prepare_data(config)
     model = build_model(**config.model_kwargs(data.x_train.shape[1]))  # (too large: no folder)
+    check_before_claiming(config, data, model)
     optimizer = _adam(model, config)
     run_dir, note, lock = claim_run_dir(run_dir, config.preset, overwrite)
     with lock:
@@ -185,6 +186,17 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
                                else f", objective {config.objective} with k={config.k}"))
         return Run(config, run_dir, data, model, optimizer, new_state(config, data), log,
                    on_step).run()
+
+
+def check_before_claiming(config, data, model):
+    """What a run would refuse later, refused before it claims a folder: a conditional run's
+    labels (``cvae.check_labels``), and the k-sample step's real size (``iwae.check_step``)."""
+    if config.conditional:
+        for name, y in (("training", data.y_train), ("test", data.y_test),
+                        ("validation", data.y_val)):
+            if y is not None:
+                check_labels(y, model.n_classes, f"the {name} labels")
+    check_step(model, config.k, config.batch_size)
 
 
 def _adam(model, config):
