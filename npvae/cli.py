@@ -243,7 +243,8 @@ def cmd_plot(args):
 
 def cmd_gradcheck(args):
     from .config import N_CLASSES
-    from .gradcheck import check_architecture, format_results, shrink_architecture
+    from .evaluate import ProgressBar
+    from .gradcheck import check_architecture, format_results, quiet_until, shrink_architecture
     from .presets import get_preset
 
     if args.run is not None:
@@ -258,8 +259,8 @@ def cmd_gradcheck(args):
         if training.get("conditional"):
             base["n_classes"] = N_CLASSES
         source = f"preset {args.preset}"
-    objective = args.objective or training.get("objective", "elbo")
-    k = args.k or training.get("k", 1)
+    objective = args.objective if args.objective is not None else training.get("objective", "elbo")
+    k = args.k if args.k is not None else training.get("k", 1)
     for name in ("hidden", "latent", "activation", "likelihood"):
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
@@ -267,8 +268,12 @@ def cmd_gradcheck(args):
                 base["decoder_hidden"] = None
     config = shrink_architecture(base, args.x_dim)
     h, tol = args.h, args.tol
-    model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol,
-                                        objective=objective, k=k)
+    bar = ProgressBar("gradient check")   # shown only if the check takes a while
+    try:
+        model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol,
+                                            objective=objective, k=k, progress=quiet_until(bar))
+    finally:
+        bar.close()
     if args.x_dim < base["x_dim"]:
         sizes = ("channels" if config.get("architecture") == "conv" else
                  f"x_dim {base['x_dim']} -> {config['x_dim']}, hidden")
