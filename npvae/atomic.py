@@ -13,7 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import FileError, NpvaeError
+from .errors import ConfigError, FileError, NpvaeError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+"""The first eight bytes of every PNG file."""
 
 
 def atomic_write(path, write):
@@ -48,6 +51,48 @@ def atomic_write(path, write):
             raise _file_error(path, err) from err
         raise
     _fsync_dir(path.parent)
+
+
+def check_picture_path(path, flag="--out"):
+    """Refuse a picture's path (a command's ``--out``) that writing would destroy something at.
+
+    Refused, in one line: a folder; a name a run folder holds its run in
+    (``config.json``, ``metrics.csv``, ``checkpoint.npz``, the lock file:
+    ``npvae.runs.RUN_FILES``), wherever it is; an existing file that is not a
+    PNG (a picture replaces only a picture). A file that cannot be read to
+    tell is a ``FileError``. The write itself then goes through
+    ``atomic_write``, so a failure leaves the old file whole and no empty one.
+    """
+    from .runs import LOCK_NAME, RUN_FILES   # (runs imports this module)
+
+    path = Path(path)
+    if path.name in (*RUN_FILES, LOCK_NAME):
+        raise ConfigError(f"{flag} {path}: {path.name} is a run folder's own file; a picture "
+                          "never replaces it: choose another name")
+    try:
+        if path.is_dir():
+            raise ConfigError(f"cannot write {path}: is a folder (name a PNG file for {flag})")
+        if not path.exists():
+            return path
+        with open(path, "rb") as f:
+            head = f.read(len(PNG_SIGNATURE))
+    except OSError as err:
+        error = FileError(f"cannot read {path} (to check it is a PNG before replacing it): "
+                          f"{err.strerror or err}")
+        error.errno = err.errno
+        raise error from err
+    if head != PNG_SIGNATURE:
+        raise ConfigError(f"{flag} {path} exists and is not a PNG; a picture replaces only a "
+                          "PNG: choose another name")
+    return path
+
+
+def write_picture(path, write, flag="--out"):
+    """Write a picture to ``path`` (``check_picture_path``, its folder made, ``atomic_write``)."""
+    path = check_picture_path(path, flag)
+    make_folder(path.parent)
+    atomic_write(path, write)
+    return path
 
 
 def make_folder(path):

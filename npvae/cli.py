@@ -35,6 +35,7 @@ from . import __version__, exercises, threads
 from .activations import ACTIVATIONS
 from .backend import BACKENDS
 from .config import DTYPES, LR_SCHEDULES, RESUMABLE, TrainConfig, check_resumable
+from .atomic import check_picture_path
 from .cvae import check_digit, is_conditional
 from .data import BINARIZE
 from .errors import ConfigError, NpvaeError
@@ -240,6 +241,8 @@ def cmd_evaluate(args):
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     y = y if is_conditional(model) else None  # a conditional model: log p(x | y)
+    if args.iw_samples:
+        evaluate.check_iw_work(model, args.iw_samples, len(x))   # before any output
     rng = np.random.default_rng(args.seed)
     print(f"run: {checkpoint.path}{_position(checkpoint)}")
     print(f"model: {model!r}")
@@ -283,7 +286,7 @@ def cmd_sample(args):
     model, checkpoint, run_dir = open_run(args.run)
     check_digit(model, args.digit)
     name = "samples" if args.digit is None else f"samples_digit{args.digit}"
-    out = Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png"
+    out = check_picture_path(Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png")
     plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n, digit=args.digit)
     print(f"{args.n} samples{'' if args.digit is None else f' of digit {args.digit}'} "
           f"written to {out}")
@@ -310,7 +313,7 @@ def cmd_plot(args):
 
 def cmd_gradcheck(args):
     from .config import N_CLASSES
-    from .gradcheck import check_architecture, format_results, shrink_architecture
+    from .gradcheck import check_architecture, format_results, quiet_until, shrink_architecture
     from .presets import get_preset
 
     if args.run is not None:
@@ -325,8 +328,8 @@ def cmd_gradcheck(args):
         if training.get("conditional"):
             base["n_classes"] = N_CLASSES
         source = f"preset {args.preset}"
-    objective = args.objective or training.get("objective", "elbo")
-    k = args.k or training.get("k", 1)
+    objective = args.objective if args.objective is not None else training.get("objective", "elbo")
+    k = args.k if args.k is not None else training.get("k", 1)
     for name in ("hidden", "latent", "activation", "likelihood"):
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
@@ -334,8 +337,12 @@ def cmd_gradcheck(args):
                 base["decoder_hidden"] = None
     config = shrink_architecture(base, args.x_dim)
     h, tol = args.h, args.tol
-    model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol,
-                                        objective=objective, k=k)
+    bar = ProgressBar("gradient check", unit="entry")   # shown only if the check takes a while
+    try:
+        model, results = check_architecture(config, batch=args.batch, seed=args.seed, h=h, tol=tol,
+                                            objective=objective, k=k, progress=quiet_until(bar))
+    finally:
+        bar.close()
     if args.x_dim < base["x_dim"]:
         sizes = ("channels" if config.get("architecture") == "conv" else
                  f"x_dim {base['x_dim']} -> {config['x_dim']}, hidden")
@@ -355,6 +362,8 @@ def cmd_gradcheck(args):
 def cmd_explore(args):
     from .explore import open_explorer
 
+    if args.out:
+        check_picture_path(args.out)   # before the work: never over a run's files or a folder
     model, checkpoint, _ = open_run(args.run)
     x_test, y_test = run_test_data(checkpoint, args.data_dir)
     message = open_explorer(model, x_test[:args.n], y_test[:args.n], n_sliders=args.sliders,

@@ -95,14 +95,7 @@ class CVAE(VAE):
     def condition(self, y):
         """Set the labels ``y`` (B,) of the next encoder and decoder passes (one-hot, Y columns)."""
         xp = self.xp
-        y = xp.asarray(y)
-        if y.ndim != 1 or y.shape[0] < 1:
-            raise ConfigError(f"y must have shape (batch,); got shape {y.shape}")
-        if y.dtype.kind not in "iu":
-            raise DataError(f"labels y must be integers; got dtype {y.dtype}")
-        if bool((y < 0).any()) or bool((y >= self.n_classes).any()):
-            raise DataError(f"labels y must lie in [0, {self.n_classes}); got min {int(y.min())} "
-                            f"and max {int(y.max())}")
+        y = check_labels(xp.asarray(y), self.n_classes)
         onehot = xp.zeros((y.shape[0], self.n_classes), dtype=self.dtype)
         onehot[xp.arange(y.shape[0]), y] = 1
         self.encoder.onehot = self.decoder.onehot = onehot
@@ -131,6 +124,22 @@ class CVAE(VAE):
 
     def __repr__(self):
         return "C" + super().__repr__()[:-1] + f", {self.n_classes} classes)"
+
+
+def check_labels(y, n_classes, what="labels y"):
+    """``y`` (N,), integers in [0, ``n_classes``), or a one-line error naming ``what``.
+
+    The one rule for labels: ``CVAE.condition`` applies it to every batch,
+    and training to the whole data set before it claims a run folder.
+    """
+    if y.ndim != 1 or y.shape[0] < 1:
+        raise ConfigError(f"{what} must have shape (batch,); got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{what} must be integers; got dtype {y.dtype}")
+    if bool((y < 0).any()) or bool((y >= n_classes).any()):
+        raise DataError(f"{what} must lie in [0, {n_classes}); got min {int(y.min())} "
+                        f"and max {int(y.max())}")
+    return y
 
 
 def is_conditional(model):

@@ -40,6 +40,7 @@ from .losses import (
     log_standard_normal,
 )
 from .reparam import reparameterize
+from .vae import decoder_width
 
 DEFAULT_SEED = 0
 """Seed of the generator used when ``rng`` is None, so that evaluating the
@@ -48,6 +49,22 @@ same model twice gives the same numbers."""
 CHUNK_BYTES = 64 * 2**20
 """Memory budget of one chunk of importance samples: chunk * B * width floats,
 with width the widest decoder layer (at least D)."""
+
+
+MAX_IW_WORK = 10**13
+"""The most decoder values one importance-weighted evaluation computes: k N samples times the
+decoder's widest array (``vae.decoder_width``). Burda et al.'s k = 5000 on the 10,000 test
+digits is 4 10^10 for their MLP (minutes) and 6 10^12 for the conv preset (hours); 10^13
+is about a day of a CPU. More is refused: it would not finish."""
+
+
+def check_iw_work(model, k, n):
+    """A ConfigError when the bound with ``k`` samples of ``n`` examples exceeds ``MAX_IW_WORK``."""
+    width = decoder_width(model.config)
+    if k * n * width > MAX_IW_WORK:
+        raise ConfigError(f"k={k:,} importance samples of {n:,} examples are {k * n:,} decoder "
+                          f"passes of {width:,} values, more than the {MAX_IW_WORK:.0e} one "
+                          "evaluation may take (about a day): lower k or the number of examples")
 
 
 # ------------------------------------------------------------------ helpers
@@ -252,18 +269,13 @@ def _default_chunk(model, k, batch, plain=True):
     """Samples per chunk: chunk * batch * width floats under CHUNK_BYTES (plain),
     or chunk * batch near FAST_CHUNK_ROWS (fast).
 
-    ``width`` is the decoder's widest array per example: for an MLP its widest
-    layer; for the conv architecture a transposed convolution's columns, C_out
-    k k per input pixel, at most 9/4 x_dim max(channels) for 3 x 3 kernels
-    upsampling by 2 (``vae.build_stacks``).
+    ``width`` is the decoder's widest array per example (``vae.decoder_width``):
+    for an MLP its widest layer; for the conv architecture a transposed
+    convolution's columns.
     """
     if not plain:
         return max(1, min(k, FAST_CHUNK_ROWS // batch))
-    if model.config.get("architecture", "mlp") == "conv":
-        width = 9 * model.x_dim * max(model.config["decoder_hidden"]) // 4
-    else:
-        width = max(model.x_dim, *model.config["decoder_hidden"])
-    per_sample = batch * width * model.dtype.itemsize
+    per_sample = batch * decoder_width(model.config) * model.dtype.itemsize
     return max(1, min(k, CHUNK_BYTES // per_sample))
 
 
@@ -320,6 +332,7 @@ def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, prog
     """
     k, plain = positive_int("k", k), _plain_form(model, plain)
     total, done, bounds = k * getattr(x, "shape", (0,))[0], 0, []
+    check_iw_work(model, k, getattr(x, "shape", (0,))[0])
     for xb in _batches(model, x, batch_size, y):
         mu, logvar = model.encode(xb)
         size = (_default_chunk(model, k, xb.shape[0], plain) if chunk is None

@@ -1019,7 +1019,7 @@ def cmd_check(args):
             return _usage("--show-solution needs the NAME of an exercise")
         print("\n".join(solution_text(EXERCISES[n]) for n in args.names))
         return EXIT_OK
-    if args.file:
+    if args.file is not None:   # (--file "" names no file: refused, not the default folder)
         path = Path(args.file)
         if not path.is_file():
             return _usage(f"--file {args.file}: no such file")

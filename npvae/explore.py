@@ -41,6 +41,7 @@ from matplotlib.colors import BoundaryNorm
 from matplotlib.figure import Figure
 from matplotlib.widgets import Slider
 
+from .atomic import write_picture
 from .backend import to_numpy
 from .cvae import check_digit, is_conditional
 from .errors import ConfigError
@@ -266,7 +267,8 @@ def open_explorer(model, x, y, *, n_sliders=N_SLIDERS, digit=None, out=None):
 
     if out:
         explorer = LatentExplorer(model, x, y, n_sliders=n_sliders, digit=digit)
-        Path(out).write_bytes(explorer.png())
+        png = explorer.png()
+        write_picture(out, lambda f: f.write(png))
         return f"explorer written to {out}"
     import matplotlib
     import matplotlib.pyplot as plt

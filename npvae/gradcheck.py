@@ -24,17 +24,49 @@ posterior equal to the prior) into an absolute one, tol * 1e-4 S, five times
 the noise. A correct backward gives about 1e-9 or less; a wrong sign
 gives 1, a factor of two 1/3, a transpose a number of order 1.
 
+Kinks. A ReLU is not differentiable at 0: where a perturbation of +-h moves
+one of its inputs across 0, the central difference averages two slopes and
+is not the derivative, and a correct backward would FAIL. ``check_model``
+watches every ReLU's input: an entry whose +h or -h evaluation puts any of
+them on the other side of 0 than the unperturbed point is skipped (compared
+neither way), and the results say how many were.
+
 Derivation: ``tutorials/derivations.md#finite-difference-checks``.
 """
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from .activations import LeakyReLU, ReLU
 from .backend import to_numpy
+from .errors import ConfigError
+from .vae import check_arguments, parameter_shapes
+
+MODEL_ARGUMENTS = ("x_dim", "hidden", "latent", "decoder_hidden", "activation", "likelihood",
+                   "sigma", "beta", "init", "architecture")
+"""The keys of a model config that ``vae.check_arguments`` checks."""
 
 DEFAULT_H = 1e-5
 DEFAULT_TOL = 1e-6
+
+MAX_CHECKED_PARAMETERS = 10**6
+"""The most parameters ``check_architecture`` takes: each costs 2 evaluations of the loss
+(the full-size default preset has 652,824; its gradcheck --x-dim 784 is slow already)."""
+
+PROGRESS_AFTER = 5.0
+"""Seconds a check runs before its progress is shown (a quick check prints nothing)."""
+
+
+def check_step_size(h):
+    """``h`` as a float, or a ConfigError when x + h == x: a step that moves nothing."""
+    h = float(h)
+    if not (np.isfinite(h) and 0 < h < 1 and 1.0 + h > 1.0):
+        raise ConfigError(f"h={h:g} is too small to change x in float64 (1 + h == 1; the "
+                          f"smallest step is about {np.finfo(np.float64).eps / 2:.1e}, and 1e-5 "
+                          "balances rounding against truncation)")
+    return h
 
 
 def rel_error(analytic, numeric, floor=1e-8):
@@ -62,7 +94,20 @@ def numerical_gradient(f, x, h=DEFAULT_H):
     an absolute step of 1e-5 would lose most of its digits to rounding
     (x_j + h has only about 2e-12 of absolute precision).
     """
+    return central_differences(f, x, h)[0]
+
+
+def central_differences(f, x, h=DEFAULT_H, sides=None, base=None, progress=None):
+    """``numerical_gradient``, watching kinks: ``(grad, crossed)``, both shaped like ``x``.
+
+    ``sides``: None, or a function returning the side of its kink of every
+    ReLU input after the last ``f()`` (``relu_sides``), and ``base`` the
+    sides at the unperturbed point; ``crossed[j]`` is True where the +h
+    or the -h evaluation changed one. ``progress()`` is called after each entry.
+    A step that does not change an entry (x + h == x) is a ConfigError.
+    """
     grad = np.zeros(x.shape, dtype=np.float64)
+    crossed = np.zeros(x.shape, dtype=bool)
     flat = x.reshape(-1)  # a view: writing to it perturbs x
     if not np.shares_memory(flat, x):
         raise ValueError("numerical_gradient needs a contiguous array to perturb")
@@ -71,11 +116,42 @@ def numerical_gradient(f, x, h=DEFAULT_H):
         step = h * max(1.0, abs(float(saved)))
         flat[j] = saved + step
         up, plus = float(flat[j]), float(f())
+        moved = sides is not None and _moved(sides(), base)
         flat[j] = saved - step
         down, minus = float(flat[j]), float(f())
+        moved = moved or (sides is not None and _moved(sides(), base))
         flat[j] = saved
+        if up == down:
+            raise ConfigError(f"h={h:g} does not change x={float(saved):g} in {x.dtype} "
+                              "(x + h == x): take a larger h")
         grad.reshape(-1)[j] = (plus - minus) / (up - down)  # the step actually taken
-    return grad
+        crossed.reshape(-1)[j] = moved
+        if progress is not None:
+            progress()
+    return grad, crossed
+
+
+def relu_sides(model):
+    """A function returning, after a forward pass of ``model``, which side of 0 the input of
+    each of its ReLUs (and leaky ReLUs) is on: a list of boolean arrays. None without any."""
+    layers = [layer for stack in _stacks(model) for layer in stack.layers
+              if isinstance(layer, (ReLU, LeakyReLU))]
+    if not layers:
+        return None
+
+    def sides():
+        # relu(a) > 0 exactly when a > 0; a leaky ReLU keeps its input
+        return [layer.out > 0 if isinstance(layer, ReLU) else layer.x > 0 for layer in layers]
+    return sides
+
+
+def _stacks(model):
+    """The encoder and decoder stacks of ``model`` (any attribute holding ``layers``)."""
+    return [stack for stack in vars(model).values() if hasattr(stack, "layers")]
+
+
+def _moved(sides, base):
+    return any(bool((a != b).any()) for a, b in zip(sides, base))
 
 
 @dataclass
@@ -85,13 +161,17 @@ class CheckResult:
     name: str
     rel_error: float
     tol: float = DEFAULT_TOL
+    skipped: int = 0       # entries within h of a ReLU kink, not compared
+    size: int = 0          # entries in all
 
     @property
     def ok(self):
         return self.rel_error <= self.tol
 
     def __str__(self):
-        return f"{self.name:<24} {self.rel_error:10.2e}  {'ok' if self.ok else 'FAIL'}"
+        line = f"{self.name:<24} {self.rel_error:10.2e}  {'ok' if self.ok else 'FAIL'}"
+        return line + (f"  ({self.skipped} of {self.size} entries at a ReLU kink, skipped)"
+                       if self.skipped else "")
 
 
 def check_function(forward, backward, inputs, rng, h=DEFAULT_H, tol=DEFAULT_TOL):
@@ -136,7 +216,7 @@ def check_layer(layer, x, rng, h=DEFAULT_H, tol=DEFAULT_TOL):
 
 
 def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL, *, y=None,
-                objective=None):
+                objective=None, progress=None):
     """Check every parameter gradient of a VAE end to end, with fixed noise.
 
     ``model`` is float64; ``eps`` (B, Z) fixes the reparameterization noise so
@@ -144,20 +224,37 @@ def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL, *, y=Non
     of a conditional model. ``objective``: a loss with the model's
     ``forward``/``backward`` (``npvae.iwae.KSampleObjective``, eps (k, B, Z))
     in place of the model's own. Returns one ``CheckResult`` per parameter
-    (``encoder.0.W``, ...).
+    (``encoder.0.W``, ...). Entries whose +-h step moves a ReLU input across
+    its kink are left out of the comparison and counted in ``skipped`` (see
+    the module docstring). ``progress(done, total)``: called as the entries
+    are done (``theta.size`` in all).
     """
+    h = check_step_size(h)
     loss_fn = model if objective is None else objective
     labels = {} if y is None else {"y": y}  # models without labels need not take y
     terms = loss_fn.forward(x, eps=eps, beta=beta, **labels)
+    sides = relu_sides(model)
+    base = None if sides is None else [a.copy() for a in sides()]
     loss_fn.backward()
     analytic = {k: g.copy() for k, g in model.grads.items()}
     floor = noise_floor(abs(terms.recon) + abs(terms.kl))
+    total, done = sum(p.size for p in model.params.values()), [0]
 
     def loss():
         return loss_fn.forward(x, eps=eps, beta=beta, **labels).loss
 
-    return [CheckResult(k, rel_error(analytic[k], numerical_gradient(loss, p, h), floor), tol)
-            for k, p in model.params.items()]
+    def tick():
+        done[0] += 1
+        if progress is not None and (done[0] % 64 == 0 or done[0] == total):
+            progress(done[0], total)
+
+    results = []
+    for k, p in model.params.items():
+        numeric, crossed = central_differences(loss, p, h, sides, base, tick)
+        kept = ~crossed
+        results.append(CheckResult(k, rel_error(analytic[k][kept], numeric[kept], floor), tol,
+                                   int(crossed.sum()), int(p.size)))
+    return results
 
 
 def format_results(results):
@@ -166,8 +263,27 @@ def format_results(results):
     lines += [str(r) for r in results]
     worst = max(r.rel_error for r in results)
     ok = all(r.ok for r in results)
+    skipped = sum(r.skipped for r in results)
+    if skipped:
+        lines.append(f"{skipped} of {sum(r.size for r in results)} entries skipped: their +-h step "
+                     "moved a ReLU input across 0, where a central difference is not the derivative")
     lines.append(f"{len(results)} gradients, worst relative error {worst:.2e}: {'all ok' if ok else 'FAILED'}")
     return "\n".join(lines)
+
+
+def quiet_until(progress, seconds=PROGRESS_AFTER, clock=time.perf_counter):
+    """``progress(done, total)``, passed on only once ``seconds`` have gone since the first call:
+    a quick check shows nothing, a slow one its progress (e.g. ``evaluate.ProgressBar``)."""
+    start = None
+
+    def call(done, total):
+        nonlocal start
+        now = clock()
+        if start is None:
+            start = now
+        elif now - start >= seconds:
+            progress(done, total)
+    return call
 
 
 def shrink_architecture(config, x_dim):
@@ -177,11 +293,16 @@ def shrink_architecture(config, x_dim):
     latents are capped at 4; depth, activation, likelihood, sigma, init and
     beta are kept. ``x_dim`` at or above the original keeps every size.
 
+    The config is checked first, by the model's own rules (``vae.check_arguments``),
+    so that hidden sizes of 0 are refused as training refuses them, not shrunk
+    to a valid size.
+
     A convolutional model (``architecture="conv"``) keeps its pixels, which
     its strides need (28 -> 14 -> 7), and shrinks its channels instead, by
     the same factor (at least 2 each); its latents are capped at 4 too.
     """
     config = dict(config)
+    check_arguments(**{k: config[k] for k in MODEL_ARGUMENTS if k in config})  # before shrinking
     full = config["x_dim"]
     x_dim = min(x_dim, full)
     if x_dim < full:
@@ -198,7 +319,7 @@ def shrink_architecture(config, x_dim):
 
 
 def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL, objective="elbo",
-                       k=1):
+                       k=1, progress=None):
     """Check every parameter gradient of a float64 VAE built from ``config`` (a ``VAE.config``).
 
     Returns ``(model, results)``. The biases get small random values first:
@@ -208,18 +329,32 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     [0, 1) and ``eps`` standard normal, all from ``seed``; a conditional
     model's labels are uniform. ``objective`` and ``k``: the loss checked
     (``npvae.iwae.KSampleObjective``; "elbo" with k = 1 is the model's own).
+    ``progress(done, total)``: see ``check_model``.
+
+    Refused before anything is allocated: a step ``h`` that moves nothing, a
+    model of more than ``MAX_CHECKED_PARAMETERS`` parameters, an unknown objective, and
+    k samples of ``batch`` examples beyond the k-sample step's memory limit
+    (``npvae.iwae.check_step``).
     """
     from .cvae import model_from_config, is_conditional
-    from .iwae import KSampleObjective
+    from .iwae import KSampleObjective, check_step
 
-    model = model_from_config(**{**config, "dtype": "float64"}, seed=seed)
+    h = check_step_size(h)
+    n = sum(int(np.prod(s)) for s in parameter_shapes(config).values())
+    if n > MAX_CHECKED_PARAMETERS:
+        raise ConfigError(f"a gradient check of {n:,} parameters takes {2 * n:,} evaluations of "
+                          f"the loss, more than a check of {MAX_CHECKED_PARAMETERS:,} parameters can "
+                          "finish: lower the hidden sizes or --x-dim")
+    model = model_from_config(**{**config, "dtype": "float64"}, seed=seed)   # (at most 8 MB)
+    own = (objective, k) == ("elbo", 1)
+    loss = None if own else KSampleObjective(model, k, objective)
+    check_step(model, k, batch)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():
         if name.endswith(".b"):
             p += rng.normal(0.0, 0.1, p.shape)
     x = rng.random((batch, model.x_dim))
-    own = (objective, k) == ("elbo", 1)
     eps = rng.standard_normal((batch, model.latent) if own else (k, batch, model.latent))
     y = rng.integers(0, model.n_classes, batch) if is_conditional(model) else None
-    loss = None if own else KSampleObjective(model, k, objective)
-    return model, check_model(model, x, eps, h=h, tol=tol, y=y, objective=loss)
+    return model, check_model(model, x, eps, h=h, tol=tol, y=y, objective=loss,
+                              progress=progress)

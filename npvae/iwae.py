@@ -51,7 +51,7 @@ from .errors import ConfigError
 from .evaluate import log_weights, logmeanexp
 from .losses import gaussian_kl, gaussian_kl_backward
 from .reparam import reparameterize_backward
-from .vae import LossTerms
+from .vae import LossTerms, decoder_width
 
 OBJECTIVES = ("elbo", "elbo-sampled", "iwae")
 
@@ -66,6 +66,27 @@ def check_decoder_rows(k, batch):
         raise ConfigError(f"k={k} samples of {batch} examples make {k * batch:,} decoder rows a "
                           f"step, more than the {MAX_DECODER_ROWS:,} allowed: lower k or the "
                           "batch size")
+
+
+MAX_STEP_BYTES = MAX_DECODER_ROWS * 784 * 4
+"""The most bytes of one step's widest decoder array: k B rows of ``vae.decoder_width``
+floats. An MLP on MNIST in float32 meets it at MAX_DECODER_ROWS rows, as before; a conv
+decoder's transposed-convolution columns are 144 times wider (channels 64), and a step of
+the conv preset at batch 128 meets it at k = 14 (about 1.2 GB for the whole step)."""
+
+
+def check_step(model, k, batch):
+    """A ConfigError when a step of k samples of ``batch`` examples would make a decoder array
+    larger than ``MAX_STEP_BYTES`` (or more rows than ``MAX_DECODER_ROWS``): its real size, the
+    widest array ``model``'s architecture makes, checked before anything is drawn."""
+    check_decoder_rows(k, batch)
+    width = decoder_width(model.config)
+    size = k * batch * width * model.dtype.itemsize
+    if size > MAX_STEP_BYTES:
+        raise ConfigError(f"k={k} samples of {batch} examples make {k * batch:,} decoder rows of "
+                          f"{width:,} {model.dtype} values in this architecture's widest array "
+                          f"({size / 2**30:.2f} GiB), more than the {MAX_STEP_BYTES / 2**30:.2f} "
+                          "GiB allowed: lower k or the batch size")
 
 
 def importance_weights(log_w, axis=0):
@@ -112,7 +133,7 @@ class KSampleObjective:
         model, k = self.model, self.k
         x = model.check_input(x, values=check)
         B, Z = x.shape[0], model.latent
-        check_decoder_rows(k, B)
+        check_step(model, k, B)
         beta = model.beta if beta is None else beta
         if self.objective == "iwae" and beta != 1:
             raise ConfigError(f"the iwae objective has no KL weight: beta must be 1, got {beta}")

@@ -296,7 +296,8 @@ def latent_plane(mu, y=None):
     classes = [] if y is None else np.unique(y)
     points = np.stack([mu[y == c].mean(axis=0) for c in classes]) if len(classes) >= 3 else mu
     centre = points.mean(axis=0)
-    _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+    # A single point spreads in no direction: the full SVD still gives two orthonormal rows.
+    _, _, vt = np.linalg.svd(points - centre, full_matrices=len(points) < 2)
     coords = (mu - centre) @ vt[:2].T
     centred = mu - mu.mean(axis=0)
     share = (coords - coords.mean(axis=0)).var(axis=0) * len(mu) / max((centred**2).sum(),

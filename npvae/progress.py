@@ -47,13 +47,15 @@ class ProgressBar:
 
         importance-weighted bound, k=5000: about 3 min 10 s in all (from the first chunks)
 
+    ``unit``: what ``done`` counts (samples of a bound, entries of a gradient check).
     Both go to ``file`` (default: stderr, so stdout keeps only the results).
     ``clock``: a function returning seconds (tests pass a fake one).
     Call ``close()`` when the run ends.
     """
 
-    def __init__(self, desc, *, notice_after=10.0, file=None, clock=time.perf_counter):
-        self.desc, self.notice_after, self.clock = desc, notice_after, clock
+    def __init__(self, desc, *, unit="sample", notice_after=10.0, file=None,
+                 clock=time.perf_counter):
+        self.desc, self.unit, self.notice_after, self.clock = desc, unit, notice_after, clock
         self.file = sys.stderr if file is None else file
         self.started, self.first, self.bar = clock(), None, None
 
@@ -71,7 +73,7 @@ class ProgressBar:
             if expected > self.notice_after:
                 print(f"{self.desc}: about {format_duration(expected)} in all "
                       "(from the first chunks)", file=self.file, flush=True)
-        self.bar = bar(self.desc, total, initial=done, unit="sample", unit_scale=True,
+        self.bar = bar(self.desc, total, initial=done, unit=self.unit, unit_scale=True,
                        file=self.file)
 
     def close(self):

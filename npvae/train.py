@@ -50,11 +50,11 @@ from . import progress
 from .backend import default_rng, to_numpy
 from .checkpoint import CHECKPOINT_NAME, restore_model, restore_optimizer, save_checkpoint
 from .config import TrainConfig
-from .cvae import model_from_config
+from .cvae import check_labels, model_from_config
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
-from .iwae import KSampleObjective
+from .iwae import KSampleObjective, check_step
 from .optim import Adam, clip_grad_norm
 from .progress import Interrupted
 from .randomness import (derive_seed, epoch_generators, resume_generators, saved_states,
@@ -153,6 +153,7 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
     data = prepare_data(config)
     # The model before the folder: one too large for memory fails here and leaves no folder.
     model = model_from_config(**config.model_kwargs(data.x_train.shape[1]))
+    check_before_claiming(config, data, model)
     optimizer = _adam(model, config)
     run_dir, note, lock = claim_run_dir(run_dir, config.preset, overwrite)
     with lock:
@@ -164,6 +165,17 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
                                else f", objective {config.objective} with k={config.k}"))
         return Run(config, run_dir, data, model, optimizer, new_state(config, data), log,
                    on_step).run()
+
+
+def check_before_claiming(config, data, model):
+    """What a run would refuse later, refused before it claims a folder: a conditional run's
+    labels (``cvae.check_labels``), and the k-sample step's real size (``iwae.check_step``)."""
+    if config.conditional:
+        for name, y in (("training", data.y_train), ("test", data.y_test),
+                        ("validation", data.y_val)):
+            if y is not None:
+                check_labels(y, model.n_classes, f"the {name} labels")
+    check_step(model, config.k, config.batch_size)
 
 
 def _adam(model, config):

@@ -154,6 +154,22 @@ def build_stacks(config, *, rng, dtype, xp, mlp=MLP):
     return Sequential(encoder), Sequential(decoder)
 
 
+def decoder_width(config):
+    """Floats per decoder row in the widest array the decoder of ``config`` makes (a ``VAE.config``).
+
+    An MLP: its widest layer, max(x_dim, decoder_hidden). The conv architecture
+    (``build_stacks``): a transposed convolution's columns, C_out k k per input
+    pixel, at most 9/4 x_dim max(channels) for the upsampling ones (3 x 3
+    kernels, input side side / 2 at the last) and 9 x_dim for the last (stride
+    1, one channel): 9/4 x_dim max(4, channels). An upper bound, within a factor of 2.
+    A k-sample step (``npvae.iwae.check_step``) and the bound's chunks
+    (``npvae.evaluate``) are sized by it.
+    """
+    if config.get("architecture", "mlp") == "conv":
+        return 9 * config["x_dim"] * max(4, *config["decoder_hidden"]) // 4
+    return max(config["x_dim"], *config["decoder_hidden"])
+
+
 def parameter_shapes(config):
     """Every parameter's name and shape for a ``VAE.config``, without allocating anything.
 
