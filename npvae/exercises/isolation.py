@@ -9,9 +9,11 @@ learner's code does to its process (an endless loop, a sleep, a stray thread,
 ``exit()``, ``os._exit``, a changed global or an npvae object it was handed)
 cannot reach the grader's values, its output or its exit code.
 
-- Time: one limit for the whole exercise (``DEFAULT_TIMEOUT``, ``--timeout``);
-  when it runs out the child is killed and the line names the function that
-  had not returned and how long it ran.
+- Time: one limit for the whole exercise (``DEFAULT_TIMEOUT``, ``--timeout``),
+  counting the time the learner's code takes (loading the file and every
+  call), not the child's start nor the grader's own work; when it runs out
+  the child is killed and the line names the function that had not returned
+  and how long it ran.
 - Memory: on Linux the child's address space is capped (``RLIMIT_AS``) at
   what it holds after loading numpy plus ``MEMORY_LIMIT``; a larger array is a
   ``MemoryError`` in the learner's code.
@@ -38,6 +40,7 @@ import numpy as np
 
 DEFAULT_TIMEOUT = 30.0      # seconds for one exercise file, loading and every call
 MEMORY_LIMIT = 2 * 2**30    # bytes of address space the learner's code may add (Linux)
+STARTUP_LIMIT = 120.0      # seconds for the child to start, before the time limit counts
 MAX_ELEMENTS = 10**7        # a larger returned array comes back as its shape alone
 MAX_ITEMS = 64              # a longer returned tuple or list comes back described
 OUTPUT_BYTES = 8192         # of the learner's printed output, shown under the lines
@@ -196,6 +199,7 @@ def _call(module, path, fname, args, kwargs, read_back):
 def serve(conn, path, output, memory):
     """The child: load the learner's file, then answer ``(fname, args, kwargs, read_back)`` requests."""
     _isolate(output, memory)
+    conn.send(Reply("ready"))  # the time limit counts from here: the learner's time, not the start's
     module = types.ModuleType(f"npvae_exercise_{Path(path).stem}")
     module.__file__ = path
     source = Path(path).read_text(encoding="utf-8")
@@ -256,10 +260,15 @@ class Learner:
         self._conn, child = context.Pipe()
         self._process = context.Process(target=serve, daemon=True, name=f"npvae exercise {self.path.name}",
                                         args=(child, str(self.path.resolve()), self._output, memory))
-        self._started = time.monotonic()
+        self._used = 0.0      # seconds spent waiting on the learner's code, against the limit
         self._process.start()
         child.close()
-        self.loaded = self._receive("loading the file", "the file did not finish loading")
+        if not self._conn.poll(STARTUP_LIMIT):  # (a machine so busy that a process cannot start)
+            self._kill()
+            self.gone = Reply("died", message=f"the process for your code did not start within "
+                              f"{STARTUP_LIMIT:g} s; nothing of yours ran")
+        self.loaded = self.gone or self._receive("loading the file", "the file did not finish loading",
+                                                 ready=True)
         self.signatures = self.loaded.value if self.loaded.kind == "loaded" else {}
 
     def call(self, fname, args=(), kwargs=None, read_back=None):
@@ -270,13 +279,20 @@ class Learner:
         try:
             self._conn.send((fname, tuple(args), dict(kwargs or {}), read_back))
         except (BrokenPipeError, OSError):
-            return self._receive(fname, f"{fname} did not return")
-        return self._receive(fname, f"{fname} did not return")
+            return self._receive(f"running {fname}", f"{fname} did not return")
+        return self._receive(f"running {fname}", f"{fname} did not return")
 
-    def _receive(self, doing, stopped):
+    def _receive(self, doing, stopped, ready=False):
+        if ready:  # the child's "ready", sent before it loads the learner's file
+            try:
+                self._conn.recv()
+            except (EOFError, OSError):
+                return self._died(doing)
         began = time.monotonic()
-        left = self.timeout - (began - self._started)
-        if left > 0 and self._conn.poll(left):
+        left = self.timeout - self._used
+        arrived = left > 0 and self._conn.poll(left)
+        self._used += time.monotonic() - began
+        if arrived:
             try:
                 return self._conn.recv()
             except (EOFError, OSError):
@@ -285,15 +301,20 @@ class Learner:
             self._kill()
             self.gone = Reply("timeout", message=(
                 f"{stopped}: stopped after {time.monotonic() - began:.1f} s, when the time limit of "
-                f"{self.timeout:g} s for the exercise ran out (--timeout SECONDS changes it). An endless "
-                "loop (a while whose counter never changes?), a sleep, or input() waiting?"))
+                f"{self.timeout:g} s for the exercise ran out (--timeout SECONDS changes it): an endless "
+                "loop (a while whose counter never changes), a sleep, or input() waiting"))
             return self.gone
+        return self._died(doing)
+
+    def _died(self, doing):
         self._process.join(5)
         code = self._process.exitcode
-        how = ("with exit code 0 (os._exit(0)? an exit never counts as a pass)" if code == 0
-               else f"killed by signal {signal.Signals(-code).name}"
-               + (" (out of memory?)" if -code == signal.SIGKILL else "") if code is not None and code < 0
-               else f"with exit code {code}")
+        if code == 0:
+            how = "with exit code 0 (os._exit(0)? an exit never counts as a pass)"
+        elif code is not None and code < 0:
+            how = f"killed by signal {-code}" + (" (SIGKILL: out of memory?)" if -code == 9 else "")
+        else:
+            how = f"with exit code {code}"
         self._kill()
         self.gone = Reply("died", message=f"the process running your code ended while {doing}, {how}")
         return self.gone
