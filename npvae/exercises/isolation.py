@@ -92,25 +92,27 @@ class Reply:
 
 
 def sanitize(value, depth=0):
-    """``value`` as plain data the grader can judge: see the module docstring."""
+    """``value`` as plain data the grader can judge: see the module docstring.
+
+    A tuple or list (a tuple subclass too) becomes a tuple or list of
+    sanitized items, one level deep; anything else an array of numbers or
+    an ``Opaque`` description. Nothing of the learner's types comes back.
+    """
+    kind = type(value).__name__
     if value is None:
         return None
-    if isinstance(value, (tuple, list)) and not depth:
-        if len(value) > MAX_ITEMS:
-            return Opaque(f"a {type(value).__name__} of {len(value)} values")
-        return type(value)(sanitize(v, depth + 1) for v in value) if type(value) in (tuple, list) \
-            else tuple(sanitize(v, depth + 1) for v in value)
     if isinstance(value, (tuple, list)):
-        return Opaque(f"a {type(value).__name__} of {len(value)} values")
+        if depth or len(value) > MAX_ITEMS:
+            return Opaque(f"a {kind} of {len(value)} values")
+        return (list if isinstance(value, list) else tuple)(sanitize(v, depth + 1) for v in value)
     if not isinstance(value, np.ndarray):
         try:
             value = np.asarray(value)
-        except BaseException as err:  # a learner's __array__, __float__, __len__ that raise
-            return Opaque(f"a {type(value).__name__}, which is no array: converting it raised "
-                          f"{type(err).__name__}: {_text(err)}")
+        except BaseException as err:  # a learner's __array__, __float__ or __len__ that raise
+            return Opaque(f"a {kind}, which is no array: converting it raised {type(err).__name__}: "
+                          f"{_text(err)}")
         if value.dtype.kind not in "biufc":
-            return Opaque(f"a {type(value).__name__}" if value.ndim == 0 or value.dtype.kind != "O"
-                          else f"a {type(value).__name__} of Python objects")
+            return Opaque(f"a {kind}")
     if value.size > MAX_ELEMENTS:  # (a broadcast view of 10^12 zeros is not copied)
         return Opaque(f"an array of {value.size:,} numbers", value.shape)
     if value.dtype.kind not in "biufc":
@@ -118,8 +120,7 @@ def sanitize(value, depth=0):
     try:
         return np.array(value, copy=True, subok=False)
     except BaseException as err:
-        return Opaque(f"a {type(value).__name__} that could not be copied: {type(err).__name__}: "
-                      f"{_text(err)}")
+        return Opaque(f"a {kind} that could not be copied: {type(err).__name__}: {_text(err)}")
 
 
 def _text(err):

@@ -224,6 +224,7 @@ class Attempt:
         self.lines = []
         self.extra = {}       # read back after the last call (a model's grads)
         self._told = set()    # functions whose failure already has its line
+        self._gone = None     # the learner's child, once gone (timeout, died): said once
 
     def add(self, names, status, detail=""):
         self.lines += [Line(n, status, detail) for n in names]
@@ -238,15 +239,15 @@ class Attempt:
         """
         reply = self.learner.call(fname, args, kwargs, read_back)
         if reply.kind != "returned":
-            if fname not in self._told and not (reply.kind in ("timeout", "died") and "gone" in self._told):
+            if fname not in self._told and reply is not self._gone:
                 status = TODO if reply.kind == "todo" else WRONG
                 detail = (f"(returns {', '.join(tensors)})" if reply.kind == "todo" else
-                          f"{fname} {reply.message}" if reply.kind in ("raised", "exit") else reply.message)
-                if reply.kind in ("timeout", "died"):
-                    detail += "; the checks after it were not run"
-                    self._told.add("gone")
+                          f"{fname} {reply.message}" if reply.kind in ("raised", "exit") else
+                          reply.message if reply.kind == "missing" else
+                          f"{reply.message}; the checks after it were not run")  # timeout, died
                 self.add([fname], status, detail)
             self._told.add(fname)
+            self._gone = self.learner.gone
             return None
         self.extra = reply.extra
         names = self.learner.signatures.get(fname, [])
@@ -261,8 +262,10 @@ class Attempt:
         result = reply.value
         if len(tensors) == 1:
             if isinstance(result, (tuple, list)):
-                self.add(tensors, WRONG, f"{fname} returned a {type(result).__name__} of {len(result)} values; "
-                         f"it returns one array: return {tensors[0]} alone")
+                numbers = all(isinstance(v, np.ndarray) and v.ndim == 0 for v in result)
+                self.add(tensors, WRONG, f"{fname} returned a {type(result).__name__} of {len(result)} " + (
+                    "numbers where one array belongs: np.array(...) of them, or better, array arithmetic"
+                    if numbers else f"values; it returns one array: return {tensors[0]} alone"))
                 return None
             return (result,)
         if not isinstance(result, (tuple, list)) or len(result) != len(tensors):
