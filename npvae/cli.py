@@ -477,9 +477,9 @@ def add_exercises_parser(sub):
     from .exercises import DEFAULT_TIMEOUT
 
     top = sub.add_parser("exercises", help="write a backward yourself; have it graded",
-                       description="Exercises: write each hand-derived piece yourself in "
-                       "tutorials/exercises/, and have it graded against npvae and finite "
-                       "differences.")
+                         description="Exercises: write each hand-derived piece yourself in "
+                         "tutorials/exercises/, and have it graded against npvae and finite "
+                         "differences.")
     top.set_defaults(func=cmd_exercises)
     commands = top.add_subparsers(dest="exercises_command", metavar="{list,check}", required=True)
     commands.add_parser("list", help="the exercises, in the order of the tutorials")

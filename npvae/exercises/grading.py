@@ -136,9 +136,10 @@ def check(names=(), folder=None, file=None, show_solution=False, timeout=DEFAULT
     jobs = _jobs(names, folder, file)
     counts = {OK: 0, WRONG: 0, TODO: 0, PARTLY: 0}
     for ex, path in jobs:
+        print(f"{ex.name} ({_shown(path)}): ", end="", flush=True)  # the header first, the verdict after
         graded = grade_file(ex, path, timeout)
         counts[graded.status] += 1
-        print(f"{ex.name} ({_shown(path)}): {graded.status}")
+        print(graded.status)
         print("\n".join(map(str, graded.lines)))
         printed = graded.printed.rstrip("\n").splitlines()
         if printed:
