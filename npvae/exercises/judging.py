@@ -223,7 +223,7 @@ class Attempt:
         self.learner = learner
         self.lines = []
         self.extra = {}       # read back after the last call (a model's grads)
-        self._told = set()    # functions whose failure already has its line
+        self._told = set()    # functions (and changed inputs) whose line is already there
         self._gone = None     # the learner's child, once gone (timeout, died): said once
 
     def add(self, names, status, detail=""):
@@ -256,6 +256,9 @@ class Attempt:
             if not (isinstance(after, np.ndarray) and after.shape == before.shape
                     and np.array_equal(after, before, equal_nan=True)):
                 name = key if isinstance(key, str) else names[key] if key < len(names) else f"argument {key + 1}"
+                if (fname, name) in self._told:
+                    continue  # (a function called several times: said once)
+                self._told.add((fname, name))
                 self.add([f"{name} (an input)"], WRONG,
                          f"was changed in place by {fname} ({name}[...] = ..., {name} *= ...): the caller "
                          f"still needs it; compute a new array (np.where, or {name}.copy() first)")
