@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, exercises, threads
+from . import __version__, threads
 from .activations import ACTIVATIONS
 from .backend import BACKENDS
 from .config import DTYPES, LR_SCHEDULES, RESUMABLE, TrainConfig, check_resumable
@@ -568,10 +568,50 @@ def build_parser():
     p.set_defaults(func=cmd_explore)
 
 
-    exercises.add_parser(sub)
+    add_exercises_parser(sub)
     add_export_parsers(sub)
     threads.add_threads_flag(sub)  # --threads N on train, evaluate, gradcheck: npvae/threads.py
     return parser
+
+
+# ---------------------------------------------------------------- exercises
+
+
+def cmd_exercises(args):
+    from .exercises import grading
+
+    if args.exercises_command == "list":
+        return grading.list_exercises()
+    return grading.check(args.names, folder=args.dir, file=args.file,
+                         show_solution=args.show_solution, timeout=args.timeout)
+
+
+def add_exercises_parser(sub):
+    """``npvae exercises list`` and ``npvae exercises check``: the grader (npvae/exercises/)."""
+    from .exercises import DEFAULT_TIMEOUT
+
+    top = sub.add_parser("exercises", help="write a backward yourself; have it graded",
+                         description="Exercises: write each hand-derived piece yourself in "
+                         "tutorials/exercises/, and have it graded against npvae and finite "
+                         "differences.")
+    top.set_defaults(func=cmd_exercises)
+    commands = top.add_subparsers(dest="exercises_command", metavar="{list,check}", required=True)
+    commands.add_parser("list", help="the exercises, in the order of the tutorials")
+    p = commands.add_parser(
+        "check", help="grade your exercise files",
+        description="Grade the exercise files (default: every file in tutorials/exercises/): a "
+        "line per tensor, 'ok' with its relative error, 'not implemented yet', or what is wrong. "
+        "Your code runs in a process of its own, with a time limit; your files are only read. "
+        "Exit 0 if all are right, 1 if not, 2 on a usage error.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="exercises to grade (default: all)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dir", type=_text, help="folder of exercise files (default tutorials/exercises)")
+    where.add_argument("--file", type=_text,
+                       help="grade this one file (its exercise from its name, or NAME)")
+    p.add_argument("--timeout", type=positive_number, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"time limit for each exercise file (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--show-solution", action="store_true",
+                   help="print a solution of NAME that passes, instead of grading")
 
 
 def _one_line(err):

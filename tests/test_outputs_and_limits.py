@@ -324,4 +324,4 @@ def test_a_step_that_moves_nothing_is_refused_by_check_model():
 
 def test_exercises_check_of_an_empty_file_name_is_refused(capsys):
     assert cli.main(["exercises", "check", "--file", ""]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "argument --file: an empty value" in capsys.readouterr().err

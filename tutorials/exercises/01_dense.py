@@ -1,4 +1,4 @@
-"""Exercise 1 (tutorial 01): the dense layer, forward and backward.
+"""Tutorial 01 exercise: the dense layer, forward and backward.
 
 Derivation: tutorials/derivations.md#dense-layer. Write the two bodies, then
 
@@ -6,7 +6,7 @@ Derivation: tutorials/derivations.md#dense-layer. Write the two bodies, then
 
 compares each gradient with central differences and names the usual mistakes
 (sign, transpose, a sum over the wrong axis). Stuck: `--show-solution` prints
-npvae's own code.
+a solution.
 """
 
 import numpy as np

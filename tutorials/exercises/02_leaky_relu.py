@@ -1,11 +1,11 @@
-"""Exercise 2 (tutorial 02): the backward of leaky_relu.
+"""Tutorial 02 exercise: the backward of leaky_relu.
 
 Derivation: tutorials/derivations.md#leaky-relu. Write the body, then
 
     npvae exercises check leaky_relu
 
 compares it with central differences and names the usual mistakes. Stuck:
-`--show-solution` prints npvae's own code.
+`--show-solution` prints a solution.
 """
 
 import numpy as np

@@ -1,11 +1,11 @@
-"""Exercise 2 (tutorial 02): the backward of softplus.
+"""Tutorial 02 exercise: the backward of softplus.
 
 Derivation: tutorials/derivations.md#softplus. Write the body, then
 
     npvae exercises check softplus
 
 compares it with central differences and names the usual mistakes. Stuck:
-`--show-solution` prints npvae's own code.
+`--show-solution` prints a solution.
 """
 
 import numpy as np

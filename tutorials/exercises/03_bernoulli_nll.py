@@ -1,4 +1,4 @@
-"""Exercise 3 (tutorial 03): the Bernoulli NLL from logits, stable, forward and backward.
+"""Tutorial 03 exercise: the Bernoulli NLL from logits, stable, forward and backward.
 
 Derivation: tutorials/derivations.md#bernoulli-likelihood. Write the bodies, then
 
@@ -6,7 +6,7 @@ Derivation: tutorials/derivations.md#bernoulli-likelihood. Write the bodies, the
 
 compares the values with npvae's (also at logits of +/-1e4, and for a
 confident right answer) and the gradient with central differences. Stuck:
-`--show-solution` prints npvae's own code.
+`--show-solution` prints a solution.
 """
 
 import numpy as np

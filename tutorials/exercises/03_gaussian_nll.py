@@ -1,11 +1,11 @@
-"""Exercise 4 (tutorial 03): the backward of the Gaussian NLL with a fixed sigma.
+"""Tutorial 03 exercise: the backward of the Gaussian NLL with a fixed sigma.
 
 Derivation: tutorials/derivations.md#gaussian-likelihood. Write the body, then
 
     npvae exercises check gaussian_nll
 
 compares it with central differences and names the usual mistakes. Stuck:
-`--show-solution` prints npvae's own code.
+`--show-solution` prints a solution.
 """
 
 import numpy as np

@@ -1,11 +1,11 @@
-"""Exercise 5 (tutorial 04): the Gaussian KL and its backward.
+"""Tutorial 04 exercise: the Gaussian KL and its backward.
 
 Derivation: tutorials/derivations.md#gaussian-kl. Write the bodies, then
 
     npvae exercises check gaussian_kl
 
 compares the value with npvae's and the gradients with central differences.
-Stuck: `--show-solution` prints npvae's own code.
+Stuck: `--show-solution` prints a solution.
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Exercise 6 (tutorial 05): the reparameterization trick and its backward.
+"""Tutorial 05 exercise: the reparameterization trick and its backward.
 
 Derivation: tutorials/derivations.md#reparameterization. Write the bodies, then
 
@@ -6,7 +6,7 @@ Derivation: tutorials/derivations.md#reparameterization. Write the bodies, then
 
 checks the sampler's mean and variance over 200,000 samples (a wrong scale
 passes every gradient check, but not this) and the gradients with central
-differences. Stuck: `--show-solution` prints npvae's own code.
+differences. Stuck: `--show-solution` prints a solution.
 """
 
 import numpy as np

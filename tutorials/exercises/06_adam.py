@@ -1,4 +1,4 @@
-"""Exercise 7 (tutorial 06): one step of Adam, as in Kingma and Ba's Algorithm 1.
+"""Tutorial 06 exercise: one step of Adam, as in Kingma and Ba's Algorithm 1.
 
 Derivation: tutorials/derivations.md#adam. Write the body, then
 
@@ -6,7 +6,7 @@ Derivation: tutorials/derivations.md#adam. Write the body, then
 
 compares the update and the new moments with npvae's and names the
 usual mistakes (no bias correction, t off by one, the decaying sums in place
-of the averages). Stuck: `--show-solution` prints npvae's own code.
+of the averages). Stuck: `--show-solution` prints a solution.
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Exercise 8 (tutorial 07): the whole VAE backward, with its two paths into mu and logvar.
+"""Tutorial 07 exercise: the whole VAE backward, with its two paths into mu and logvar.
 
 Derivation: tutorials/derivations.md#the-whole-elbo. Write the body, then
 
@@ -6,7 +6,7 @@ Derivation: tutorials/derivations.md#the-whole-elbo. Write the body, then
 
 compares dmu, dlogvar and every parameter gradient with central differences
 of the loss, and says which path is missing if one is. Stuck:
-`--show-solution` prints npvae's own code.
+`--show-solution` prints a solution.
 """
 
 import numpy as np

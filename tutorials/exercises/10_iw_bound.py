@@ -1,4 +1,4 @@
-"""Exercise 9 (tutorial 10): log-mean-exp and the importance-weighted bound.
+"""Tutorial 10 exercise: log-mean-exp and the importance-weighted bound.
 
 Derivation: tutorials/derivations.md#importance-weighted-bound. Write the
 bodies, then
@@ -7,7 +7,7 @@ bodies, then
 
 compares the values with npvae's (log-mean-exp also at log weights of
 +/-1000) and names the usual mistakes. Stuck: `--show-solution` prints
-npvae's own code.
+a solution.
 """
 
 import math

@@ -1,4 +1,4 @@
-"""Exercise 12a (tutorial 12): a convolution, forward and backward.
+"""Tutorial 12 exercise: a convolution, forward and backward.
 
 Derivation: tutorials/derivations.md#convolution. A 3x3 kernel, stride 2,
 padding 1 (NCHW, a cross-correlation as in every deep-learning library).
@@ -9,7 +9,7 @@ Write the two bodies, then
 compares each gradient with central differences and names the usual mistake
 (a flipped kernel). npvae.conv's im2col and col2im are yours to use, or
 write the loop over the 9 kernel offsets yourself. Stuck: `--show-solution`
-prints npvae's own code.
+prints a solution.
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Exercise 12b (tutorial 12): a transposed convolution, forward and backward.
+"""Tutorial 12 exercise: a transposed convolution, forward and backward.
 
 Derivation: tutorials/derivations.md#transposed-convolution. A 3x3 kernel,
 stride 2, padding 1, output padding 1 (NCHW): 3 x 4 pixels become 6 x 8.
@@ -7,7 +7,7 @@ Write the two bodies, then
     npvae exercises check conv_transpose
 
 compares each gradient with central differences and names the usual mistake
-(a flipped kernel). Stuck: `--show-solution` prints npvae's own code.
+(a flipped kernel). Stuck: `--show-solution` prints a solution.
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Exercise 14 (tutorial 14): the IWAE backward, from the importance weights to every gradient.
+"""Tutorial 14 exercise: the IWAE backward, from the importance weights to every gradient.
 
 Derivation: tutorials/derivations.md#importance-weighted-training. Write the
 bodies, then
@@ -8,7 +8,7 @@ bodies, then
 compares the weights with npvae's (also at log weights of +/-1000), and dout,
 dmu, dlogvar and every parameter gradient with central differences of the
 loss, and names the usual mistakes (the wrong axis, unnormalised or uniform
-weights, a missing term). Stuck: `--show-solution` prints npvae's own code.
+weights, a missing term). Stuck: `--show-solution` prints a solution.
 """
 
 import numpy as np

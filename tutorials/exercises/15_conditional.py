@@ -1,4 +1,4 @@
-"""Exercise 15 (tutorial 15): the conditional VAE's labels, one-hot, as inputs of a network.
+"""Tutorial 15 exercise: the conditional VAE's labels, one-hot, as inputs of a network.
 
 Derivation: tutorials/derivations.md#conditional-vae. A conditional VAE feeds
 each network [x | onehot(y)]: the input and, as the last C columns, the
@@ -9,7 +9,7 @@ label. Write the bodies, then
 compares the one-hot labels and the first layer's output with npvae's, and
 each gradient with central differences, and names the usual mistakes (the
 label columns kept in dx, the wrong columns dropped, the labels in the wrong
-order). Stuck: `--show-solution` prints npvae's own code.
+order). Stuck: `--show-solution` prints a solution.
 """
 
 import numpy as np
