@@ -32,8 +32,9 @@ through every network above the first as one (k B, .) batch, sample-major
 (row i B + b is sample i of example b), like ``npvae.iwae``.
 
 Backward: the one-layer importance-weighted backward, applied layer by layer
-from the top; derivation in ``tutorials/derivations.md``, section
-"Two stochastic layers".
+from the top; h_1 collects three paths (from p(x | h_1), from p(h_1 | h_2),
+and back through q(h_2 | h_1)) before it goes down into q(h_1 | x).
+Derivation: ``tutorials/derivations.md``, section "Two stochastic layers".
 """
 
 from collections import namedtuple
@@ -288,7 +289,10 @@ class HVAE:
         return self._own.forward(x, y, eps=eps, rng=rng, beta=beta, check=check)
 
     def backward(self):
-        """Fill ``grads`` for the last ``forward``; see ``HKSampleObjective.backward``."""
+        """Fill ``grads`` for the last ``forward``; see ``HKSampleObjective.backward``.
+
+        Derivation: ``derivations.md#two-stochastic-layers``.
+        """
         self._own.backward()
 
     def __repr__(self):
