@@ -170,7 +170,15 @@ def set_condition(model, y, batch=None):
 
 
 def build_model(**config):
-    """The model of a ``config`` (``VAE.config`` and ``backend``, ``seed``): a CVAE with ``n_classes``."""
+    """The model of a ``config`` (``VAE.config`` and ``backend``, ``seed``): a CVAE with ``n_classes``,
+    an ``npvae.hvae.HVAE`` when ``latent`` lists several stochastic layers."""
+    from .hvae import HVAE, is_hierarchical
+
+    if is_hierarchical(config):
+        if config.pop("n_classes", None) is not None:
+            raise ConfigError("a model with several stochastic layers is not conditional: drop "
+                              "--conditional or give one latent size")
+        return HVAE(**config)
     if config.get("n_classes") is not None:
         return CVAE(**config)
     config.pop("n_classes", None)

@@ -174,7 +174,7 @@ def shrink_architecture(config, x_dim):
     """A copy of a model config (``VAE.config``) scaled to ``x_dim`` pixels, for a fast check.
 
     Hidden sizes scale by x_dim / the original x_dim (at least 8 units);
-    latents are capped at 4; depth, activation, likelihood, sigma, init and
+    latents (each stochastic layer's, for ``npvae.hvae``) are capped at 4; depth, activation, likelihood, sigma, init and
     beta are kept. ``x_dim`` at or above the original keeps every size.
 
     A convolutional model (``architecture="conv"``) keeps its pixels, which
@@ -187,10 +187,17 @@ def shrink_architecture(config, x_dim):
     if x_dim < full:
         scale = x_dim / full
         conv = config.get("architecture") == "conv"
+        least = 2 if conv else 8
+
+        def shrunk(n):   # a size, or (several stochastic layers) a list of sizes
+            return [shrunk(m) for m in n] if isinstance(n, (list, tuple)) else max(least, round(n * scale))
+
         for key in ("hidden", "decoder_hidden"):
             if config.get(key) is not None:
-                config[key] = [max(2 if conv else 8, round(n * scale)) for n in config[key]]
-        config["latent"] = min(config["latent"], 4)
+                config[key] = shrunk(config[key])
+        latent = config["latent"]
+        config["latent"] = ([min(z, 4) for z in latent] if isinstance(latent, (list, tuple))
+                            else min(latent, 4))
         if conv:
             return config
     config["x_dim"] = x_dim
@@ -210,7 +217,7 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     (``npvae.iwae.KSampleObjective``; "elbo" with k = 1 is the model's own).
     """
     from .cvae import build_model, is_conditional
-    from .iwae import KSampleObjective
+    from .hvae import k_sample_objective
 
     model = build_model(**{**config, "dtype": "float64"}, seed=seed)
     rng = np.random.default_rng(seed)
@@ -219,7 +226,8 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
             p += rng.normal(0.0, 0.1, p.shape)
     x = rng.random((batch, model.x_dim))
     own = (objective, k) == ("elbo", 1)
-    eps = rng.standard_normal((batch, model.latent) if own else (k, batch, model.latent))
+    width = getattr(model, "noise_dim", model.latent)   # npvae.hvae: every layer's noise
+    eps = rng.standard_normal((batch, width) if own else (k, batch, width))
     y = rng.integers(0, model.n_classes, batch) if is_conditional(model) else None
-    loss = None if own else KSampleObjective(model, k, objective)
+    loss = None if own else k_sample_objective(model, k, objective)
     return model, check_model(model, x, eps, h=h, tol=tol, y=y, objective=loss)

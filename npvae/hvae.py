@@ -45,7 +45,8 @@ from .activations import sigmoid
 from .backend import get_xp
 from .checks import parameter_count, positive_int, sizes
 from .errors import ConfigError
-from .evaluate import logmeanexp
+from .backend import to_numpy
+from .evaluate import _batches, logmeanexp
 from .iwae import KSampleObjective, importance_weights
 from .layers import MLP, default_init, flatten_parameters
 from .losses import (
@@ -392,6 +393,25 @@ class HKSampleObjective(KSampleObjective):
 
     def __repr__(self):
         return f"HKSampleObjective({self.objective}, k={self.k})"
+
+
+def layer_activity(model, x, batch_size=1000):
+    """A_u = Cov_x(E[h_lu]) of every stochastic layer, bottom first: [host float64 (Z_l,)].
+
+    Burda et al.'s activity statistic, layer by layer, with E[h_l | x] taken
+    through the means (``HVAE.encode_layers``: h_{l-1} at its mean, not
+    averaged over its samples). A unit with A_u below 0.01 is inactive.
+    """
+    means = [[] for _ in model.latents]
+    for xb in _batches(model, x, batch_size):
+        for l, (mu, _) in enumerate(model.encode_layers(xb)):
+            means[l].append(to_numpy(mu).astype(np.float64))
+    return [np.concatenate(m).var(axis=0) for m in means]
+
+
+def active_units_per_layer(model, x, threshold=0.01, batch_size=1000):
+    """How many units of each stochastic layer are active (A_u > ``threshold``): [int]."""
+    return [int((a > threshold).sum()) for a in layer_activity(model, x, batch_size)]
 
 
 def k_sample_objective(model, k, objective):

@@ -58,7 +58,7 @@ from .cvae import build_model
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
-from .iwae import KSampleObjective
+from .hvae import k_sample_objective
 from .optim import Adam, clip_grad_norm
 from .runs import (check_state, claim_existing_run, claim_run_dir, format_row, new_state,
                    repair_metrics, write_config, write_metrics)
@@ -283,7 +283,7 @@ class Run:
         self.flush_every = 1 if self.xp is np else FLUSH_EVERY_DEVICE
         self.stop_requested = False
         kind = config.k_sample_objective()
-        self.objective = None if kind is None else KSampleObjective(model, kind[1], kind[0])
+        self.objective = None if kind is None else k_sample_objective(model, kind[1], kind[0])
         # (epoch, global_step) of the checkpoint on disk, if any: divergence keeps it.
         self.saved_at = ((state["epoch"], state["global_step"])
                          if (self.run_dir / CHECKPOINT_NAME).is_file() else None)
@@ -429,7 +429,8 @@ class Run:
         self.replay_draws(noise, binarize, steps)
 
     def replay_draws(self, noise, binarize, steps):
-        dtype, Z, D = self.model.dtype, self.model.latent, self.model.x_dim
+        dtype, D = self.model.dtype, self.model.x_dim
+        Z = getattr(self.model, "noise_dim", self.model.latent)  # npvae.hvae: every layer's noise
         for step in range(steps):
             b = min(self.config.batch_size, self.n - step * self.config.batch_size)
             if binarize is not None:

@@ -162,6 +162,9 @@ def parameter_shapes(config):
     conditional model's config holds ``n_classes``, C: its first layers take
     C more inputs, the one-hot label (``npvae.cvae``).
     """
+    if isinstance(config.get("latent"), (list, tuple)):    # several stochastic layers
+        from .hvae import parameter_shapes as hvae_shapes
+        return hvae_shapes(config)
     x_dim, latent = positive_int("x_dim", config["x_dim"]), positive_int("latent", config["latent"])
     hidden = sizes("hidden", config["hidden"])
     labels = 0 if config.get("n_classes") is None else positive_int("n_classes", config["n_classes"])

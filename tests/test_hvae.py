@@ -10,6 +10,7 @@ average, and k = 1 "iwae" is the sampled-KL ELBO.
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -263,3 +264,105 @@ def test_matches_torch_autograd(likelihood, objective):
     for name, g in model.grads.items():
         np.testing.assert_allclose(g, P[name].grad.numpy(), rtol=1e-9, atol=1e-12,
                                    err_msg=name)
+
+
+# ------------------------------------------------------------------ the evaluator and the CLI
+
+
+def test_the_k1_bound_is_the_sampled_elbo_and_the_bound_rises_with_k():
+    """The evaluator's bound for an HVAE: at k = 1 exactly -(recon + kl) of evaluate_elbo
+    for the same noise; at k = 200 higher, per example on average."""
+    from npvae.evaluate import evaluate_elbo, iw_bounds
+
+    model = make_model(9, ((7,), (5,)), (4, 3))
+    x = np.random.default_rng(5).random((30, 9))
+    terms = evaluate_elbo(model, x, rng=np.random.default_rng(2))
+    one = iw_bounds(model, x, 1, np.random.default_rng(2))
+    assert one.mean() == pytest.approx(-(terms["recon"] + terms["kl"]), rel=1e-12)
+    many = iw_bounds(model, x, 200, np.random.default_rng(3), chunk=7)
+    assert many.mean() > one.mean()
+
+
+def test_layer_activity_counts_each_layers_units():
+    """A unit of h_2 whose mean ignores h_1 (its weights zeroed) is inactive; h_1's stay active."""
+    from npvae.hvae import active_units_per_layer, layer_activity
+
+    model = make_model(9, ((7,), (5,)), (4, 3))
+    x = np.random.default_rng(5).random((200, 9))
+    before = active_units_per_layer(model, x, threshold=1e-20)
+    model.params["q_h2.2.W"][:, 0] = 0.0          # the mean of h_2's first unit: a constant
+    activity = layer_activity(model, x)
+    assert before == [4, 3] and activity[1][0] < 1e-20 and np.all(activity[1][1:] > 1e-6)
+    assert active_units_per_layer(model, x, threshold=1e-20) == [4, 2]
+
+
+@pytest.fixture(scope="module")
+def two_layer_run(tmp_path_factory, tiny):
+    """``npvae train --preset burda2-iwae`` for one epoch on the tiny 4 x 4 data set."""
+    from npvae import cli
+
+    run_dir = tmp_path_factory.mktemp("hvae_cli") / "run"
+    assert cli.main(["train", "--preset", "burda2-iwae", "--epochs", "1", "--data-dir", str(tiny),
+                     "--no-progress", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_the_preset_trains_and_every_command_reads_the_run(two_layer_run, tiny, capsys):
+    from npvae import cli
+    from npvae.checkpoint import model_from_checkpoint
+
+    model, checkpoint = model_from_checkpoint(two_layer_run)
+    assert isinstance(model, HVAE) and model.latents == (100, 50)
+    assert checkpoint.state["train_config"]["objective"] == "iwae"
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(two_layer_run), "--data-dir", str(tiny), "--iw-samples",
+                     "50", "--limit", "16", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "importance-weighted bound, k=50" in out and "standard error" in out
+    assert re.search(r"active units per stochastic layer \(h1 at the bottom\): "
+                     r"h1 \d+ of 100, h2 \d+ of 50", out), out
+    assert cli.main(["sample", str(two_layer_run), "--n", "4"]) == 0
+    assert cli.main(["plot", str(two_layer_run), "--data-dir", str(tiny)]) == 0
+    assert (two_layer_run / "samples_seed0.png").is_file()
+
+
+def test_a_two_layer_run_resumes_exactly(two_layer_run, tiny, tmp_path):
+    """One epoch, then a second by --resume: the same weights as two epochs in one go."""
+    import shutil
+
+    from npvae import cli
+    from npvae.checkpoint import model_from_checkpoint
+
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    shutil.copytree(two_layer_run, resumed)
+    common = ["--data-dir", str(tiny), "--no-progress", "--no-figures"]
+    assert cli.main(["train", "--resume", str(resumed), "--epochs", "2", *common]) == 0
+    assert cli.main(["train", "--preset", "burda2-iwae", "--epochs", "2", "--run-dir",
+                     str(straight), *common]) == 0
+    a, _ = model_from_checkpoint(resumed)
+    b, _ = model_from_checkpoint(straight)
+    np.testing.assert_array_equal(a.theta, b.theta)
+
+
+@pytest.mark.parametrize("preset", ["burda2-vae", "burda2-iwae"])
+def test_gradcheck_of_the_presets_is_all_ok(preset, capsys):
+    from npvae import cli
+
+    assert cli.main(["gradcheck", "--preset", preset]) == 0
+    out = capsys.readouterr().out
+    assert "HVAE(" in out and "all ok" in out
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--conditional"], "several is not conditional"),
+    (["--latent", "20"], "hidden"),
+    (["--k", "0"], "k"),
+])
+def test_bad_two_layer_settings_are_one_line_errors(flags, message, tmp_path, capsys):
+    from npvae import cli
+
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "--preset", "burda2-iwae", "--run-dir", str(run_dir), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not run_dir.exists()
