@@ -366,3 +366,32 @@ def test_bad_two_layer_settings_are_one_line_errors(flags, message, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not run_dir.exists()
+
+
+# ------------------------------------------------------------------ hostile arguments
+
+
+sizes_or_junk = st.one_of(st.lists(st.lists(st.integers(-1, 6), max_size=2), max_size=3),
+                          st.lists(st.integers(-1, 6), max_size=3), st.none(), st.integers(),
+                          st.text(max_size=3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(x_dim=st.one_of(st.integers(1, 8), st.none(), st.text(max_size=2)),
+       hidden=sizes_or_junk, latent=sizes_or_junk, decoder_hidden=sizes_or_junk,
+       eps=st.one_of(st.none(), st.integers(0, 3)), beta=st.one_of(st.none(), st.floats(0, 2)))
+def test_hostile_arguments_fail_only_with_clear_errors(x_dim, hidden, latent, decoder_hidden,
+                                                       eps, beta):
+    """Random sizes, nested or not, and noise of random shapes: a model and a step, or a
+    one-line NpvaeError; never a NumPy or Python error from inside."""
+    from npvae import NpvaeError
+
+    try:
+        model = HVAE(x_dim, hidden, latent, decoder_hidden=decoder_hidden, dtype="float64")
+        x = np.random.default_rng(0).random((3, model.x_dim))
+        noise = None if eps is None else np.zeros((eps, 3, model.noise_dim))
+        objective = HKSampleObjective(model, 2, "elbo")
+        objective.forward(x, eps=noise, rng=np.random.default_rng(1), beta=beta)
+        objective.backward()
+    except NpvaeError as err:
+        assert str(err) and "\n" not in str(err)
