@@ -339,7 +339,7 @@ class HKSampleObjective(KSampleObjective):
         self.lw, self.cache = lw, _ = model._forward(x, eps)
         recon = -lw.log_px_h.mean()
         kl = (lw.log_qh - lw.log_ph).mean()
-        if self.objective == "elbo":
+        if self.objective != "iwae":   # any ELBO: here its KL is sampled whatever it is called
             return LossTerms(recon + beta * kl, recon, kl)
         self.weights = importance_weights(lw.log_w)
         return LossTerms(-logmeanexp(lw.log_w, axis=0).mean(), recon, kl)
