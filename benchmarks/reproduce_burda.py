@@ -1,8 +1,12 @@
 """Burda et al.'s Table 1 row (MNIST, one stochastic layer): VAE against IWAE at equal k.
 
 For each k of ``--ks`` (default 1, 5, 50) this trains the presets ``burda-vae``
-(the k-sample ELBO) and ``burda-iwae`` (the importance-weighted bound) with the
-same seed and learning-rate schedule, then evaluates every run as ``npvae
+(the k-sample ELBO, its KL in closed form) and ``burda-iwae`` (the
+importance-weighted bound) with the same seed and learning-rate schedule, and
+for each k of ``--sampled-ks`` (default 1) ``burda-vae`` with ``--objective
+elbo-sampled``: the paper's own VAE estimator, the KL sampled at each z (their
+update is the gradient of 1/k sum_l log w_l; at k = 1 it is the IWAE's, and the
+two runs' weights are compared bit for bit). Then it evaluates every run as ``npvae
 evaluate RUN --iw-samples 5000`` does (the same noise, so the same numbers):
 the test ELBO, the bound on log p(x) with k = ``--eval-k`` samples per digit
 and its standard error, and the active units (variance of the encoder mean
@@ -18,9 +22,10 @@ training's noise. Each digit's bound is kept in ``RUN/iw_bounds_k5000.npy``.
     python benchmarks/reproduce_burda.py                       # 8 epochs, k = 1, 5, 50, all 10,000 test digits
     python benchmarks/reproduce_burda.py --ks 5 --limit 1000   # a quicker look
     python benchmarks/reproduce_burda.py --seeds 0,1,2         # k = 5 with three training seeds
+    python benchmarks/reproduce_burda.py --ks 1 --out benchmarks/results/reproduce_burda_k1.json
 
-Runs go to ``runs/repro/burda-{vae,iwae}-k{k}`` (``-seed{s}`` for other
-seeds); a finished run there with the same settings is evaluated, not trained
+Runs go to ``runs/repro/burda-{vae,iwae,vae-sampled}-k{k}`` (``-seed{s}`` for
+other seeds); a finished run there with the same settings is evaluated, not trained
 again, and so is a digit's bound already computed. Results go to
 ``benchmarks/results/reproduce_burda.json``. The paper trains for 3,280
 epochs (``--lr-schedule iwae --epochs 3280``); the presets' default is its
@@ -48,9 +53,14 @@ from benchmarks import _common
 PAPER = {("elbo", 1): 86.76, ("elbo", 5): 86.47, ("elbo", 50): 86.35,
          ("iwae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78}
 """Burda, Grosse and Salakhutdinov (2016), Table 1, MNIST, one stochastic layer: -log p(x)."""
+PAPER.update({("elbo-sampled", k): v for (o, k), v in list(PAPER.items()) if o == "elbo"})
+# the paper's VAE is, exactly, our elbo-sampled; the closed-form elbo rows are compared with it too
 
-PRESET = {"elbo": "burda-vae", "iwae": "burda-iwae"}
-NAME = {"elbo": "VAE", "iwae": "IWAE"}
+PRESET = {"elbo": "burda-vae", "elbo-sampled": "burda-vae", "iwae": "burda-iwae"}
+NAME = {"elbo": "VAE", "elbo-sampled": "VAE (sampled KL)", "iwae": "IWAE"}
+PAIRS = [("elbo", "iwae"), ("elbo", "elbo-sampled"), ("elbo-sampled", "iwae")]
+"""Paired differences (a, b): b's bound minus a's, digit by digit, in -log p(x)."""
+FOLDER = {"elbo": "burda-vae", "elbo-sampled": "burda-vae-sampled", "iwae": "burda-iwae"}
 
 
 def train_run(objective, k, seed, run_dir, epochs, lr_schedule):
@@ -63,7 +73,8 @@ def train_run(objective, k, seed, run_dir, epochs, lr_schedule):
     from npvae.train import train
 
     config = TrainConfig.from_preset(PRESET[objective], k=k, seed=seed, epochs=epochs,
-                                     lr_schedule=lr_schedule, progress=False, figures=False)
+                                     lr_schedule=lr_schedule, objective=objective,
+                                     progress=False, figures=False)
     if (run_dir / CHECKPOINT_NAME).is_file():
         state = load_checkpoint(run_dir / CHECKPOINT_NAME).state
         stored = json.loads(json.dumps(asdict(config)))   # as the checkpoint holds it: lists
@@ -75,12 +86,39 @@ def train_run(objective, k, seed, run_dir, epochs, lr_schedule):
     return time.perf_counter() - started
 
 
+def epoch_seconds(run_dir):
+    """The run's training time as its ``metrics.csv`` records it: the sum of its epochs' seconds
+    (known for a finished run too, where ``train_run`` returns None)."""
+    import csv
+
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        return sum(float(row["seconds"]) for row in csv.DictReader(f))
+
+
+def paired_difference(bounds, minuend, subtrahend):
+    """minuend's -log p(x) bound minus subtrahend's, digit by digit: (mean, standard error).
+
+    ``bounds`` are log p(x) bounds (N,) on the same digits, so the difference in
+    -log p(x) is subtrahend's minus minuend's."""
+    paired = bounds[subtrahend] - bounds[minuend]
+    return float(paired.mean()), float(paired.std(ddof=1) / np.sqrt(len(paired)))
+
+
+def same_weights(run_a, run_b):
+    """Whether two finished runs hold the same parameters, bit for bit."""
+    from npvae.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    a, b = (load_checkpoint(Path(r) / CHECKPOINT_NAME).params for r in (run_a, run_b))
+    return a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a)
+
+
 def evaluate_run(run_dir, eval_k, limit, seed=0):
     """What ``npvae evaluate RUN --iw-samples eval_k [--limit]`` prints, as a dict, and each
     digit's bound (host float64 (N,)), kept in ``RUN/iw_bounds_k{eval_k}.npy``."""
     from npvae import evaluate
     from npvae.checkpoint import model_from_checkpoint
-    from npvae.data import run_test_data
+    from npvae.progress import ProgressBar
+    from npvae.runs import run_test_data
 
     model, checkpoint = model_from_checkpoint(run_dir)
     x, _ = run_test_data(checkpoint, None)
@@ -92,7 +130,7 @@ def evaluate_run(run_dir, eval_k, limit, seed=0):
     if saved.is_file() and len(np.load(saved)) >= len(x):
         bounds = np.load(saved)[:len(x)]
     else:
-        bar = evaluate.ProgressBar(f"{run_dir.name}: importance-weighted bound, k={eval_k}")
+        bar = ProgressBar(f"{run_dir.name}: importance-weighted bound, k={eval_k}")
         try:
             bounds = evaluate.iw_bounds(model, x, eval_k, rng, batch_size=100, progress=bar)
         finally:
@@ -110,6 +148,9 @@ def main(argv=None):
                                      epilog=__doc__.partition("\n")[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", default="1,5,50", help="samples per example in training")
+    parser.add_argument("--sampled-ks", default="1",
+                        help="the k whose VAE is also trained with the paper's sampled KL "
+                             "(objective elbo-sampled; default 1; 'none' for none)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs (default 8: the presets')")
     parser.add_argument("--lr-schedule", default="iwae-short",
                         help="iwae-short (default) or iwae (the paper's 3^i epochs per rate)")
@@ -123,30 +164,33 @@ def main(argv=None):
     parser.add_argument("--out", help="JSON to write (default benchmarks/results/reproduce_burda.json)")
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
+    sampled_ks = [] if args.sampled_ks == "none" else [int(k) for k in args.sampled_ks.split(",")]
     seeds, seed_ks = [int(s) for s in args.seeds.split(",")], [int(k) for k in args.seed_ks.split(",")]
     # the first seed's runs for every k first, then the other seeds' (a table as soon as possible)
     runs = [(k, seed) for seed in seeds for k in ks if seed == seeds[0] or k in seed_ks]
     rows, bounds = [], {}
     for k, seed in runs:
-        for objective in ("elbo", "iwae"):
-            run_dir = Path(args.runs) / (f"{PRESET[objective]}-k{k}" + (f"-seed{seed}" if seed else ""))
+        for objective in ("elbo", "iwae") + (("elbo-sampled",) if k in sampled_ks else ()):
+            run_dir = Path(args.runs) / (f"{FOLDER[objective]}-k{k}" + (f"-seed{seed}" if seed else ""))
             print(f"{NAME[objective]}, k = {k}, seed {seed}: {run_dir}", flush=True)
             seconds = train_run(objective, k, seed, run_dir, args.epochs, args.lr_schedule)
             result, bounds[objective, k, seed] = evaluate_run(run_dir, args.eval_k, args.limit)
             row = dict(objective=objective, k=k, seed=seed, run_dir=str(run_dir),
-                       train_seconds=seconds, paper=PAPER.get((objective, k)), **result)
+                       train_seconds=seconds, epoch_seconds=epoch_seconds(run_dir),
+                       paper=PAPER.get((objective, k)), **result)
             rows.append(row)
             print(f"  -log p(x) <= {row['nll']:.2f} +/- {row['standard_error']:.2f}, "
                   f"test -ELBO {-row['test_elbo']:.2f}, {row['active_units']} active units",
                   flush=True)
-        paired = bounds["elbo", k, seed] - bounds["iwae", k, seed]
-        print(f"  IWAE - VAE = {paired.mean():+.2f} +/- {paired.std(ddof=1) / np.sqrt(len(paired)):.2f}"
-              " nats", flush=True)
+        for a, b in PAIRS:
+            if (a, k, seed) in bounds:
+                mean, se = paired_difference(bounds, (b, k, seed), (a, k, seed))
+                print(f"  {NAME[b]} - {NAME[a]} = {mean:+.2f} +/- {se:.2f} nats", flush=True)
     table = [[f"{NAME[r['objective']]}, k = {r['k']}" + (f", seed {r['seed']}" if r["seed"] else ""),
               f"{r['paper']:.2f}" if r["paper"] else "",
               f"{r['nll']:.2f} ± {r['standard_error']:.2f}", f"{-r['test_elbo']:.2f}",
               f"{r['active_units']} of {r['latent']}",
-              "" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min",
+              f"{(r['train_seconds'] or r['epoch_seconds']) / 60:.1f} min",
               f"{r['eval_seconds'] / 60:.1f} min"] for r in rows]
     _common.print_table(table, ["objective", "paper -log p(x)",
                                 f"-log p(x) <= (k={args.eval_k}, {rows[0]['digits']} digits)",
@@ -156,14 +200,26 @@ def main(argv=None):
     for k, seed in runs:
         vae, iwae = (next(r for r in rows if (r["objective"], r["k"], r["seed"]) == (o, k, seed))
                      for o in ("elbo", "iwae"))
-        paired = bounds["elbo", k, seed] - bounds["iwae", k, seed]   # per digit, in -log p(x)
-        differences.append(dict(k=k, seed=seed, iwae_minus_vae=float(paired.mean()),
-                                paired_standard_error=float(paired.std(ddof=1) / np.sqrt(len(paired)))))
-        print(f"k = {k}, seed {seed}: IWAE - VAE = {paired.mean():+.2f} +/- "
+        mean, se = paired_difference(bounds, ("iwae", k, seed), ("elbo", k, seed))
+        differences.append(dict(k=k, seed=seed, iwae_minus_vae=mean, paired_standard_error=se))
+        print(f"k = {k}, seed {seed}: IWAE - VAE = {mean:+.2f} +/- "
               f"{differences[-1]['paired_standard_error']:.2f} nats (paired over the digits; paper "
               f"{PAPER[('iwae', k)] - PAPER[('elbo', k)]:+.2f}); short of the paper by "
               f"{vae['nll'] - PAPER[('elbo', k)]:.2f} (VAE) and "
               f"{iwae['nll'] - PAPER[('iwae', k)]:.2f} (IWAE) nats")
+        if ("elbo-sampled", k, seed) in bounds:   # the paper's VAE against ours and the IWAE
+            sampled, iwae_run = (next(r["run_dir"] for r in rows if (r["objective"], r["k"], r["seed"])
+                                      == (o, k, seed)) for o in ("elbo-sampled", "iwae"))
+            identical = same_weights(sampled, iwae_run)
+            for a, b in PAIRS[1:]:
+                mean, se = paired_difference(bounds, (b, k, seed), (a, k, seed))
+                differences.append(dict(k=k, seed=seed, minuend=b, subtrahend=a, difference=mean,
+                                        paired_standard_error=se,
+                                        same_weights=identical if a == "elbo-sampled" else None))
+                print(f"k = {k}, seed {seed}: {NAME[b]} - {NAME[a]} = {mean:+.2f} +/- {se:.2f} "
+                      "nats (paired over the digits)")
+            print(f"k = {k}, seed {seed}: the sampled-KL VAE's and the IWAE's weights are "
+                  f"{'the same, bit for bit' if identical else 'not the same'}")
     _common.write_json("reproduce_burda", dict(
         machine=_common.machine_info(), epochs=args.epochs, lr_schedule=args.lr_schedule,
         eval_k=args.eval_k, limit=args.limit, rows=rows, differences=differences), args.out)

@@ -6,19 +6,25 @@ The pieces, a module each (read them in this order):
 - ``errors``       npvae's exceptions; ``checks``: the argument checks they come from
 - ``activations``  ReLU, leaky ReLU, tanh, sigmoid, softplus, with backwards
 - ``layers``       the dense layer, the MLP, flat parameter storage
+- ``conv``         2-D convolution and its transpose, for the conv architecture
 - ``losses``       Bernoulli and Gaussian likelihoods, the Gaussian KL
 - ``reparam``      the reparameterization trick
 - ``vae``          the model: loss terms forward, every gradient backward
+- ``cvae``         the conditional VAE: the digit label into encoder and decoder
+- ``iwae``         k samples per example: the k-sample ELBO and the importance-weighted bound
 - ``optim``        Adam (and the textbook Algorithm 1 it is checked against), SGD, clipping
 - ``gradcheck``    central finite differences against every backward
 - ``data``         IDX files, the MNIST shipped with the package, a run's data
 - ``train``        ``train_step``, the plain ``fit`` loop, and the run around them
-- ``config``       ``TrainConfig``: everything that defines a run, its seeds
+- ``config``       ``TrainConfig``: everything that defines a run, what a resume may change
+- ``randomness``   every random number of a run from its one seed; exact resume
+- ``progress``     progress bars, durations, Ctrl-C during training
 - ``presets``      named configurations (PyTorch's example, Burda et al.'s, ...)
-- ``runs``         the run folder: config.json, metrics.csv, the training position
+- ``runs``         the run folder: opening a run, config.json, metrics.csv, the position
 - ``checkpoint``   ``.npz`` checkpoints loaded without pickle; ``atomic``: atomic writes
 - ``evaluate``     test ELBO, the importance-weighted bound, KL per dimension
-- ``plots``        the figures; ``cli``: the ``npvae`` command
+- ``plots``        the figures, and the one 2-D latent plane they and the explorer use
+- ``cli``          the ``npvae`` command: every parser, flag check and exit code
 - ``explore``      the interactive latent-space explorer (``npvae explore RUN``)
 - ``tutorial``     what the tutorials share: their modes, folders, inline figures
 - ``exercises``    grades a learner's own backwards in tutorials/exercises/

@@ -34,6 +34,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .backend import to_numpy
+from .checks import MAX_DEFLATE_RATIO
 from .errors import CheckpointError, ConfigError, NpvaeError
 
 FORMAT = "npvae-checkpoint"
@@ -101,7 +102,6 @@ class Checkpoint:
 MAX_META_BYTES = 64 * 2**20   # the JSON metadata (4 bytes a character in the file)
 MAX_ENTRIES = 10_000          # members of the archive
 MAX_JSON_DEPTH = 64           # nesting of the metadata (npvae writes 4 levels)
-MAX_DEFLATE_RATIO = 1032      # deflate cannot inflate more than this: beyond it, a lie
 
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
                 NotImplementedError, struct.error)
@@ -261,10 +261,10 @@ def _expected_params(path, config):
 
 def _reference_model(path, config):
     """A VAE (or CVAE) built from ``config``: the model's own checks of everything in it."""
-    from .cvae import build_model
+    from .cvae import model_from_config
 
     try:
-        reference = build_model(**config)
+        reference = model_from_config(**config)
     except (TypeError, NpvaeError) as err:
         raise _invalid_config(path, err) from err
     if set(config) != set(reference.config):
@@ -350,7 +350,7 @@ def _adam_sums_from_version_1(path, found, hyper):
     return converted
 
 
-def _load(path, archive, expect_config):
+def _load(path, archive):
     """load_checkpoint's work on an open archive: every check before the reads it guards."""
     members = _members(path, archive)
     if "meta" not in members:
@@ -366,11 +366,6 @@ def _load(path, archive, expect_config):
     config = meta["model"]
     if isinstance(config, dict) and "architecture" not in config:
         config = {**config, "architecture": "mlp"}  # written before the conv architecture
-    if expect_config is not None:
-        diffs = config_differences(config, dict(expect_config))
-        if diffs:
-            raise CheckpointError(f"{path}: the checkpoint's model differs from the one expected: "
-                                  + "; ".join(diffs))
     shapes, dtype = _expected_params(path, config)
     headers = {key: _header(path, archive, key, info) for key, info in members.items()
                if key != "meta"}
@@ -388,11 +383,11 @@ def _load(path, archive, expect_config):
                       optimizer_arrays=optim_arrays, state=meta["state"])
 
 
-def load_checkpoint(path, expect_config=None):
+def load_checkpoint(path):
     """Read and validate the checkpoint at ``path``; return a ``Checkpoint``.
 
-    ``expect_config`` (a ``VAE.config``) makes any difference in the model
-    config an error that names the differing fields. Raises ``CheckpointError``
+    (Whether it holds the model a caller expects is ``restore_model``'s
+    check, made where the weights are copied.) Raises ``CheckpointError``
     naming the file for anything but a regular file, a missing, truncated or
     corrupt file, an object (pickle) array, a wrong format name, a newer
     version, missing or extra entries, shapes or dtypes that do not match the
@@ -418,7 +413,7 @@ def load_checkpoint(path, expect_config=None):
             raise CheckpointError(f"{path}: not an npvae checkpoint (not a zip archive)") from err
         with archive:
             try:
-                return _load(path, archive, expect_config)
+                return _load(path, archive)
             except CheckpointError:
                 raise
             except _READ_ERRORS as err:
@@ -426,11 +421,16 @@ def load_checkpoint(path, expect_config=None):
 
 
 def restore_model(checkpoint, model):
-    """Copy a checkpoint's parameters into ``model`` (same config), in place."""
+    """Copy a checkpoint's parameters into ``model``, in place.
+
+    The one place where "the model config matches" is checked: a ``model``
+    whose config differs from the checkpoint's is a ``CheckpointError`` naming
+    every differing field.
+    """
     diffs = config_differences(checkpoint.model_config, model.config)
     if diffs:
-        raise CheckpointError(f"{checkpoint.path}: the checkpoint's model differs: "
-                              + "; ".join(diffs))
+        raise CheckpointError(f"{checkpoint.path}: the checkpoint's model differs from the one "
+                              "expected: " + "; ".join(diffs))
     for k, p in model.params.items():
         p[...] = model.xp.asarray(checkpoint.params[k])
 
@@ -451,17 +451,10 @@ def restore_optimizer(checkpoint, optimizer):
 def model_from_checkpoint(path, backend="numpy"):
     """Build the checkpoint's VAE with its trained weights: ``(model, checkpoint)``.
 
-    ``path`` is a checkpoint file or a run folder holding ``checkpoint.npz``.
+    ``path`` is a checkpoint file or a run folder holding ``checkpoint.npz``
+    (``npvae.runs.open_run``, which also gives the run folder).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    checkpoint = load_checkpoint(path)
-    from .cvae import build_model
+    from .runs import open_run
 
-    try:
-        model = build_model(**checkpoint.model_config, backend=backend)
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: cannot build its model ({err})") from err
-    restore_model(checkpoint, model)
+    model, checkpoint, _ = open_run(path, backend)
     return model, checkpoint

@@ -42,6 +42,10 @@ def sizes(name, value):
 # The largest model npvae builds unless told otherwise: 10^8 parameters are 400 MB in float32,
 # and training holds four such arrays (parameters, gradients, Adam's two moments). It keeps a
 # typo (--hidden 10000000) or a hostile config from asking for terabytes.
+MAX_DEFLATE_RATIO = 1032
+"""Deflate cannot inflate data more than this: a compressed file (a gzipped IDX file, a
+checkpoint's member) that claims more is corrupt or a decompression bomb."""
+
 MAX_PARAMETERS = 100_000_000
 MAX_PARAMETERS_ENV = "NPVAE_MAX_PARAMETERS"
 

@@ -1,4 +1,4 @@
-"""The ``npvae`` command line: train, evaluate, sample, plot, gradcheck.
+"""The ``npvae`` command line: every command's parser, its flags' checks and its exit code.
 
     npvae train                          # PyTorch's VAE example, 10 epochs
     npvae train --preset iwae --epochs 50
@@ -9,9 +9,17 @@
     npvae sample runs/pytorch-example --n 64 --out samples.png
     npvae plot runs/pytorch-example
     npvae gradcheck --preset mlp-mse
+    npvae explore runs/pytorch-example   # a window: move through the latent plane
 
-Every error npvae can explain is one line, ``npvae: error: ...``, with exit
-code 2; an interrupted training run exits with 130 after saving a checkpoint.
+Exit codes (``EXIT``): 0 success; 1 a gradient check failed (or stdout was
+closed early, as by ``| head``); 2 an error, told in one line
+``npvae: error: ...`` on stderr; 130 interrupted by Ctrl-C (a training run
+saves a checkpoint first).
+
+Adding a command: a ``cmd_NAME(args)`` that returns an exit code, and a block
+in ``build_parser`` that adds its parser with checked flag types (below).
+Adding a training setting: a field of ``TrainConfig`` and a row of
+``TRAIN_FLAGS``.
 """
 
 import argparse
@@ -19,19 +27,25 @@ import difflib
 import math
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, exercises
+from .activations import ACTIVATIONS
+from .backend import BACKENDS
+from .config import DTYPES, LR_SCHEDULES, RESUMABLE, TrainConfig, check_resumable
 from .cvae import check_digit, is_conditional
+from .data import BINARIZE
 from .errors import ConfigError, NpvaeError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
+from .iwae import OBJECTIVES
+from .losses import LIKELIHOODS
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
+from .progress import Interrupted, ProgressBar
+from .runs import open_run, run_test_data
 
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT = {"ok": 0, "failed": 1, "error": 2, "interrupted": 130}  # see the module docstring
 
 
 # Upper bounds of the flags whose size is memory (a sample grid, a checked batch).
@@ -81,6 +95,16 @@ def _text(text):
     return text
 
 
+def _choice(names):
+    """One of ``names`` (argparse type): the names come from the module that owns them."""
+    def check(text):
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}")
+        return text
+    check.__name__ = "a name"
+    return check
+
+
 def _int_list(text):
     """``"400"`` or ``"128,64"`` -> a tuple of ints (argparse type)."""
     try:
@@ -100,22 +124,92 @@ fraction = _real(0, 1, low_open=True, what="a number between 0 and 1 (exclusive)
 # ---------------------------------------------------------------- train
 
 
+def _flag(field, type, help, **options):
+    return field, dict(type=type, help=help, **options)
+
+
+# Every training setting's flag: (TrainConfig field, its argparse options). The choices come from
+# the modules that own them; the defaults, shown in --help, from TrainConfig and the presets. An
+# option left out (None) keeps the preset's value, so each flag overrides the preset.
+TRAIN_FLAGS = (
+    _flag("preset", _choice(PRESETS), "a starting point that the other flags override",
+          metavar="PRESET"),
+    _flag("epochs", positive_int, "number of epochs in all (with --resume: the new total)"),
+    _flag("batch_size", positive_int, "examples per step"),
+    _flag("lr", positive_number, "Adam's learning rate"),
+    _flag("lr_schedule", _choice(LR_SCHEDULES), "constant, iwae (Burda et al.: 3^i epochs at "
+          "lr*10^(-i/7), 3280 in all) or iwae-short (one epoch per stage)"),
+    _flag("adam_eps", positive_number, "Adam's epsilon"),
+    _flag("seed", non_negative_int, "seeds everything"),
+    _flag("dtype", _choice(DTYPES), "float32 or float64"),
+    _flag("backend", _choice(BACKENDS), "numpy or cupy"),
+    _flag("beta", non_negative_number, "weight of the KL term (1 = the ELBO)"),
+    _flag("warmup_epochs", non_negative_number, "raise beta linearly from 0 over this many "
+          "epochs"),
+    _flag("latent", positive_int, "latent dimensions"),
+    _flag("hidden", _int_list, "encoder hidden sizes, e.g. 400 or 128,64 (the decoder mirrors "
+          "them); with --preset conv, the convolutions' channels"),
+    _flag("activation", _choice(tuple(ACTIVATIONS)), ", ".join(ACTIVATIONS)),
+    _flag("likelihood", _choice(LIKELIHOODS), " or ".join(LIKELIHOODS)),
+    _flag("sigma", positive_number, "standard deviation of the gaussian likelihood"),
+    _flag("binarize", _choice(BINARIZE), ", ".join(BINARIZE) + " (dynamic: a fresh Bernoulli "
+          "sample of every training batch)"),
+    _flag("objective", _choice(OBJECTIVES), "elbo (the k-sample ELBO, KL in closed form), "
+          "elbo-sampled (KL sampled: Burda et al.'s VAE) or iwae (the importance-weighted bound)"),
+    _flag("k", positive_int, "samples z per example in the objective"),
+    _flag("conditional", None, "a conditional VAE: the digit label into encoder and decoder",
+          action="store_const", const=True),
+    _flag("clip", positive_number, "clip the gradient's global norm to this"),
+    _flag("validation", non_negative_int, "hold out this many training examples"),
+    _flag("n_train", positive_int, "train on the first N training examples only", metavar="N"),
+    _flag("n_test", positive_int, "evaluate on the first N test examples only", metavar="N"),
+    _flag("data_dir", _text, "folder of the four MNIST-format files (default: the MNIST "
+          "shipped with npvae)"),
+    _flag("checkpoint_every", positive_int, "epochs between checkpoints", metavar="N"),
+    _flag("max_steps", positive_int, "stop (with a checkpoint) after N steps in all",
+          metavar="N"),
+    _flag("progress", None, "no progress bar"),   # NEGATED: the flag is --no-progress
+    _flag("figures", None, "no figures"),
+)
+NEGATED = ("progress", "figures")   # settings on by default: their flag is --no-NAME
+
+
+def _flag_name(field):
+    """The command-line flag of a ``TrainConfig`` field (or of ``run_dir``, ``overwrite``)."""
+    return f"--no-{field}" if field in NEGATED else f"--{field.replace('_', '-')}"
+
+
+def _default(field, defaults):
+    """``(default X)``, or ``(default: the preset's; X in pytorch-example)`` where presets set
+    it; nothing for a setting that is off (None) by default."""
+    value = getattr(defaults, field)
+    value = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    if any(field in (*p["model"], *p["training"]) for p in PRESETS.values()):
+        return f" (default: the preset's; {value} in {DEFAULT_PRESET})"
+    return "" if value is None else f" (default {value})"
+
+
+def add_train_flags(parser):
+    """``TRAIN_FLAGS`` on ``parser``; a flag not given is None (the preset's value)."""
+    defaults = TrainConfig.from_preset(DEFAULT_PRESET)
+    for field, options in TRAIN_FLAGS:
+        if field in NEGATED:
+            parser.add_argument(_flag_name(field), dest=field, action="store_false",
+                                default=True, help=options["help"])
+            continue
+        options = {k: v for k, v in options.items() if v is not None}
+        if "(default" not in options["help"]:
+            options["help"] += _default(field, defaults)
+        parser.add_argument(_flag_name(field), dest=field, **options)
+
+
 def cmd_train(args):
     from . import train as training
-    from .config import RESUMABLE, TrainConfig
 
-    settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                if hasattr(args, f.name)}
-    settings.update(progress=not args.no_progress, figures=not args.no_figures)
+    settings = {field: getattr(args, field) for field, _ in TRAIN_FLAGS}
     if args.resume is not None:
-        given = _flags([name for name, value in settings.items()
-                        if value is not None and name not in RESUMABLE])
-        given += [flag for flag, value in (("--run-dir", args.run_dir),
-                                           ("--overwrite", args.overwrite)) if value]
-        if given:
-            raise ConfigError(
-                f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps the "
-                f"settings in its checkpoint (allowed: {', '.join(_flags(RESUMABLE))})")
+        check_resumable({**settings, "run_dir": args.run_dir, "overwrite": args.overwrite or None},
+                        name=_flag_name)
         result = training.resume(args.resume, **settings)
     else:
         config = TrainConfig.from_preset(settings.pop("preset") or DEFAULT_PRESET, **settings)
@@ -125,29 +219,7 @@ def cmd_train(args):
               f"{result.state['global_step']} steps)")
     else:
         print(f"paused: continue with: npvae train --resume {result.run_dir}")
-    return 0
-
-
-def _flags(names):
-    """The command-line flags of ``TrainConfig`` fields."""
-    negated = {"progress": "--no-progress", "figures": "--no-figures"}
-    return [negated.get(name, f"--{name.replace('_', '-')}") for name in names]
-
-
-# ---------------------------------------------------------------- loading a run
-
-
-def _load_run(run, backend="numpy"):
-    """``(model, checkpoint, run_dir)`` of a run folder or checkpoint file."""
-    from .checkpoint import CHECKPOINT_NAME, model_from_checkpoint
-
-    path = Path(run)
-    if not path.exists():
-        raise ConfigError(f"RUN={run!r}: no such run folder or checkpoint file")
-    if path.is_dir() and not (path / CHECKPOINT_NAME).is_file():
-        raise ConfigError(f"RUN={run!r}: the folder holds no {CHECKPOINT_NAME}")
-    model, checkpoint = model_from_checkpoint(path, backend=backend)
-    return model, checkpoint, path if path.is_dir() else path.parent
+    return EXIT["ok"]
 
 
 def _position(checkpoint):
@@ -162,9 +234,8 @@ def _position(checkpoint):
 
 def cmd_evaluate(args):
     from . import evaluate
-    from .data import run_test_data
 
-    model, checkpoint, _ = _load_run(args.run)
+    model, checkpoint, _ = open_run(args.run)
     x, y = run_test_data(checkpoint, args.data_dir)
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
@@ -179,7 +250,7 @@ def cmd_evaluate(args):
           f"kl {terms['kl']:.4f}; loss = -ELBO = {-elbo:.4f})")
     if args.iw_samples:
         desc = f"importance-weighted bound, k={args.iw_samples}"
-        bar = None if args.no_progress else evaluate.ProgressBar(desc)
+        bar = None if args.no_progress else ProgressBar(desc)
         try:
             bounds = evaluate.iw_bounds(model, x, args.iw_samples, rng, progress=bar,
                                         batch_size=max(1, min(args.batch_size, 100)), y=y)
@@ -202,11 +273,11 @@ def cmd_evaluate(args):
         per_layer = active_units_per_layer(model, x, args.threshold, args.batch_size)
         print("active units per stochastic layer (h1 at the bottom): " + ", ".join(
             f"h{l + 1} {n} of {z}" for l, (n, z) in enumerate(zip(per_layer, model.latents))))
-    print("KL per latent dimension (nats/example):")
+    print("KL per latent dimension (nats/example; z_1 is the first, as on the figures):")
     print(f"  {'dim':>4}  {'KL':>9}")
     for k in np.argsort(-kl, kind="stable"):
-        print(f"  {k:>4}  {kl[k]:9.4f}")
-    return 0
+        print(f"  {'z_' + str(k + 1):>4}  {kl[k]:9.4f}")
+    return EXIT["ok"]
 
 
 # ---------------------------------------------------------------- sample and plot
@@ -215,30 +286,29 @@ def cmd_evaluate(args):
 def cmd_sample(args):
     from . import plots
 
-    model, checkpoint, run_dir = _load_run(args.run)
+    model, checkpoint, run_dir = open_run(args.run)
     check_digit(model, args.digit)
     name = "samples" if args.digit is None else f"samples_digit{args.digit}"
     out = Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png"
     plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n, digit=args.digit)
     print(f"{args.n} samples{'' if args.digit is None else f' of digit {args.digit}'} "
           f"written to {out}")
-    return 0
+    return EXIT["ok"]
 
 
 def cmd_plot(args):
     from . import plots
-    from .data import run_test_data
     from .runs import read_metrics
 
-    model, checkpoint, run_dir = _load_run(args.run)
+    model, checkpoint, run_dir = open_run(args.run)
     x_test, y_test = run_test_data(checkpoint, args.data_dir)
     metrics_path = run_dir / "metrics.csv"
     metrics = (read_metrics(metrics_path) if metrics_path.is_file()
                else checkpoint.state.get("metrics", []))
-    plots.save_all_figures(model, run_dir, x_test, y_test, metrics,
-                           np.random.default_rng(args.seed))
-    print(f"figures written to {run_dir}")
-    return 0
+    paths = plots.save_all_figures(model, run_dir, x_test, y_test, metrics,
+                                   np.random.default_rng(args.seed))
+    print(plots.written(paths, run_dir))
+    return EXIT["ok"]
 
 
 # ---------------------------------------------------------------- gradcheck
@@ -250,7 +320,7 @@ def cmd_gradcheck(args):
     from .presets import get_preset
 
     if args.run is not None:
-        _, checkpoint, _ = _load_run(args.run)
+        _, checkpoint, _ = open_run(args.run)
         base = dict(checkpoint.model_config)
         source = str(checkpoint.path)
         training = checkpoint.state.get("train_config") or {}
@@ -282,7 +352,67 @@ def cmd_gradcheck(args):
           f"h={h:g}, tol={tol:g}" + ("" if (objective, k) == ("elbo", 1)
                                      else f"; objective {objective}, k={k}"))
     print(format_results(results))
-    return 0 if all(r.ok for r in results) else 1
+    return EXIT["ok"] if all(r.ok for r in results) else EXIT["failed"]
+
+
+# ---------------------------------------------------------------- explore
+
+
+def cmd_explore(args):
+    from .explore import open_explorer
+
+    model, checkpoint, _ = open_run(args.run)
+    x_test, y_test = run_test_data(checkpoint, args.data_dir)
+    message = open_explorer(model, x_test[:args.n], y_test[:args.n], n_sliders=args.sliders,
+                            digit=args.digit, out=args.out)
+    if message:
+        print(message)
+    return EXIT["ok"]
+
+
+# ---------------------------------------------------------------- export and import (npvae/export.py)
+
+
+def cmd_export(args):
+    from .export import export_run
+
+    layout = export_run(args.run, args.file, overwrite=args.overwrite)
+    print(f"{args.run} exported to {args.file} ({layout} layout: load it with "
+          "safetensors.torch.load_file, then load_state_dict(..., strict=True))")
+    return 0
+
+
+def cmd_import(args):
+    from .export import import_run
+
+    run_dir = import_run(args.file, args.run_dir, overwrite=args.overwrite)
+    print(f"{args.file} imported into {run_dir} (npvae evaluate, sample, plot and explore read it)")
+    return 0
+
+
+def add_export_parsers(sub):
+    """``npvae export RUN FILE`` and ``npvae import FILE [--run-dir DIR]``."""
+    p = sub.add_parser("export", help="write a run's weights as safetensors for PyTorch",
+                       description="Write RUN's weights to FILE (.safetensors) under PyTorch's "
+                       "state_dict names, the model's config in its metadata. A pytorch-example "
+                       "run loads into PyTorch's examples/vae/main.py VAE as published; other "
+                       "models into the modules of benchmarks/torch_models.py. Needs the "
+                       "safetensors package (pip install \"npvae[export]\").")
+    p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("file", type=_text, metavar="FILE", help="the .safetensors file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import", help="make a run folder from a safetensors file",
+                       description="Read FILE (an npvae export, or the state_dict of PyTorch's "
+                       "VAE example saved with safetensors), checking its header and sizes "
+                       "before any data, and write a run folder that evaluate, sample, plot "
+                       "and explore read.")
+    p.add_argument("file", type=_text, metavar="FILE", help="the .safetensors file to read")
+    p.add_argument("--run-dir", type=_text, help="a new or empty folder (default runs/NAME, "
+                   "NAME the file's, or runs/NAME-2, ... if taken)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (only "
+                   "once FILE has been read and checked whole)")
+    p.set_defaults(func=cmd_import)
 
 
 # ---------------------------------------------------------------- the parser
@@ -333,57 +463,12 @@ def build_parser():
         "the figures; Ctrl-C saves a checkpoint, and --resume continues exactly.",
         epilog="presets:\n" + describe_presets(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=PRESETS, metavar="PRESET",
-                   help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
-    p.add_argument("--epochs", type=positive_int,
-                   help="number of epochs in all (with --resume: the new total)")
-    p.add_argument("--batch-size", type=positive_int, help="examples per step")
-    p.add_argument("--lr", type=positive_number, help="Adam's learning rate")
-    p.add_argument("--seed", type=non_negative_int, help="seeds everything (default 0)")
-    p.add_argument("--dtype", type=_text, help="float32 (default) or float64")
-    p.add_argument("--backend", type=_text, help="numpy (default) or cupy")
-    p.add_argument("--beta", type=non_negative_number,
-                   help="weight of the KL term (1 = the ELBO)")
-    p.add_argument("--warmup-epochs", type=non_negative_number,
-                   help="raise beta linearly from 0 over this many epochs (default 0)")
-    p.add_argument("--latent", type=positive_int, help="latent dimensions")
-    p.add_argument("--hidden", type=_int_list, help="encoder hidden sizes, e.g. 400 or 128,64 "
-                   "(the decoder mirrors them); with --preset conv, the convolutions' channels")
-    p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
-    p.add_argument("--likelihood", help="bernoulli or gaussian")
-    p.add_argument("--sigma", type=positive_number,
-                   help="standard deviation of the gaussian likelihood")
-    p.add_argument("--binarize", help="none, dynamic or threshold")
-    p.add_argument("--validation", type=non_negative_int,
-                   help="hold out this many training examples")
-    p.add_argument("--n-train", type=positive_int, metavar="N",
-                   help="train on the first N training examples only (default: all)")
-    p.add_argument("--n-test", type=positive_int, metavar="N",
-                   help="evaluate on the first N test examples only (default: all)")
-    p.add_argument("--clip", type=positive_number,
-                   help="clip the gradient's global norm to this")
-    p.add_argument("--objective", help="elbo (default; the k-sample ELBO) or iwae (the "
-                   "importance-weighted bound)")
-    p.add_argument("--k", type=positive_int, help="samples z per example in the objective "
-                   "(default 1)")
-    p.add_argument("--conditional", action="store_const", const=True,
-                   help="a conditional VAE: the digit label into encoder and decoder")
-    p.add_argument("--lr-schedule", help="constant (default), iwae (Burda et al.: 3^i epochs "
-                   "at lr*10^(-i/7), 3280 in all) or iwae-short (one epoch per stage)")
-    p.add_argument("--adam-eps", type=positive_number, help="Adam's epsilon (default 1e-8)")
-    p.add_argument("--data-dir", type=_text, help="folder of the four MNIST-format files "
-                   "(default: the "
-                   "MNIST shipped with npvae)")
+    add_train_flags(p)
     p.add_argument("--run-dir", type=_text, help="run folder (default runs/PRESET, or runs/PRESET-2, ... "
                    "if taken)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
-    p.add_argument("--resume", type=_text, metavar="RUN", help="continue the run in folder RUN")
-    p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
-                   help="epochs between checkpoints (default 1)")
-    p.add_argument("--max-steps", type=positive_int, metavar="N",
-                   help="stop (with a checkpoint) after N steps in all")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-figures", action="store_true", help="no figures")
+    p.add_argument("--resume", type=_text, metavar="RUN", help="continue the run in folder RUN "
+                   f"(which may change only {', '.join(map(_flag_name, RESUMABLE))})")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test-set ELBO, IW bound, active units, KL per dimension",
@@ -438,13 +523,14 @@ def build_parser():
                        "fails.")
     p.add_argument("run", type=_text, metavar="RUN", nargs="?",
                    help="run folder or checkpoint file")
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESETS, metavar="PRESET",
+    p.add_argument("--preset", default=DEFAULT_PRESET, type=_choice(PRESETS), metavar="PRESET",
                    help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--hidden", type=_int_list, help="hidden sizes before shrinking, e.g. 128,64")
     p.add_argument("--latent", type=positive_int, help="latent dimensions before shrinking")
-    p.add_argument("--activation", help="relu, leaky_relu, tanh, sigmoid or softplus")
-    p.add_argument("--likelihood", help="bernoulli or gaussian")
-    p.add_argument("--objective", help="elbo or iwae (default: the preset's or run's)")
+    p.add_argument("--activation", type=_choice(tuple(ACTIVATIONS)), help=", ".join(ACTIVATIONS))
+    p.add_argument("--likelihood", type=_choice(LIKELIHOODS), help=" or ".join(LIKELIHOODS))
+    p.add_argument("--objective", type=_choice(OBJECTIVES),
+                   help=f"{' or '.join(OBJECTIVES)} (default: the preset's or run's)")
     p.add_argument("--k", type=positive_int,
                    help="samples per example (default: the preset's or run's)")
     p.add_argument("--x-dim", type=positive_int, default=20,
@@ -459,50 +545,64 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seeds the weights, data and noise")
     p.set_defaults(func=cmd_gradcheck)
-    from .explore import add_parser as add_explore_parser  # npvae explore RUN: npvae/explore.py
-    add_explore_parser(sub)
+
+    from .explore import N_DIGITS, N_SLIDERS
+    p = sub.add_parser(
+        "explore", help="move through a trained model's latent space and watch the decoded digit",
+        description="Open a window: the encoder means of test digits on the latent plane of "
+        "latents.png (click or drag to move z), decode(z) beside it, and sliders for the most "
+        "active latent dimensions (by KL per dimension). Without a screen, --out writes a still.")
+    p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument("--n", type=positive_int, default=N_DIGITS,
+                   help="draw the first N test digits (default: all of the run's, as latents.png)")
+    p.add_argument("--sliders", type=non_negative_int, default=N_SLIDERS,
+                   help=f"sliders for the most active dimensions (default {N_SLIDERS})")
+    p.add_argument("--data-dir", type=_text, help="the data folder, if not the run's")
+    p.add_argument("--out", type=_text, help="write the explorer as a PNG instead of opening "
+                   "a window")
+    p.add_argument("--digit", type=non_negative_int,
+                   help="the digit decoded (conditional runs only; default 0)")
+    p.set_defaults(func=cmd_explore)
+
 
     exercises.add_parser(sub)
+    add_export_parsers(sub)
     return parser
 
 
 def _one_line(err):
+    """An error's message on one line (its whitespace runs made single spaces)."""
     return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv=None):
-    """Run the command line; return its exit code.
-
-    0 success, 1 a gradient check failed, 2 an error (one line on stderr),
-    130 interrupted by Ctrl-C (a training run saves a checkpoint first).
-    """
+    """Run the command line; return its exit code (``EXIT``, see the module docstring)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # --help, --version
-        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)
+        return exit.code if isinstance(exit.code, int) else (
+            EXIT["ok"] if exit.code is None else EXIT["error"])
     except ConfigError as err:
         print(f"npvae: error: {_one_line(err)}{_suggestion(parser, argv, str(err))} "
               f"(see npvae {' '.join(a for a in argv[:1] if not a.startswith('-'))} --help)"
               .replace("  --help", " --help"), file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT["error"]
     try:
         return args.func(args)
     except NpvaeError as err:
         print(f"npvae: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT["error"]
     except BrokenPipeError:  # e.g. `npvae evaluate RUN | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return EXIT["failed"]
     except KeyboardInterrupt as err:
-        from .train import Interrupted
-
         sys.stdout.flush()
         if isinstance(err, Interrupted):
             print(f"npvae: {err}; continue with: npvae train --resume {err.run_dir}",
                   file=sys.stderr)
         else:
             print("npvae: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT["interrupted"]

@@ -1,51 +1,47 @@
-"""The configuration of a training run: ``TrainConfig``, its seeds, and what a resume may change.
+"""The configuration of a training run: ``TrainConfig`` and what a resume may change.
 
 A run is defined by one ``TrainConfig``: the model (``npvae.VAE``'s
 arguments), the data preprocessing, the optimiser and the loop. It is stored
 in the run's ``config.json`` and in every checkpoint, so a run can be resumed
 or evaluated from its folder alone.
 
-Randomness. Every random number comes from a generator derived from the one
-``seed`` (``np.random.SeedSequence(seed, spawn_key=(stream, ...))``), one
-stream each for the initial weights, the validation split, the shuffle, the
-reparameterization noise, the dynamic binarization and the evaluation noise.
-The shuffle, noise and binarization generators are derived afresh for every
-epoch, so an epoch's random numbers depend on (seed, epoch) only.
+Every random number of a run comes from its one ``seed``: see
+``npvae.randomness``.
 """
 
 from dataclasses import dataclass, fields
 
-import numpy as np
-
 from .backend import get_xp
 from .checks import is_int, number, positive_int
-from .errors import ConfigError
+from .data import BINARIZE
+from .errors import CheckpointError, ConfigError
 from .iwae import OBJECTIVES, check_decoder_rows
 from . import hvae
 from .presets import DEFAULT_PRESET, get_preset
+from .randomness import derive_seed
 from .vae import check_arguments
 
-BINARIZE = ("none", "dynamic", "threshold")
+DTYPES = ("float32", "float64")
 LR_SCHEDULES = ("constant", "iwae", "iwae-short")
 N_CLASSES = 10  # labels of a conditional run: MNIST's digits
-
-# One independent random stream per use; see the module docstring.
-STREAMS = {"init": 0, "split": 1, "shuffle": 2, "noise": 3, "binarize": 4, "eval": 5,
-           "test_binarize": 6, "figures": 7}
 
 # The fields of ``TrainConfig`` that the model's constructor takes.
 MODEL_FIELDS = ("architecture", "hidden", "decoder_hidden", "latent", "activation", "likelihood",
                 "sigma", "init", "beta", "dtype")
 
 # The settings a resumed run may change, because none of them changes the numbers. Every
-# other setting comes from the checkpoint (``npvae.train.resume`` and the CLI both use this).
+# other setting comes from the checkpoint: ``check_resumable`` is the one rule.
 RESUMABLE = ("epochs", "figures", "progress", "max_steps", "data_dir", "checkpoint_every")
 
 
-def derive_seed(seed, stream, *index):
-    """An integer seed for ``stream`` (and e.g. the epoch ``index``) derived from ``seed``."""
-    ss = np.random.SeedSequence(seed, spawn_key=(STREAMS[stream], *index))
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+def check_resumable(changes, name=str):
+    """A ConfigError naming every setting in ``changes`` (None: not given) that a resumed run
+    may not change; ``name`` spells a field for the message (the CLI passes its flags')."""
+    refused = [name(k) for k, v in changes.items() if v is not None and k not in RESUMABLE]
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} cannot be changed when resuming: a resumed "
+                          f"run keeps the settings in its checkpoint (allowed: "
+                          f"{', '.join(name(k) for k in RESUMABLE)})")
 
 
 @dataclass
@@ -65,8 +61,9 @@ class TrainConfig:
     ``resume`` continues).
 
     ``objective`` and ``k``: the k-sample ELBO ("elbo", k = 1 is the usual
-    training) or the importance-weighted bound ("iwae"; needs beta = 1 and no
-    warm-up), see ``npvae.iwae``. ``conditional``: a conditional VAE on the
+    training; "elbo-sampled" with the KL sampled, Burda et al.'s VAE) or the
+    importance-weighted bound ("iwae"; needs beta = 1 and no warm-up), see
+    ``npvae.iwae``. ``conditional``: a conditional VAE on the
     digit labels (``npvae.cvae``). ``lr_schedule``: ``constant`` (``lr``
     throughout), ``iwae`` (Burda et al.: stage i = 0..7 lasts 3^i epochs at
     lr 10^(-i/7), 3,280 epochs in all) or ``iwae-short`` (the same eight
@@ -129,6 +126,19 @@ class TrainConfig:
             raise ConfigError(f"unknown training settings {unknown}")
         return cls(**values)
 
+    @classmethod
+    def from_checkpoint(cls, checkpoint):
+        """The training config stored in a ``Checkpoint``; None for one written outside the
+        trainer. A stored config that is not one is a ``CheckpointError`` naming the file."""
+        stored = checkpoint.state.get("train_config")
+        if stored is None:
+            return None
+        try:
+            return cls.from_dict(stored)
+        except (TypeError, ConfigError) as err:
+            raise CheckpointError(f"{checkpoint.path}: no usable training config in the "
+                                  f"checkpoint ({err})") from err
+
     def validate(self):
         """Raise a one-line ``ConfigError`` naming the first bad setting; return self.
 
@@ -136,8 +146,8 @@ class TrainConfig:
         (``npvae.vae.check_arguments``); the rest here.
         """
         get_preset(self.preset)
-        if self.dtype not in ("float32", "float64"):  # the model also takes NumPy types
-            raise ConfigError(f"dtype={self.dtype!r} is unknown; choose one of float32, float64")
+        if self.dtype not in DTYPES:  # (the model also takes NumPy types)
+            raise ConfigError(f"dtype={self.dtype!r} is unknown; choose one of {', '.join(DTYPES)}")
         check = hvae.check_arguments if hvae.is_hierarchical(self) else check_arguments
         model = check(None, **{k: getattr(self, k) for k in MODEL_FIELDS})
         if hvae.is_hierarchical(self) and self.conditional:
@@ -205,14 +215,10 @@ class TrainConfig:
     def with_changes(self, **changes):
         """This config with some of the ``RESUMABLE`` settings changed (None: unchanged).
 
-        Any other setting is a ConfigError: a resumed run keeps the settings
-        that shape its numbers.
+        Any other setting is a ConfigError (``check_resumable``): a resumed run
+        keeps the settings that shape its numbers.
         """
-        refused = [k for k, v in changes.items() if v is not None and k not in RESUMABLE]
-        if refused:
-            raise ConfigError(f"{', '.join(refused)} cannot be changed when resuming: a resumed "
-                              f"run keeps the settings in its checkpoint (allowed: "
-                              f"{', '.join(RESUMABLE)})")
+        check_resumable(changes)
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update({k: v for k, v in changes.items() if v is not None})
         return TrainConfig(**values)

@@ -213,9 +213,14 @@ class ConvTranspose2D:
     computes for dx, with this layer's W (C_in, C_out, k, k) as that
     convolution's weight: each input pixel scatters W[c_in] (C_out, k, k),
     scaled by its value, onto a k x k window of the output, windows ``stride``
-    apart; overlaps add, ``padding`` is cropped off each side, and
-    ``output_padding`` extra rows and columns at the bottom and right receive
-    only the bias. Shapes: x (B, C_in, H, W), out (B, C_out, Ho, Wo),
+    apart; overlaps add, and ``padding`` is cropped off each side.
+    ``output_padding`` (less than ``stride``) adds that many rows and columns,
+    which no window reaches, at the bottom and right before the crop; the
+    last max(0, output_padding - padding) of them survive it and hold the bias
+    only (none in the conv preset: padding 1, output_padding 1). With
+    stride > k the stride - k rows between windows (those the crop keeps)
+    hold the bias only too.
+    Shapes: x (B, C_in, H, W), out (B, C_out, Ho, Wo),
     Ho = (H - 1) stride - 2 padding + k + output_padding.
 
     Backward (``derivations.md#transposed-convolution``), with

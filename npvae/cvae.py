@@ -1,13 +1,17 @@
 """The conditional VAE: the label, one-hot, is an input of the encoder and of the decoder.
 
-    [x | onehot(y)] (B, D + C) --encoder MLP--> [mu | logvar] (B, 2Z)
+    [x | onehot(y)] (B, D + Y) --encoder MLP--> [mu | logvar] (B, 2Z)
     z = mu + exp(logvar / 2) * eps                                (B, Z)
-    [z | onehot(y)] (B, Z + C) --decoder MLP--> out (B, D)
+    [z | onehot(y)] (B, Z + Y) --decoder MLP--> out (B, D)
 
-with C classes (10 for MNIST digits) and the prior p(z) = N(0, I) unchanged
-(Sohn, Lee and Yan, 2015, with the label as the condition). The loss is the
-VAE's, now a bound on log p(x | y). Everything else (reparameterization,
-likelihoods, KL, the k-sample objectives of ``npvae.iwae``) is the VAE's own.
+with Y classes (10 for MNIST digits) and the prior p(z) = N(0, I) unchanged,
+independent of y: the generative model M2 of Kingma, Rezende, Mohamed and
+Welling (2014) with the label observed. (Sohn, Lee and Yan's 2015 conditional
+VAE would also condition the prior, p(z | y), with a network of its own; npvae
+does not build that.) The loss is the VAE's, now a bound on log p(x | y).
+Everything else (reparameterization, likelihoods, KL, the k-sample objectives
+of ``npvae.iwae``) is the VAE's own. Conditional models are built on the mlp
+architecture only.
 
 The only new piece is the concatenation in front of each network
 (``LabelledMLP``): forward appends the one-hot columns; backward drops their
@@ -33,12 +37,12 @@ from .vae import VAE, build_stacks
 class LabelledMLP(MLP):
     """An MLP whose input is ``[x | onehot(y)]``: ``sizes[0]`` features plus ``n_classes``.
 
-    ``onehot`` (B, C) is set by the model before each pass. Shapes: x (R, n)
+    ``onehot`` (B, Y) is set by the model before each pass. Shapes: x (R, n)
     with R a multiple of B -> out (R, sizes[-1]). Parameters are the MLP's
-    (the first layer's W has n + C rows).
+    (the first layer's W has n + Y rows).
 
     Backward (``derivations.md#conditional-vae``), from dout (R, sizes[-1]):
-    the MLP's backward gives the gradient of ``[x | onehot]`` (R, n + C) and
+    the MLP's backward gives the gradient of ``[x | onehot]`` (R, n + Y) and
     every parameter's (the label rows of the first W get onehot^T dout_1, the
     summed gradient of each class's examples); dx is its first n columns.
     """
@@ -49,7 +53,7 @@ class LabelledMLP(MLP):
         self.xp = layer_args.get("xp", np)
 
     def labels_for(self, rows):
-        """The one-hot labels of ``rows`` input rows (R, C): ``onehot`` repeated R / B times."""
+        """The one-hot labels of ``rows`` input rows (R, Y): ``onehot`` repeated R / B times."""
         if self.onehot is None:
             raise ConfigError("a conditional model needs the labels y of the batch")
         B = self.onehot.shape[0]
@@ -70,11 +74,11 @@ class LabelledMLP(MLP):
 
 
 class CVAE(VAE):
-    """A conditional VAE: ``VAE``'s arguments plus ``n_classes`` (C, 10 for MNIST).
+    """A conditional VAE: ``VAE``'s arguments plus ``n_classes`` (Y, 10 for MNIST).
 
     ``forward(x, y, ...)``, ``encode(x, y)``, ``decode(z, y)`` take integer
-    labels y (B,) in [0, C). ``config`` holds ``n_classes``, so
-    ``build_model(**model.config)`` rebuilds it (checkpoints use that).
+    labels y (B,) in [0, Y). ``config`` holds ``n_classes``, so
+    ``model_from_config(**model.config)`` rebuilds it (checkpoints use that).
     """
 
     def __init__(self, x_dim=784, hidden=(400,), latent=20, *, n_classes=10, **kwargs):
@@ -89,7 +93,7 @@ class CVAE(VAE):
                             **layer_args)
 
     def condition(self, y):
-        """Set the labels ``y`` (B,) of the next encoder and decoder passes (one-hot, C columns)."""
+        """Set the labels ``y`` (B,) of the next encoder and decoder passes (one-hot, Y columns)."""
         xp = self.xp
         y = xp.asarray(y)
         if y.ndim != 1 or y.shape[0] < 1:
@@ -138,7 +142,7 @@ def check_digit(model, digit, name="--digit"):
     """``digit``, a label to draw (None: none asked), checked against ``model``.
 
     A ConfigError, naming the option ``name``, when the model is not
-    conditional or the digit is not one of its C classes: the one rule behind
+    conditional or the digit is not one of its Y classes: the one rule behind
     ``npvae sample --digit``, ``npvae explore --digit`` and the figures.
     """
     if digit is None:
@@ -169,9 +173,10 @@ def set_condition(model, y, batch=None):
     model.condition(y)
 
 
-def build_model(**config):
-    """The model of a ``config`` (``VAE.config`` and ``backend``, ``seed``): a CVAE with ``n_classes``,
-    an ``npvae.hvae.HVAE`` when ``latent`` lists several stochastic layers."""
+def model_from_config(**config):
+    """The model a ``config`` describes (``VAE.config``, plus ``backend`` and ``seed``): a CVAE
+    when it has ``n_classes``, an ``npvae.hvae.HVAE`` when ``latent`` lists several stochastic
+    layers, else a plain VAE. Training, checkpoints and runs build with it."""
     from .hvae import HVAE, is_hierarchical
 
     if is_hierarchical(config):

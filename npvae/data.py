@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .backend import xp_of
-from .checks import is_int
-from .errors import CheckpointError, ConfigError, DataError
+from .checks import MAX_DEFLATE_RATIO, is_int
+from .errors import ConfigError, DataError
+from .randomness import stream
 
 MNIST_DIR = Path(__file__).resolve().parent / "datasets" / "mnist"
 
@@ -54,11 +55,14 @@ IDX_DTYPES = {
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+# How training pixels are binarized: not at all (in [0, 1]), afresh for every training batch
+# (``binarize_dynamic``; held-out sets once, with a fixed seed), or at 0.5 (``binarize_threshold``).
+BINARIZE = ("none", "dynamic", "threshold")
+
 
 # ---------------------------------------------------------------- IDX files
 
 INFLATE_CHUNK = 1 << 20       # bytes of output per step of the streaming inflate
-MAX_DEFLATE_RATIO = 1032      # deflate cannot inflate more than this: beyond it, a lie
 
 
 def _read_file(path):
@@ -391,10 +395,8 @@ def prepare_data(config):
     """Load, scale, split, binarize and check the data of a ``TrainConfig``; a ``Data``.
 
     The validation split and the one-off binarization of the held-out sets
-    draw on the config's own seeded streams (``npvae.config.derive_seed``).
+    draw on the config's own seeded streams (``npvae.randomness``).
     """
-    from .config import derive_seed
-
     dataset = load_mnist(config.data_dir)
     for name, n, available in (("n_train", config.n_train, len(dataset.x_train)),
                                ("n_test", config.n_test, len(dataset.x_test))):
@@ -410,14 +412,14 @@ def prepare_data(config):
         if config.validation >= len(x_train):
             raise ConfigError(f"validation={config.validation} must be smaller than the "
                               f"{len(x_train)} training examples")
-        split_rng = np.random.default_rng(derive_seed(config.seed, "split"))
+        split_rng = stream(config.seed, "split")
         x_train, y_train, x_val, y_val = train_validation_split(
             x_train, y_train, config.validation, split_rng)
     if config.binarize == "threshold":
         x_train, x_test = binarize_threshold(x_train), binarize_threshold(x_test)
         x_val = None if x_val is None else binarize_threshold(x_val)
     elif config.binarize == "dynamic":
-        rng = np.random.default_rng(derive_seed(config.seed, "test_binarize"))
+        rng = stream(config.seed, "test_binarize")
         x_test = binarize_dynamic(x_test, rng)
         x_val = None if x_val is None else binarize_dynamic(x_val, rng)
     for x in (x_train, x_test) + (() if x_val is None else (x_val,)):
@@ -426,29 +428,3 @@ def prepare_data(config):
         raise ConfigError(f"batch_size={config.batch_size} is larger than the "
                           f"{len(x_train)} training examples")
     return Data(x_train, y_train, x_test, y_test, x_val, y_val)
-
-
-def run_test_data(checkpoint, data_dir=None):
-    """The test set (``x_test``, ``y_test``) of a checkpoint's run, preprocessed as in training.
-
-    A checkpoint written outside the trainer (no training config) gets plain
-    [0, 1] pixels. ``data_dir`` replaces the run's data folder.
-    """
-    from .config import TrainConfig
-
-    stored = checkpoint.state.get("train_config")
-    if stored is not None:
-        try:
-            config = TrainConfig.from_dict(stored)
-        except (TypeError, ConfigError) as err:
-            raise CheckpointError(f"{checkpoint.path}: bad training config ({err})") from err
-    else:
-        model = checkpoint.model_config
-        config = TrainConfig(likelihood=model["likelihood"], dtype=model["dtype"], batch_size=1)
-    if data_dir is not None:
-        config.data_dir = data_dir
-    data = prepare_data(config.validate())
-    if data.x_test.shape[1] != checkpoint.model_config["x_dim"]:
-        raise ConfigError(f"the data has {data.x_test.shape[1]} pixels per example but the "
-                          f"model expects {checkpoint.model_config['x_dim']}")
-    return data.x_test, data.y_test

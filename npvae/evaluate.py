@@ -21,8 +21,6 @@ steps, never between a model's ``forward`` and its ``backward``.
 """
 
 import math
-import sys
-import time
 from collections import namedtuple
 
 import numpy as np
@@ -253,9 +251,8 @@ def _log_weights_fast(model, xb, mu, logvar, eps, xW=None):
 
 FAST_CHUNK_ROWS = 2048
 """Samples x examples per chunk of the fast estimator, so that its (rows, D)
-float32 scratch arrays stay near the CPU's caches. On a 784-400-20 model,
-chunks of 500 to 8000 rows cost within 15% of each other (CPU time, one
-thread); 2000 to 4000 were the cheapest."""
+float32 scratch arrays stay near the CPU's caches (how it was chosen:
+benchmarks/README.md, "The importance-weighted bound against PyTorch")."""
 
 
 def _default_chunk(model, k, batch, plain=True):
@@ -382,60 +379,6 @@ def iw_bound(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progr
     """
     return float(iw_bounds(model, x, k, rng, batch_size, chunk, plain=plain,
                            progress=progress, y=y).mean())
-
-
-class ProgressBar:
-    """A ``progress(done, total)`` callback: a tqdm bar with its ETA, and a notice.
-
-    The first chunk pays for warming up (first allocations, BLAS threads
-    waking), so the rate is timed on the second: after it, if the whole run
-    is expected to take longer than ``notice_after`` seconds, one line says
-    so before the bar appears:
-
-        importance-weighted bound, k=5000: about 3 min 10 s in all (from the first chunks)
-
-    Both go to ``file`` (default: stderr, so stdout keeps only the results).
-    ``clock``: a function returning seconds (tests pass a fake one).
-    Call ``close()`` when the run ends.
-    """
-
-    def __init__(self, desc, *, notice_after=10.0, file=None, clock=time.perf_counter):
-        self.desc, self.notice_after, self.clock = desc, notice_after, clock
-        self.file = sys.stderr if file is None else file
-        self.started, self.first, self.bar = clock(), None, None
-
-    def __call__(self, done, total):
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
-            return
-        now = self.clock()
-        if self.first is None and done < total:
-            self.first = (now, done)
-            return
-        if self.first is not None:
-            seconds, samples = now - self.first[0], done - self.first[1]
-            expected = now - self.started + seconds / samples * (total - done)
-            if expected > self.notice_after:
-                print(f"{self.desc}: about {format_duration(expected)} in all "
-                      "(from the first chunks)", file=self.file, flush=True)
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, initial=done, desc=self.desc, unit="sample",
-                        unit_scale=True, file=self.file, dynamic_ncols=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def format_duration(seconds):
-    """``"45 s"``, ``"3 min 10 s"`` or ``"1 h 05 min"``, for a notice."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # ------------------------------------------------------------------ latent usage

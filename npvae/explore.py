@@ -12,11 +12,13 @@
   (``npvae.evaluate.kl_per_dim``), the ones the decoder reads. A slider sets
   its coordinate of z; the marker on the plane shows z's projection.
 
-The plane: for a 2-d latent, the latent space itself (z_1, z_2). For more
-dimensions, the plane through the mean of the latent means spanned by their
-first two principal directions (the SVD of the centred means): the 2-d view
-in which the test digits' codes spread the most. A point (a, b) of it is
-z = centre + a v_1 + b v_2.
+The plane is the one ``latents.png`` shows (``npvae.plots.latent_plane``,
+named in both titles): for a 2-d latent, the latent space itself (z_1, z_2);
+for more dimensions, the plane of the digit classes' average codes. A point
+(a, b) of it is z = centre + a v_1 + b v_2. ``npvae explore`` encodes the
+same test digits as ``latents.png`` (all of the run's, unless ``--n``), and
+latent dimensions are numbered from 1 (z_1, ...) on every figure and in
+``npvae evaluate``.
 
 A conditional model (``npvae.cvae``) encodes each test digit with its label
 and decodes z as the chosen ``digit`` (``--digit``, default 0): the plane
@@ -43,31 +45,17 @@ from .backend import to_numpy
 from .cvae import check_digit, is_conditional
 from .errors import ConfigError
 from .evaluate import encode_means, kl_per_dim
-from .plots import _image_side
+from .plots import _image_side, latent_plane
 
-N_DIGITS = 2000
-"""Test digits whose latent means are drawn (and that choose the plane and the active dimensions)."""
+N_DIGITS = None
+"""Test digits whose latent means are drawn (and that choose the plane and the active
+dimensions): None, all of the run's, as in ``latents.png``."""
 
 N_SLIDERS = 5
 """Sliders for the most active dimensions, at most (latent size > 2)."""
 
 NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
 """matplotlib backends that draw to files only."""
-
-
-def principal_plane(mu):
-    """(centre (Z,), basis (2, Z)) of the plane through the means ``mu`` (N, Z) of largest spread.
-
-    The basis rows are the first two right singular vectors of the centred
-    means, orthonormal; for Z == 2 the plane is the latent space itself
-    (centre 0, basis the identity).
-    """
-    Z = mu.shape[1]
-    if Z == 2:
-        return np.zeros(2), np.eye(2)
-    centre = mu.mean(axis=0)
-    _, _, vt = np.linalg.svd(mu - centre, full_matrices=False)
-    return centre, vt[:2]
 
 
 class LatentExplorer:
@@ -96,8 +84,9 @@ class LatentExplorer:
         self.mu = encode_means(model, x, y=labels).astype(np.float64)
         self.y = None if y is None else np.asarray(to_numpy(y)).reshape(-1)
         self.kl = kl_per_dim(model, x, y=labels)
-        self.centre, self.basis = principal_plane(self.mu)
-        self.coords = (self.mu - self.centre) @ self.basis.T  # (N, 2): the means on the plane
+        self.plane = latent_plane(self.mu, self.y)
+        self.centre, self.basis = self.plane.centre, self.plane.basis
+        self.coords = self.plane.project(self.mu)  # (N, 2): the means on the plane
         self.dims = ([] if model.latent == 2 else
                      [int(u) for u in np.argsort(self.kl)[::-1][:min(n_sliders, model.latent)]])
         self.z = self.centre.copy()
@@ -167,15 +156,10 @@ class LatentExplorer:
         points = self.ax_plane.scatter(self.coords[:, 0], self.coords[:, 1], s=4, alpha=0.6, **colour)
         if self.y is not None:
             fig.colorbar(points, ax=self.ax_plane, ticks=range(10), label="label", fraction=0.05, pad=0.02)
-        if self.model.latent == 2:
-            self.ax_plane.set(xlabel="$z_1$", ylabel="$z_2$")
-            self.ax_plane.set_title("Encoder means of test digits: click or drag", fontsize=10)
-        else:
-            share = self._variance_share()
-            self.ax_plane.set(xlabel=f"a: along principal direction 1 ({share[0]:.0%} of the means' variance)",
-                              ylabel=f"b: along principal direction 2 ({share[1]:.0%})")
-            self.ax_plane.set_title(f"Encoder means on the plane of largest spread ({self.model.latent}-d "
-                                    "latent): click or drag", fontsize=9)
+        a, b = ("", "") if self.model.latent == 2 else ("a: ", "b: ")
+        self.ax_plane.set(xlabel=a + self.plane.labels[0], ylabel=b + self.plane.labels[1])
+        self.ax_plane.set_title(f"Encoder means of {len(self.mu)} test digits (click or drag)\n"
+                                f"on {self.plane.name}, as in latents.png", fontsize=9)
         # The limits cover the means and 3 prior standard deviations around the centre
         # (on an orthonormal plane the prior's projection is N(0, I) as well).
         reach = max(3.0, float(np.abs(self.coords).max()) * 1.05)
@@ -198,10 +182,6 @@ class LatentExplorer:
         self._connections = [canvas.mpl_connect("button_press_event", self.on_press),
                              canvas.mpl_connect("motion_notify_event", self.on_motion),
                              canvas.mpl_connect("button_release_event", self.on_release)]
-
-    def _variance_share(self):
-        total = ((self.mu - self.mu.mean(axis=0)) ** 2).sum()
-        return ((self.coords - self.coords.mean(axis=0)) ** 2).sum(axis=0) / max(total, np.finfo(float).tiny)
 
     def _update(self):
         self.marker.set_data(*([c] for c in self.projection()))
@@ -279,43 +259,15 @@ class LatentExplorer:
 # -------------------------------------------------------------------- command line
 
 
-def add_parser(subparsers):
-    """Add ``explore`` to ``npvae``'s subcommands."""
-    p = subparsers.add_parser(
-        "explore", help="move through a trained model's latent space and watch the decoded digit",
-        description="Open a window: the encoder means of test digits on a plane through latent "
-        "space (click or drag to move z), decode(z) beside it, and sliders for the most active "
-        "latent dimensions (by KL per dimension). Without a screen, --out writes a still.")
-    p.add_argument("run", metavar="RUN", help="a run folder or checkpoint.npz")
-    p.add_argument("--n", type=int, default=N_DIGITS, help=f"test digits to draw (default {N_DIGITS})")
-    p.add_argument("--sliders", type=int, default=N_SLIDERS,
-                   help=f"sliders for the most active dimensions (default {N_SLIDERS})")
-    p.add_argument("--data-dir", help="folder of MNIST-format IDX files (default: the shipped MNIST)")
-    p.add_argument("--out", help="write the explorer as a PNG instead of opening a window")
-    p.add_argument("--digit", type=int, help="the digit decoded (conditional runs only; default 0)")
-    p.set_defaults(func=main)
-    return p
-
-
-def main(args):
-    """``npvae explore``: open the explorer of ``args.run`` (or write it to ``args.out``)."""
+def open_explorer(model, x, y, *, n_sliders=N_SLIDERS, digit=None, out=None):
+    """``npvae explore`` (parsed by ``npvae.cli``): write the explorer to ``out`` as a PNG and
+    return the line saying so, or open its window and block until it is closed (None)."""
     from pathlib import Path
 
-    from .checkpoint import model_from_checkpoint
-    from .data import run_test_data
-
-    if args.n < 1 or args.sliders < 0:
-        raise ConfigError(f"--n={args.n} must be positive and --sliders={args.sliders} not negative")
-    if not Path(args.run).exists():
-        raise ConfigError(f"RUN={args.run!r}: no such run folder or checkpoint file")
-    model, checkpoint = model_from_checkpoint(args.run)
-    x_test, y_test = run_test_data(checkpoint, args.data_dir)
-    x, y = x_test[:args.n], y_test[:args.n]
-    if args.out:
-        explorer = LatentExplorer(model, x, y, n_sliders=args.sliders, digit=args.digit)
-        Path(args.out).write_bytes(explorer.png())
-        print(f"explorer written to {args.out}")
-        return 0
+    if out:
+        explorer = LatentExplorer(model, x, y, n_sliders=n_sliders, digit=digit)
+        Path(out).write_bytes(explorer.png())
+        return f"explorer written to {out}"
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -324,7 +276,7 @@ def main(args):
         raise ConfigError(f"matplotlib's backend {backend!r} cannot open a window (no screen?); use "
                           "--out FILE for a still, MPLBACKEND=TkAgg for a window, or "
                           "LatentExplorer(...).widget() in a notebook")
-    explorer = LatentExplorer(model, x, y, figure=plt.figure(figsize=(10, 6)), n_sliders=args.sliders,
-                              digit=args.digit)
+    explorer = LatentExplorer(model, x, y, figure=plt.figure(figsize=(10, 6)), n_sliders=n_sliders,
+                              digit=digit)
     explorer.show()
-    return 0
+    return None

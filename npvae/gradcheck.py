@@ -216,10 +216,10 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     model's labels are uniform. ``objective`` and ``k``: the loss checked
     (``npvae.iwae.KSampleObjective``; "elbo" with k = 1 is the model's own).
     """
-    from .cvae import build_model, is_conditional
+    from .cvae import model_from_config, is_conditional
     from .hvae import k_sample_objective
 
-    model = build_model(**{**config, "dtype": "float64"}, seed=seed)
+    model = model_from_config(**{**config, "dtype": "float64"}, seed=seed)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():
         if name.endswith(".b"):

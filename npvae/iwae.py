@@ -1,34 +1,46 @@
 """Training on k samples per example: the k-sample ELBO and the importance-weighted bound.
 
-For each example x_b of a batch (B, D), draw k noise vectors eps_ib and
-z_ib = mu_b + exp(logvar_b / 2) * eps_ib (Burda, Grosse and Salakhutdinov, 2016):
+For each example x_i of a batch (B, D), draw k noise vectors eps_il and
+z_il = mu_i + exp(logvar_i / 2) * eps_il (Burda, Grosse and Salakhutdinov, 2016),
+with the log weights log w_il = log p(x_i | z_il) + log p(z_il) - log q(z_il | x_i):
 
-    objective "elbo" (the paper's VAE with k samples), analytic KL:
-        loss = mean_b [ 1/k sum_i nll(x_b | z_ib) + beta KL(q(z | x_b) || N(0, I)) ]
+    objective "elbo" (the k-sample ELBO, its KL in closed form):
+        loss = mean_i [ 1/k sum_l nll(x_i | z_il) + beta KL(q(z | x_i) || N(0, I)) ]
+
+    objective "elbo-sampled" (the paper's VAE: the KL sampled at each z_il):
+        loss = mean_i [ 1/k sum_l nll(x_i | z_il) + beta (log q(z_il | x_i) - log p(z_il)) ]
+             = -mean_i 1/k sum_l log w_il                      (beta = 1)
 
     objective "iwae" (the paper's IWAE), every term sampled:
-        log w_ib = log p(x_b | z_ib) + log p(z_ib) - log q(z_ib | x_b)
-        loss     = -mean_b log 1/k sum_i w_ib                  (= -L_k, beta must be 1)
+        loss = -mean_i log 1/k sum_l w_il                       (= -L_k, beta must be 1)
 
+"elbo" and "elbo-sampled" have the same expectation over eps, value and
+gradient; the closed form usually has the smaller variance (no sampling
+noise in its KL term). Burda et al.'s VAE is
+"elbo-sampled" (their update is the gradient of sum_l log w_l / k).
 Nats per example, summed over pixels and latents, averaged over the batch, as
 everywhere. The k samples of the batch go through the decoder as one (k B, Z)
-batch (sample-major: row i B + b is sample i of example b), not in a loop.
+batch (sample-major: counting from 0, row l B + i is sample l of example i),
+not in a loop.
 
-k = 1. The "elbo" objective with k = 1 is ``VAE.forward`` (same numbers, same
-gradient). The "iwae" objective with k = 1 is the ELBO with the KL *sampled*,
-log q(z | x) - log p(z) at the same z: equal to the analytic ELBO in
-expectation over eps, for the value and for the gradient, but not sample by
-sample.
+k = 1. "elbo" with k = 1 is ``VAE.forward`` (same numbers, same gradient).
+"elbo-sampled" and "iwae" with k = 1 are one computation, bit for bit (the
+log of a mean of one weight is its log): the ELBO with the KL sampled,
+equal to the closed-form ELBO in expectation but not sample by sample.
 
-Backward. With the normalised importance weights (a softmax over the k samples)
+Backward. Each sample's gradient of -log p(x | z_il) + beta (log q - log p)
+is weighted by c_il, with the normalised importance weights (a softmax over
+the k samples) for "iwae" and uniform weights otherwise:
 
-    wt_ib = w_ib / sum_j w_jb,     c_ib = wt_ib / B     (iwae),   c_ib = 1 / (k B)   (elbo)
+    c_il = wt_il / B,  wt_il = w_il / sum_l' w_il'   ("iwae", beta = 1)
+    c_il = 1 / (k B)                              ("elbo", "elbo-sampled")
 
-the gradient is the per-sample gradient of -log w_ib weighted by c_ib: through
-the decoder (d nll / d out, times c), through z_ib = mu + sigma eps_ib to mu
-and logvar, plus the prior's d(-log p(z)) / dz = z, plus the direct term of
-log q: with eps fixed, log q(z_ib | x) = -1/2 sum(eps_ib^2 + logvar + log 2 pi),
-so d(-log w_ib) / d logvar = -1/2 directly and mu appears only through z.
+through the decoder (d nll / d out, times c), through z_il = mu + sigma eps_il
+to mu and logvar; the sampled KL ("elbo-sampled", "iwae") adds the prior's
+d(-log p(z)) / dz = z and the direct term of log q: with eps fixed,
+log q(z_il | x) = -1/2 sum(eps_il^2 + logvar + log 2 pi), so
+d(-log w_il) / d logvar = -1/2 directly and mu appears only through z. "elbo"
+adds the closed-form KL's gradient instead of those two.
 Derivation: ``tutorials/derivations.md``, section "Importance-weighted training".
 """
 
@@ -41,7 +53,7 @@ from .losses import gaussian_kl, gaussian_kl_backward
 from .reparam import reparameterize_backward
 from .vae import LossTerms
 
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = ("elbo", "elbo-sampled", "iwae")
 
 MAX_DECODER_ROWS = 2**18
 """The most rows, k B, of one step's decoder batch: 262,144 rows of 784 float32
@@ -70,15 +82,16 @@ def importance_weights(log_w, axis=0):
 
 
 class KSampleObjective:
-    """The k-sample loss of ``model``: ``objective`` "elbo" or "iwae", ``k`` samples per example.
+    """The k-sample loss of ``model``: ``objective`` "elbo", "elbo-sampled" or "iwae", ``k`` samples.
 
     Used like the model itself: ``terms = objective.forward(x, rng=rng)``
     (a ``LossTerms``: loss, recon, kl), then ``objective.backward()`` fills
     ``model.grads``. ``recon`` is the mean over the k samples of
-    -log p(x | z); ``kl`` is the analytic KL ("elbo") or the mean of the
-    sampled log q(z | x) - log p(z) ("iwae"). For "elbo", loss = recon +
-    beta kl; for "iwae", loss = -L_k <= recon + kl (the bound is tighter than
-    the average of the k ELBO terms, see ``importance_weights``).
+    -log p(x | z); ``kl`` is the closed-form KL ("elbo") or the mean of the
+    sampled log q(z | x) - log p(z) ("elbo-sampled", "iwae"). For "elbo" and
+    "elbo-sampled", loss = recon + beta kl; for "iwae", loss = -L_k <= recon +
+    kl (the bound is tighter than the average of the k ELBO terms, see
+    ``importance_weights``).
     Derivation: ``derivations.md#importance-weighted-training``.
     """
 
@@ -92,7 +105,8 @@ class KSampleObjective:
         """The loss terms of batch ``x`` (B, D), labels ``y`` (B,) for a conditional model.
 
         Noise ``eps`` (k, B, Z), or drawn from the Generator ``rng`` in that
-        shape. ``beta`` weighs the KL of "elbo"; "iwae" takes only beta = 1.
+        shape. ``beta`` weighs the KL of "elbo" and "elbo-sampled"; "iwae" takes
+        only beta = 1.
         Keeps what ``backward`` needs.
         """
         model, k = self.model, self.k
@@ -107,9 +121,16 @@ class KSampleObjective:
         if self.objective == "elbo":
             kl = gaussian_kl(self.mu, self.logvar).mean()
             return LossTerms(recon + beta * kl, recon, kl)
-        self.weights = importance_weights(lw.log_w)
-        loss = -logmeanexp(lw.log_w, axis=0).mean()
-        return LossTerms(loss, recon, (lw.log_qz - lw.log_pz).mean())
+        kl = (lw.log_qz - lw.log_pz).mean()
+        if self.objective == "iwae":
+            self.weights = importance_weights(lw.log_w)
+            return LossTerms(-logmeanexp(lw.log_w, axis=0).mean(), recon, kl)
+        # "elbo-sampled": every sample weighs 1/k. log w + (1 - beta)(log q - log p) is
+        # log p(x | z) - beta (log q - log p); at beta = 1 it is log w itself, so that
+        # k = 1 gives the "iwae" numbers bit for bit (logmeanexp of one sample is it).
+        self.weights = model.xp.full((k, B), 1.0 / k, dtype=lw.log_w.dtype)
+        loss = -(lw.log_w + (1 - beta) * (lw.log_qz - lw.log_pz)).mean(axis=0).mean()
+        return LossTerms(loss, recon, kl)
 
     def noise(self, x, eps, rng, beta, width):
         """``(eps, beta)`` for the checked batch ``x`` (B, D): eps (k, B, width) as given, or
@@ -133,13 +154,14 @@ class KSampleObjective:
         """Fill ``model.grads`` with d loss / d parameter for the last ``forward``.
 
         With c (k, B) the weight of each sample in the loss (wt / B for
-        "iwae", 1 / (k B) for "elbo"):
+        "iwae", 1 / (k B) for "elbo" and "elbo-sampled") and b the weight of
+        the sampled KL (beta for "elbo-sampled", 1 for "iwae"):
 
-            d out_ib    = c_ib d nll / d out                (k B, D), into the decoder
-            dz_ib       = (decoder's dz)_ib + c_ib z_ib      (k, B, Z); the z term: "iwae" only
-            dmu         = sum_i dz_ib
-            dlogvar     = sum_i dz_ib eps_ib exp(logvar / 2) / 2  - 1/2 sum_i c_ib   ("iwae")
-                        = sum_i dz_ib eps_ib exp(logvar / 2) / 2  + beta / B d kl / d logvar ("elbo")
+            d out_il    = c_il d nll / d out                 (k B, D), into the decoder
+            dz_il       = (decoder's dz)_il + b c_il z_il     (k, B, Z); the z term: sampled KL only
+            dmu         = sum_l dz_il
+            dlogvar     = sum_l dz_il eps_il exp(logvar / 2) / 2  - b/2 sum_l c_il  (sampled KL)
+                        = sum_l dz_il eps_il exp(logvar / 2) / 2  + beta / B d kl / d logvar ("elbo")
 
         and dmu += beta / B d kl / d mu for "elbo". Then the encoder's backward.
         Derivation: ``derivations.md#importance-weighted-training``.
@@ -147,16 +169,16 @@ class KSampleObjective:
         model, k, x, lw = self.model, self.k, self.x, self.lw
         xp = model.xp
         B, D, Z = x.shape[0], model.x_dim, model.latent
-        iwae = self.objective == "iwae"
-        c = self.weights / B if iwae else 1.0 / (k * B)
+        sampled = self.objective != "elbo"        # the KL sampled, weighed by beta
+        c = self.weights / B if sampled else 1.0 / (k * B)
         dout = model.nll_backward(c, lw.out, x)
         dz = model.decoder.backward(dout.reshape(k * B, D)).reshape(k, B, Z)
-        if iwae:
-            dz = dz + c[..., None] * lw.z        # -log p(z) = 1/2 z^2 + const
+        if sampled:
+            dz = dz + (self.beta_now * c)[..., None] * lw.z        # -log p(z) = 1/2 z^2 + const
         dmu, dlogvar = reparameterize_backward(dz, self.logvar, self.eps)
         dmu, dlogvar = dmu.sum(axis=0), dlogvar.sum(axis=0)
-        if iwae:
-            dlogvar = dlogvar - 0.5 * c.sum(axis=0)[:, None]   # log q's direct -1/2 logvar
+        if sampled:   # log q's direct -1/2 logvar
+            dlogvar = dlogvar - 0.5 * self.beta_now * c.sum(axis=0)[:, None]
         else:
             dmu_kl, dlogvar_kl = gaussian_kl_backward(self.beta_now / B, self.mu, self.logvar)
             dmu, dlogvar = dmu + dmu_kl, dlogvar + dlogvar_kl

@@ -19,6 +19,7 @@ show as black or white.
 import math
 from pathlib import Path
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -261,30 +262,49 @@ def plot_curves(metrics, path):
     return _save(fig, path)
 
 
-def _project_2d(mu, y=None):
-    """Latent means (N, Z) to 2-D coordinates and axis labels.
+class LatentPlane(NamedTuple):
+    """A plane through latent space: the point ``centre + a basis[0] + b basis[1]`` is (a, b)."""
 
-    Z == 2: the means themselves. Z > 2: the plane in which the digit
-    classes' average codes lie farthest apart (the first two principal
-    directions of the class centres, through their mean); without labels y,
-    or with fewer than 3 classes, the first two principal components of the
-    means themselves (SVD). Z == 1 is plotted against the label by
-    ``plot_latents``.
+    centre: np.ndarray          # (Z,)
+    basis: np.ndarray           # (2, Z), orthonormal rows
+    name: str                   # what the plane is, for a figure's title
+    labels: tuple               # the two axes' labels
+
+    def project(self, z):
+        """Points z (N, Z) to their coordinates (a, b) on the plane: (N, 2)."""
+        return (np.asarray(z, dtype=np.float64) - self.centre) @ self.basis.T
+
+
+def latent_plane(mu, y=None):
+    """The plane on which npvae draws encoder means ``mu`` (N, Z), Z >= 2, with labels ``y`` (N,).
+
+    One plane for ``latents.png`` (``plot_latents``) and the explorer
+    (``npvae explore``), named on both. Z == 2: the latent space itself, axes
+    z_1 and z_2 (latent dimensions are numbered from 1 everywhere). Z > 2: the
+    plane in which the digit classes' average codes lie farthest apart (the
+    first two principal directions of the class centres, through their mean),
+    which shows which digits the code keeps apart and which it mixes; without
+    labels, or with fewer than 3 classes, the first two principal directions
+    of the means themselves. Each axis label says how much of the means'
+    variance its direction shows.
     """
+    mu = np.asarray(mu, dtype=np.float64)
     Z = mu.shape[1]
     if Z == 2:
-        return mu, ("$z_1$ (encoder mean)", "$z_2$ (encoder mean)")
+        return LatentPlane(np.zeros(2), np.eye(2), "the latent space ($z_1$, $z_2$)",
+                           ("$z_1$ (encoder mean)", "$z_2$ (encoder mean)"))
     classes = [] if y is None else np.unique(y)
     points = np.stack([mu[y == c].mean(axis=0) for c in classes]) if len(classes) >= 3 else mu
     centre = points.mean(axis=0)
     _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
     coords = (mu - centre) @ vt[:2].T
     centred = mu - mu.mean(axis=0)
-    share = (coords - coords.mean(axis=0)).var(axis=0) * len(mu) / max((centred**2).sum(), np.finfo(float).tiny)
-    what = "the class centres" if points is not mu else f"the {Z}-d encoder means"
-    labels = [f"direction {i + 1} of {what} ({100 * share[i]:.0f}% of the means' variance)"
-              for i in range(coords.shape[1])]
-    return coords, labels
+    share = (coords - coords.mean(axis=0)).var(axis=0) * len(mu) / max((centred**2).sum(),
+                                                                      np.finfo(float).tiny)
+    what = "the class centres" if points is not mu else "the encoder means"
+    labels = tuple(f"direction {i + 1} of {what} ({share[i]:.0%} of the means' variance)"
+                   for i in range(coords.shape[1]))
+    return LatentPlane(centre, vt[:2], f"the plane of {what} ({Z}-d latent)", labels)
 
 
 def plot_latents(model, x, y, path, batch_size=1000):
@@ -292,7 +312,7 @@ def plot_latents(model, x, y, path, batch_size=1000):
 
     The two latent dimensions if latent == 2. For more, a linear projection
     can only show a shadow of the code: this one is the plane in which the
-    ten digits' average codes are farthest apart (``_project_2d``), so that
+    ten digits' average codes are farthest apart (``latent_plane``), so that
     what the learner should see is which digits the code keeps apart and
     which it mixes (4 and 9, 3, 5 and 8 usually overlap), not separate
     clusters. latent == 1 puts the mean against the label. The axis labels
@@ -309,12 +329,11 @@ def plot_latents(model, x, y, path, batch_size=1000):
     if model.latent == 1:
         coords = np.stack([mu[:, 0], y], axis=1)
         labels = ("$z_1$ (encoder mean)", "label")
-        title = "Encoder means (1-d latent) by label"
+        title = f"Encoder means of {len(mu)} test digits (1-d latent) by label"
     else:
-        coords, labels = _project_2d(mu, y)
-        title = ("Encoder means of the test digits" if model.latent == 2
-                 else f"Encoder means of the test digits ({model.latent}-d latent) on the plane "
-                 "of the class centres")
+        plane = latent_plane(mu, y)
+        coords, labels = plane.project(mu), plane.labels
+        title = f"Encoder means of {len(mu)} test digits on {plane.name}"
     norm = BoundaryNorm(np.arange(-0.5, 10.5), 10)
     points = ax.scatter(coords[:, 0], coords[:, 1], c=y, cmap="tab10", norm=norm, s=4, alpha=0.7)
     fig.colorbar(points, ax=ax, ticks=range(10), label="label")
@@ -399,6 +418,21 @@ def _interpolation_pair(x, y):
     y = np.asarray(to_numpy(y)).reshape(-1)
     different = np.flatnonzero(y != y[0])
     return 0, int(different[0]) if len(different) else min(1, len(x) - 1)
+
+
+def save_epoch_figures(model, run_dir, epoch, x_test, y_test, rng):
+    """The figures of one epoch (from 0) of a run: ``run_dir/figures/`` holds
+    ``reconstructions_epochNNN.png`` and ``samples_epochNNN.png`` (NNN = epoch + 1)."""
+    folder = Path(run_dir) / "figures"
+    make_folder(folder)
+    return [plot_reconstructions(model, x_test, folder / f"reconstructions_epoch{epoch + 1:03d}.png",
+                                 y=y_test),
+            plot_samples(model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)]
+
+
+def written(paths, folder):
+    """The line that says which figures were written where: ``figures written to DIR: a.png, b.png``."""
+    return f"figures written to {folder}: {', '.join(Path(p).name for p in paths)}"
 
 
 def save_all_figures(model, run_dir, x_test, y_test, metrics, rng):

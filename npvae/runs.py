@@ -1,4 +1,4 @@
-"""The run folder: claiming it, its metrics and config files, and the training position.
+"""The run folder: opening and claiming it, its metrics and config files, the training position.
 
 A run folder holds ``config.json`` (the ``TrainConfig``, the model's config
 and the data's sizes), ``metrics.csv`` (one row per epoch, rewritten
@@ -25,7 +25,7 @@ except ImportError:  # not POSIX: run folders are not locked
 
 from . import __version__
 from .atomic import atomic_write_text, make_folder
-from .checkpoint import CHECKPOINT_NAME
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
 from .checks import is_int
 from .errors import CheckpointError, ConfigError, DataError, FileError
 
@@ -39,6 +39,58 @@ OWN_FILES = re.compile(r"(config\.json|metrics\.csv|checkpoint\.npz|samples_seed
 OWN_FIGURES = re.compile(r"(reconstructions|samples)_epoch\d+\.png")       # in figures/
 # atomic_write's temporary files: "." + the target's name + "." + mkstemp's 8 letters + ".tmp"
 TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def open_checkpoint(run):
+    """``(checkpoint, run_dir)`` of a run folder or a checkpoint file, loaded and checked whole.
+
+    The one way npvae opens a run: every command (``open_run``) and
+    ``npvae.train.resume``. The path must exist and a folder must hold
+    ``checkpoint.npz``; ``npvae.checkpoint.load_checkpoint`` checks the file.
+    """
+    path = Path(run)
+    if not path.exists():
+        raise ConfigError(f"RUN={str(run)!r}: no such run folder or checkpoint file")
+    if path.is_dir() and not (path / CHECKPOINT_NAME).is_file():
+        raise ConfigError(f"RUN={str(run)!r}: the folder holds no {CHECKPOINT_NAME}")
+    checkpoint = load_checkpoint(path / CHECKPOINT_NAME if path.is_dir() else path)
+    return checkpoint, path if path.is_dir() else path.parent
+
+
+def open_run(run, backend="numpy"):
+    """A trained run: ``(model, checkpoint, run_dir)``, the model with its trained weights
+    (``open_checkpoint``, then ``restore_model``). ``backend``: where the model lives."""
+    from .cvae import model_from_config
+
+    checkpoint, run_dir = open_checkpoint(run)
+    try:
+        model = model_from_config(**checkpoint.model_config, backend=backend)
+    except ConfigError as err:
+        raise CheckpointError(f"{checkpoint.path}: cannot build its model ({err})") from err
+    restore_model(checkpoint, model)
+    return model, checkpoint, run_dir
+
+
+def run_test_data(checkpoint, data_dir=None):
+    """The test set (``x_test``, ``y_test``) of a checkpoint's run, preprocessed as in training.
+
+    A checkpoint written outside the trainer (no training config) gets plain
+    [0, 1] pixels. ``data_dir`` replaces the run's data folder.
+    """
+    from .config import TrainConfig
+    from .data import prepare_data
+
+    config = TrainConfig.from_checkpoint(checkpoint)
+    if config is None:
+        model = checkpoint.model_config
+        config = TrainConfig(likelihood=model["likelihood"], dtype=model["dtype"], batch_size=1)
+    if data_dir is not None:
+        config.data_dir = data_dir
+    data = prepare_data(config.validate())
+    if data.x_test.shape[1] != checkpoint.model_config["x_dim"]:
+        raise ConfigError(f"the data has {data.x_test.shape[1]} pixels per example but the "
+                          f"model expects {checkpoint.model_config['x_dim']}")
+    return data.x_test, data.y_test
 
 
 class RunLock:
@@ -258,6 +310,21 @@ def repair_metrics(run_dir, metrics):
         write_metrics(path, metrics)
     elif path.exists():
         _remove(path)
+
+
+def metrics_row(epoch, global_step, beta, sums, test, val=None):
+    """The metrics row of ``epoch`` (from 0): the train means of the epoch's ``sums``, the
+    ``test`` (and ``val``) loss terms, its time and speed."""
+    n = sums["n"]
+    row = {"epoch": epoch + 1, "step": global_step, "beta": beta,
+           "train_loss": sums["loss"] / n, "train_recon": sums["recon"] / n,
+           "train_kl": sums["kl"] / n,
+           "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"]}
+    if val is not None:
+        row.update(val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"])
+    row.update(seconds=round(sums["seconds"], 3),
+               examples_per_s=round(n / max(sums["seconds"], 1e-9), 1))
+    return row
 
 
 def format_row(row, epochs):

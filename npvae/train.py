@@ -19,30 +19,26 @@ epochs give exactly the numbers of 10 epochs, bit for bit, even when the
 first run was stopped in the middle of an epoch.
 
 Randomness. Each epoch draws its shuffle, reparameterization noise and
-dynamic binarization from generators derived from (seed, epoch) alone
-(``epoch_generators``); a checkpoint taken mid-epoch stores their states and
-the step reached, and resuming restores them. The global RNG is never used.
+dynamic binarization from generators derived from (seed, epoch) alone; a
+checkpoint taken mid-epoch stores their states. ``npvae.randomness`` says how.
 
 Host and device. The data is moved to the backend once. Inside an epoch the
 run reads nothing back but the per-step loss terms (and, with ``clip``, the
 gradient norm), in groups (every step on NumPy, where reading is free; every
 ``FLUSH_EVERY_DEVICE`` steps otherwise), to check that they are finite, sum
 them and show them in the progress bar. Without ``clip`` the gradient norm is
-not taken (it would cost 3% of an epoch): a gradient that is not finite makes
-the parameters and so the next step's loss NaN, which stops training there.
+not taken (it would be a pass over every gradient, for nothing): a gradient
+that is not finite makes the parameters and so the next step's loss NaN,
+which stops training there.
 
 Interrupts. Ctrl-C (SIGINT) during training is deferred to the end of the
 current step; the run then saves a checkpoint of that position and raises
-``Interrupted`` (a ``KeyboardInterrupt``). A second Ctrl-C interrupts at
-once, without saving.
+``Interrupted`` (``npvae.progress``, which also draws the progress bar).
 """
 
 import itertools
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from collections import namedtuple
 from dataclasses import asdict, dataclass
@@ -50,18 +46,21 @@ from pathlib import Path
 
 import numpy as np
 
+from . import progress
 from .backend import default_rng, to_numpy
-from .checkpoint import (CHECKPOINT_NAME, config_differences, load_checkpoint, restore_model,
-                         restore_optimizer, save_checkpoint)
-from .config import TrainConfig, derive_seed
-from .cvae import build_model
+from .checkpoint import CHECKPOINT_NAME, restore_model, restore_optimizer, save_checkpoint
+from .config import TrainConfig
+from .cvae import model_from_config
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
 from .hvae import k_sample_objective
 from .optim import Adam, clip_grad_norm
-from .runs import (check_state, claim_existing_run, claim_run_dir, format_row, new_state,
-                   repair_metrics, write_config, write_metrics)
+from .progress import Interrupted
+from .randomness import (derive_seed, epoch_generators, resume_generators, saved_states,
+                         step_draws, stream)
+from .runs import (check_state, claim_existing_run, claim_run_dir, format_row, metrics_row,
+                   new_state, open_checkpoint, repair_metrics, write_config, write_metrics)
 from .vae import VAE
 
 StepTerms = namedtuple("StepTerms", ["loss", "recon", "kl", "grad_norm"])
@@ -92,18 +91,6 @@ def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None,
     grad_norm = clip_grad_norm(optimizer.grads, clip) if clip else None
     optimizer.step()
     return StepTerms(terms.loss, terms.recon, terms.kl, grad_norm)
-
-
-def epoch_generators(seed, epoch, xp=np, binarize=False):
-    """The generators of one epoch: ``(shuffle, noise, binarize)``, from (seed, epoch) alone.
-
-    ``shuffle`` is NumPy's (the order lives on the host); ``noise`` and
-    ``binarize`` are the backend ``xp``'s; ``binarize`` is None unless asked for.
-    """
-    shuffle = np.random.default_rng(derive_seed(seed, "shuffle", epoch))
-    noise = default_rng(derive_seed(seed, "noise", epoch), xp)
-    return shuffle, noise, (default_rng(derive_seed(seed, "binarize", epoch), xp)
-                            if binarize else None)
 
 
 def fit(model, optimizer, x, *, epochs=1, batch_size=128, seed=0, beta=None, clip=None,
@@ -140,15 +127,6 @@ Step.__doc__ = ("What ``on_step`` receives after every step: the epoch (from 0),
                 "it (from 1), the global step, the minibatch and its ``StepTerms``.")
 
 
-class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C after saving a checkpoint of its position."""
-
-    def __init__(self, run_dir, epoch, step):
-        super().__init__(f"interrupted at epoch {epoch}, step {step}; checkpoint saved in "
-                         f"{run_dir}")
-        self.run_dir, self.epoch, self.step = run_dir, epoch, step
-
-
 @dataclass
 class TrainResult:
     """What a call to ``train`` or ``resume`` ended with."""
@@ -173,7 +151,8 @@ def train(config=None, run_dir=None, *, overwrite=False, log=print, on_step=None
     """
     config = (config or TrainConfig()).validate()
     data = prepare_data(config)
-    model = build_model(**config.model_kwargs(data.x_train.shape[1]))  # (too large: no folder)
+    # The model before the folder: one too large for memory fails here and leaves no folder.
+    model = model_from_config(**config.model_kwargs(data.x_train.shape[1]))
     optimizer = _adam(model, config)
     run_dir, note, lock = claim_run_dir(run_dir, config.preset, overwrite)
     with lock:
@@ -204,25 +183,18 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     """
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT_NAME
-    if not run_dir.is_dir():
-        raise ConfigError(f"resume={str(run_dir)!r}: no such run folder")
-    if not path.is_file():
-        raise ConfigError(f"resume={str(run_dir)!r}: the folder holds no {CHECKPOINT_NAME}")
-    seen = _identity(path)
-    checkpoint = load_checkpoint(path)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"resume={str(run_dir)!r}: not a run folder (resume takes the folder)")
+    seen = _identity(path) if path.is_file() else None
+    checkpoint, _ = open_checkpoint(run_dir)
     state = check_state(path, checkpoint.state)
-    try:
-        stored = TrainConfig.from_dict(state["train_config"])
-    except (TypeError, ConfigError) as err:
-        raise CheckpointError(f"{path}: no usable training config in the checkpoint ({err})") \
-            from err
-    config = stored.with_changes(**changes)
+    config = TrainConfig.from_checkpoint(checkpoint).with_changes(**changes)
     config.max_steps = max_steps
     config.validate()
     if state["epoch"] == config.epochs and state["step_in_epoch"] == 0:
         log(f"nothing to do: {run_dir} is finished ({state['epoch']} of {config.epochs} epochs "
             f"trained); pass --epochs N (more than {state['epoch']}) to train further")
-        model = build_model(**config.model_kwargs(checkpoint.model_config["x_dim"]))
+        model = model_from_config(**config.model_kwargs(checkpoint.model_config["x_dim"]))
         restore_model(checkpoint, model)
         return TrainResult(run_dir, model, None, state["metrics"], state, completed=True)
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
@@ -234,12 +206,8 @@ def resume(run_dir, *, max_steps=None, log=print, on_step=None, **changes):
     if data.summary() != state.get("data"):
         raise CheckpointError(f"{path}: the data differs from the run's: {data.summary()} now, "
                               f"{state.get('data')} then")
-    model = build_model(**config.model_kwargs(data.x_train.shape[1]))
-    diffs = config_differences(checkpoint.model_config, model.config)
-    if diffs:
-        raise CheckpointError(f"{path}: the checkpoint's model differs from its config: "
-                              + "; ".join(diffs))
-    restore_model(checkpoint, model)
+    model = model_from_config(**config.model_kwargs(data.x_train.shape[1]))
+    restore_model(checkpoint, model)  # (refuses a checkpoint whose model differs from its config)
     optimizer = _adam(model, config)
     restore_optimizer(checkpoint, optimizer)
     state["train_config"] = asdict(config)
@@ -300,16 +268,12 @@ class Run:
         self.y_val = (xp.asarray(self.data.y_val)
                       if labels and self.data.y_val is not None else None)
         self.x_val = None if self.data.x_val is None else xp.asarray(self.data.x_val)
-        previous = self.install_sigint()
-        try:
-            # NaN and inf are caught by flush(), which names the step and the term.
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                for epoch in range(state["epoch"], cfg.epochs):
-                    if not self.run_epoch(epoch):
-                        return self.result(completed=False)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+        # NaN and inf are caught by flush(), which names the step and the term.
+        with progress.deferred_interrupts(self), \
+                np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for epoch in range(state["epoch"], cfg.epochs):
+                if not self.run_epoch(epoch):
+                    return self.result(completed=False)
         self.final_figures()
         return self.result(completed=True)
 
@@ -322,7 +286,8 @@ class Run:
         shuffle_start = shuffle.bit_generator.state
         steps = itertools.islice(batches(self.n, cfg.batch_size, shuffle), first, None)
         pending, started, stop, reached = [], time.perf_counter(), None, first
-        bar = self.progress_bar(epoch, first)
+        bar = (progress.bar(f"epoch {epoch + 1}/{cfg.epochs}", self.steps_per_epoch,
+                            initial=first, unit="batch", leave=False) if cfg.progress else None)
         self.optimizer.lr = cfg.lr_at(epoch)
         try:
             for reached, index in enumerate(steps, start=first + 1):
@@ -350,11 +315,8 @@ class Run:
         sums["seconds"] += time.perf_counter() - started
         if stop == "interrupted" or reached < self.steps_per_epoch:
             # Stopped inside the epoch: save the exact position.
-            state.update(epoch=epoch, step_in_epoch=reached, partial=dict(sums), rng={
-                "shuffle_epoch_start": shuffle_start,
-                "noise": noise.bit_generator.state if xp is np else None,
-                "binarize": (binarize.bit_generator.state
-                             if xp is np and binarize is not None else None)})
+            state.update(epoch=epoch, step_in_epoch=reached, partial=dict(sums),
+                         rng=saved_states(shuffle_start, noise, binarize, xp))
             self.save()
         else:
             self.end_epoch(epoch, sums)
@@ -401,67 +363,16 @@ class Run:
     def epoch_start(self, epoch):
         """``(first, shuffle, noise, binarize)``: the step the epoch starts from (the
         checkpoint's, when resuming inside it; else 0) and its generators, brought there."""
-        shuffle, noise, binarize = epoch_generators(self.config.seed, epoch, self.xp,
-                                                    self.config.binarize == "dynamic")
+        seed, binarize = self.config.seed, self.config.binarize == "dynamic"
         first = self.state["step_in_epoch"] if self.state["epoch"] == epoch else 0
-        if first:
-            try:
-                shuffle.bit_generator.state = self.state["rng"]["shuffle_epoch_start"]
-                self.restore_generators(noise, binarize, first)
-            except (TypeError, ValueError, KeyError) as err:
-                raise CheckpointError(f"{self.run_dir / CHECKPOINT_NAME}: bad generator state "
-                                      f"({err!r})") from err
-        return first, shuffle, noise, binarize
-
-    def restore_generators(self, noise, binarize, steps):
-        """Bring the epoch's generators to where they were after ``steps`` steps.
-
-        NumPy generators take their stored state; others (CuPy's cannot be
-        serialised) replay the draws of those steps, which gives the same state.
-        """
-        stored = self.state.get("rng") or {}
-        pairs = [(noise, stored.get("noise")), (binarize, stored.get("binarize"))]
-        if all(rng is None or state is not None for rng, state in pairs) and self.xp is np:
-            for rng, state in pairs:
-                if rng is not None:
-                    rng.bit_generator.state = state
-            return
-        self.replay_draws(noise, binarize, steps)
-
-    def replay_draws(self, noise, binarize, steps):
-        dtype, D = self.model.dtype, self.model.x_dim
-        Z = getattr(self.model, "noise_dim", self.model.latent)  # npvae.hvae: every layer's noise
-        for step in range(steps):
-            b = min(self.config.batch_size, self.n - step * self.config.batch_size)
-            if binarize is not None:
-                binarize.random((b, D), dtype=dtype)
-            noise.standard_normal((b, Z) if self.objective is None else (self.config.k, b, Z),
-                                  dtype=dtype)
-
-    def install_sigint(self):
-        """Defer Ctrl-C to the end of the current step (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            return None
-
-        def handler(signum, frame):
-            if self.stop_requested:
-                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
-            self.stop_requested = True
-
-        return signal.signal(signal.SIGINT, handler)
-
-    # -- bookkeeping
-
-    def progress_bar(self, epoch, first):
-        if not self.config.progress:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.steps_per_epoch, initial=first, unit="batch", leave=False,
-                    desc=f"epoch {epoch + 1}/{self.config.epochs}", file=sys.stderr,
-                    dynamic_ncols=True)
+        if not first:
+            return (0, *epoch_generators(seed, epoch, self.xp, binarize))
+        k = None if self.objective is None else self.config.k
+        draws = step_draws(first, self.n, self.config.batch_size, self.model.x_dim,
+                           getattr(self.model, "noise_dim", self.model.latent), k)  # hvae: every layer's
+        return (first, *resume_generators(seed, epoch, self.xp, binarize,
+                                          self.state.get("rng") or {}, draws, self.model.dtype,
+                                          self.run_dir / CHECKPOINT_NAME))
 
     def flush(self, pending, sums, bar):
         """Read the pending steps' numbers, check them, add them to ``sums``."""
@@ -515,16 +426,8 @@ class Run:
                 if not math.isfinite(value):
                     self.diverged(epoch, self.steps_per_epoch, state["global_step"],
                                   f"{name} {term}", value)
-        n = sums["n"]
-        row = {"epoch": epoch + 1, "step": state["global_step"],
-               "beta": self.beta_at(state["global_step"] - 1),
-               "train_loss": sums["loss"] / n, "train_recon": sums["recon"] / n,
-               "train_kl": sums["kl"] / n,
-               "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"]}
-        if val is not None:
-            row.update(val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"])
-        row.update(seconds=round(sums["seconds"], 3),
-                   examples_per_s=round(n / max(sums["seconds"], 1e-9), 1))
+        row = metrics_row(epoch, state["global_step"], self.beta_at(state["global_step"] - 1),
+                          sums, test, val)
         state["metrics"].append(row)
         state.update(epoch=epoch + 1, step_in_epoch=0, partial=None, rng=None)
         # The checkpoint first: it is the truth a resume repairs metrics.csv from.
@@ -532,12 +435,14 @@ class Run:
             self.save()
         write_metrics(self.run_dir / "metrics.csv", state["metrics"])
         self.log(format_row(row, cfg.epochs))
-        if cfg.figures:
-            self.epoch_figures(epoch)
+        self.epoch_figures(epoch)
 
     # -- figures (npvae.plots is imported lazily: training works without it)
 
-    def _plots(self):
+    def figures(self, what, draw):
+        """``draw(plots)``, unless figures are off; a figure must never cost the run."""
+        if not self.config.figures:
+            return None
         try:
             from . import plots
         except ImportError as err:
@@ -545,36 +450,25 @@ class Run:
                 self.log(f"figures skipped: npvae.plots is not available ({err})")
                 self._warned_plots = True
             return None
-        return plots
+        try:
+            return draw(plots)
+        except Exception as err:
+            self.log(f"warning: {what} failed: {err!r}")
+            return None
 
     def epoch_figures(self, epoch):
-        plots = self._plots()
-        if plots is None:
-            return
-        folder = self.run_dir / "figures"
-        try:
-            folder.mkdir(exist_ok=True)
-            plots.plot_reconstructions(self.model, self.data.x_test,
-                                       folder / f"reconstructions_epoch{epoch + 1:03d}.png",
-                                       y=self.data.y_test)
-            rng = np.random.default_rng(derive_seed(self.config.seed, "figures"))
-            plots.plot_samples(self.model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)
-        except Exception as err:  # a figure must never cost the run
-            self.log(f"warning: epoch figures failed: {err!r}")
+        self.figures("epoch figures", lambda plots: plots.save_epoch_figures(
+            self.model, self.run_dir, epoch, self.data.x_test, self.data.y_test,
+            stream(self.config.seed, "figures")))
 
     def final_figures(self):
-        if not self.config.figures:
-            return
-        plots = self._plots()
-        if plots is None:
-            return
-        rng = np.random.default_rng(derive_seed(self.config.seed, "figures"))
-        try:
-            plots.save_all_figures(self.model, self.run_dir, self.data.x_test, self.data.y_test,
-                                   self.state["metrics"], rng)
-            self.log(f"figures written to {self.run_dir}")
-        except Exception as err:  # a figure must never cost the run
-            self.log(f"warning: figures failed: {err!r}")
+        paths = self.figures("figures", lambda plots: plots.save_all_figures(
+            self.model, self.run_dir, self.data.x_test, self.data.y_test, self.state["metrics"],
+            stream(self.config.seed, "figures")))
+        if paths:
+            from .plots import written
+
+            self.log(written(paths, self.run_dir))
 
     def result(self, completed):
         return TrainResult(self.run_dir, self.model, self.optimizer, self.state["metrics"],

@@ -3,19 +3,19 @@
 - hypothesis profiles sized for a 2-core CI machine;
 - ``strict_backend``: the stand-in GPU array module (``tests/strict_xp.py``),
   registered as backend ``"strict"`` for one test;
-- ``write_tiny_mnist`` and the ``tiny`` fixture: a tiny MNIST-format data set.
+- ``tiny``: a tiny MNIST-format data set (``tests.helpers.write_tiny_mnist``), one a session;
+- ``trained_run``: one finished tiny run (2 epochs, with figures) for the whole session, made
+  by the command line; read it, or change a copy of it (``tests.helpers.copy_run``).
 """
 
 import os
-import struct
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
 from npvae import backend
-from npvae.data import MNIST_FILES
+from tests.helpers import train_args, write_tiny_mnist
 from tests.strict_xp import StrictArray, make_module
 from tests.strict_xp import to_numpy as strict_to_numpy
 
@@ -48,22 +48,19 @@ def strict_backend(monkeypatch):
     return SimpleNamespace(name="strict", transfers=transfers)
 
 
-def write_tiny_mnist(folder, n_train=48, n_test=16, side=4, seed=0):
-    """Four raw IDX files of random uint8 images (side x side) and labels."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    arrays = {"x_train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
-              "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
-              "x_test": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8),
-              "y_test": rng.integers(0, 10, n_test, dtype=np.uint8)}
-    for key, name in MNIST_FILES.items():
-        a = arrays[key]
-        header = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
-        (folder / name).write_bytes(header + a.tobytes())
-    return folder
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny MNIST-format data set: 48 training and 16 test images of 4 x 4 pixels."""
     return write_tiny_mnist(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny, tmp_path_factory):
+    """A finished 2-epoch ``npvae train`` run on ``tiny``, with its figures. Shared by the
+    session: tests that change a run change ``copy_run(trained_run, tmp_path)``."""
+    from npvae import cli
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    argv = [a for a in train_args(tiny, run_dir) if a != "--no-figures"]
+    assert cli.main(argv) == 0
+    return run_dir

@@ -1,11 +1,13 @@
-"""Tests for the command line: every subcommand, exit codes, Ctrl-C and kill -9.
+"""Tests for the command line: every subcommand, exit codes, evaluate's progress, Ctrl-C and kill -9.
 
 Commands run in-process through ``cli.main(argv)`` (which returns the exit
 code), except ``python -m npvae --help`` and the signal tests, which need a
 real process.
 """
 
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,29 +19,22 @@ import numpy as np
 import pytest
 
 from npvae import cli
-from npvae.checkpoint import load_checkpoint
+from npvae.checkpoint import load_checkpoint, model_from_checkpoint
 from npvae.config import TrainConfig
+from npvae.data import load_mnist, to_unit_interval
+from npvae.evaluate import evaluate_elbo, iw_bounds
+from npvae.progress import ProgressBar, format_duration
 from npvae.train import train
+from tests.helpers import copy_run, error_line, tiny_config, train_args
 from tests.timeouts import safety_net
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--hidden", "8", "--latent", "2", "--batch-size", "10", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def run(tiny, tmp_path_factory):
-    """A finished 2-epoch CLI run, with its figures."""
-    run_dir = tmp_path_factory.mktemp("cli") / "run"
-    assert cli.main(["train", "--data-dir", str(tiny), "--epochs", "2", "--run-dir",
-                     str(run_dir), *TINY]) == 0
-    return run_dir
-
-
-def error_line(capsys):
-    """The single stderr line of a failed command."""
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("npvae: error: "), err
-    return err
+def run(trained_run, tmp_path_factory):
+    """A finished 2-epoch CLI run, with its figures (this module's copy: tests change it)."""
+    return copy_run(trained_run, tmp_path_factory.mktemp("cli"))
 
 
 # ---------------------------------------------------------------- help
@@ -96,7 +91,7 @@ def test_resume_continues_and_refuses_changed_settings(run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resuming" in out and "epoch 3/3" in out
     assert cli.main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
-    assert "--lr cannot be combined with --resume" in error_line(capsys)
+    assert "--lr cannot be changed when resuming" in error_line(capsys)
 
 
 def test_evaluate_prints_the_bounds_and_the_kl_table(run, capsys):
@@ -147,11 +142,16 @@ def test_gradcheck_fails_with_exit_1_on_a_wrong_backward(monkeypatch, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--lr", "-1"], "argument --lr: '-1' is not a positive finite number"),
-    (["train", "--preset", "nope"], "argument --preset: invalid choice: 'nope' (choose from "
-                                    "'pytorch-example'"),
-    (["train", "--binarize", "maybe"], "binarize='maybe' is unknown"),
-    (["train", "--likelihood", "poisson"], "likelihood='poisson' is unknown"),
-    (["train", "--backend", "tpu"], "backend='tpu' is unknown"),
+    (["train", "--preset", "nope"], "argument --preset: 'nope' is not one of pytorch-example, "),
+    (["train", "--binarize", "maybe"], "argument --binarize: 'maybe' is not one of none, dynamic, "
+                                       "threshold"),
+    (["train", "--likelihood", "poisson"], "argument --likelihood: 'poisson' is not one of "
+                                           "bernoulli, gaussian"),
+    (["train", "--backend", "tpu"], "argument --backend: 'tpu' is not one of numpy, cupy"),
+    (["train", "--activation", "gelu"], "argument --activation: 'gelu' is not one of relu, "),
+    (["gradcheck", "--objective", "iw"], "argument --objective: 'iw' is not one of elbo, elbo-sampled, iwae"),
+    (["explore", "RUN", "--n", "0"], "argument --n: '0' is not a positive integer"),
+    (["explore", "RUN", "--sliders", "-1"], "argument --sliders: '-1' is not a non-negative"),
     (["train", "--epochs", "0"], "argument --epochs: '0' is not a positive integer"),
     (["train", "--batch-size", "100000"], "batch_size=100000 is larger than the 48"),
     (["train", "--data-dir", "/no/such/folder"], "data directory not found"),
@@ -181,7 +181,7 @@ def test_unparseable_arguments_exit_2_with_one_line(args, message, capsys):
 
 def test_an_existing_run_dir_is_an_error_unless_overwrite(run, tiny, capsys):
     before = (run / "checkpoint.npz").read_bytes()
-    assert cli.main(["train", "--data-dir", str(tiny), "--run-dir", str(run), *TINY]) == 2
+    assert cli.main(train_args(tiny, run)) == 2
     assert "already exists; pass --overwrite" in error_line(capsys)
     assert (run / "checkpoint.npz").read_bytes() == before
 
@@ -193,6 +193,109 @@ def test_a_corrupt_checkpoint_is_exit_2(tmp_path, capsys):
         assert "truncated or corrupt checkpoint" in error_line(capsys)
 
 
+# ---------------------------------------------------------------- evaluate --iw-samples: what it
+# shows while and after it runs: the progress bar and the duration notice (on stderr), and with
+# --limit the standard error of the bound (on stdout)
+
+
+BOUND_RE = re.compile(r"importance-weighted bound, k=(\d+): log p\(x\) >= (-?[\d.]+)")
+SE_RE = re.compile(r"standard error ([\d.]+) nats \(the (\d+) examples' bounds")
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """A one-epoch 784-8-2 model trained by the CLI on the first 200 shipped MNIST training
+    digits (its test set: the first 40 test digits), for the importance-weighted bound."""
+    run_dir = tmp_path_factory.mktemp("evaluate_cli") / "run"
+    assert cli.main(["train", "--n-train", "200", "--epochs", "1", "--hidden", "8", "--latent",
+                     "2", "--batch-size", "50", "--n-test", "40", "--no-progress", "--no-figures",
+                     "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_limit_prints_the_standard_error_of_the_per_example_bounds(mnist_run, capsys):
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(mnist_run), "--iw-samples", "20", "--limit", "30",
+                     "--seed", "4", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    k, bound = BOUND_RE.search(out).groups()
+    se, n = SE_RE.search(out).groups()
+    assert (int(k), int(n)) == (20, 30)
+    # The same numbers from the library: the command draws the ELBO's noise first.
+    model, _ = model_from_checkpoint(mnist_run)
+    x = to_unit_interval(load_mnist().x_test[:30])
+    rng = np.random.default_rng(4)
+    evaluate_elbo(model, x, batch_size=1000, rng=rng)
+    bounds = iw_bounds(model, x, 20, rng)
+    assert float(bound) == pytest.approx(bounds.mean(), abs=1e-4)
+    assert float(se) == pytest.approx(bounds.std(ddof=1) / np.sqrt(30), abs=1e-4)
+    assert float(se) > 0
+
+
+def test_no_standard_error_without_limit(mnist_run, capsys):
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(mnist_run), "--iw-samples", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "test examples: 40" in out and BOUND_RE.search(out) and "standard error" not in out
+
+
+def test_the_progress_bar_goes_to_stderr_and_no_progress_silences_it(mnist_run, capsys):
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(mnist_run), "--iw-samples", "10", "--limit", "25"]) == 0
+    captured = capsys.readouterr()
+    assert "importance-weighted bound, k=10: 100%" in captured.err
+    assert "250/250" in captured.err                     # 10 samples x 25 examples
+    assert "100%" not in captured.out and BOUND_RE.search(captured.out)
+    assert cli.main(["evaluate", str(mnist_run), "--iw-samples", "10", "--limit", "25",
+                     "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.parametrize("chunk_seconds, notice", [(0.5, True), (0.01, False)])
+def test_the_duration_notice_comes_from_the_first_chunks(chunk_seconds, notice):
+    clock, file = FakeClock(), io.StringIO()
+    bar = ProgressBar("importance-weighted bound, k=5000", notice_after=10.0, file=file,
+                      clock=clock)
+    clock.now = 3.2                                      # a slow first chunk: warm-up, not rate
+    bar(2_000, 800_000)
+    assert file.getvalue() == ""
+    clock.now += chunk_seconds                           # the second: 1/400 of the run
+    bar(4_000, 800_000)
+    head = file.getvalue()
+    for done in range(6_000, 800_001, 2_000):
+        bar(done, 800_000)
+    bar.close()
+    lines = file.getvalue()
+    if not notice:                                       # 3.21 + 3.98 s: under 10
+        assert "about" not in lines
+    else:   # 3.7 s so far + 398 chunks of 0.5 s = 202.7 s, printed once, before the bar
+        assert head.startswith("importance-weighted bound, k=5000: about 3 min 23 s in all "
+                               "(from the first chunks)\n")
+        assert lines.count("about") == 1
+    assert "800k/800k" in lines
+
+
+def test_a_run_of_one_chunk_gets_its_bar_and_no_notice():
+    file = io.StringIO()
+    bar = ProgressBar("importance-weighted bound, k=3", notice_after=0.0, file=file)
+    bar(300, 300)
+    bar.close()
+    assert "about" not in file.getvalue() and "300/300" in file.getvalue()
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (4.4, 59.6, 200, 3599, 3600, 5 * 3600 + 7 * 60)] == \
+        ["4 s", "1 min 0 s", "3 min 20 s", "59 min 59 s", "1 h 00 min", "5 h 07 min"]
+
+
 # ---------------------------------------------------------------- Ctrl-C and kill -9
 
 
@@ -201,8 +304,7 @@ SIGNAL_RUN = ["--hidden", "8", "--latent", "2", "--batch-size", "2", "--epochs",
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny, tmp_path_factory):
-    config = TrainConfig.from_preset(hidden=(8,), latent=2, batch_size=2, epochs=150,
-                                     data_dir=str(tiny), figures=False, progress=False)
+    config = tiny_config(tiny, batch_size=2, epochs=150)
     return train(config, tmp_path_factory.mktemp("signal") / "run", log=lambda *_: None)
 
 

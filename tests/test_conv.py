@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import npvae.conv as conv
 from npvae import VAE
 from npvae.backend import get_xp, to_numpy, xp_of
-from npvae.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from npvae.checkpoint import load_checkpoint, model_from_checkpoint, restore_model, save_checkpoint
 from npvae.config import TrainConfig
 from npvae.conv import Conv2D, ConvTranspose2D, Reshape, col2im, im2col
 from npvae.errors import CheckpointError, ConfigError
@@ -32,14 +32,10 @@ from npvae.gradcheck import (DEFAULT_TOL, check_architecture, check_layer, check
 from npvae.optim import Adam
 from npvae.presets import get_preset
 from npvae.train import resume, train, train_step
+from tests.helpers import assert_all_ok
 from tests.torch_or_skip import import_torch, load_benchmark
 
 seeds = st.integers(0, 2**32 - 1)
-
-
-def assert_all_ok(results):
-    bad = [str(r) for r in results if not r.ok]
-    assert not bad, "gradient check failed:\n" + "\n".join(bad)
 
 
 @st.composite
@@ -425,10 +421,10 @@ def test_conv_checkpoint_round_trips_and_refuses_another_architecture(tmp_path):
     save_checkpoint(path, model, None, {})
     loaded, _ = model_from_checkpoint(path)
     assert loaded.config == model.config and np.array_equal(loaded.theta, model.theta)
-    mlp = VAE(64, (2, 3), 2).config
+    mlp = VAE(64, (2, 3), 2)
     with pytest.raises(CheckpointError, match="architecture: 'conv' in the checkpoint vs "
                                               "'mlp' expected"):
-        load_checkpoint(path, expect_config=mlp)
+        restore_model(load_checkpoint(path), mlp)
 
 
 def test_a_checkpoint_from_before_architectures_loads_as_an_mlp(tmp_path):

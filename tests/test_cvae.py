@@ -9,11 +9,12 @@ from npvae import VAE
 from npvae.checkpoint import model_from_checkpoint, save_checkpoint
 from npvae.cli import main
 from npvae.config import TrainConfig
-from npvae.cvae import CVAE, LabelledMLP, build_model
+from npvae.cvae import CVAE, LabelledMLP, model_from_config
 from npvae.errors import ConfigError, DataError
 from npvae.gradcheck import check_layer, check_model, format_results
 from npvae.iwae import KSampleObjective
 from npvae.train import resume, train
+from tests.helpers import tiny_config
 
 
 def make_cvae(x_dim=7, hidden=(6,), latent=3, activation="tanh", likelihood="bernoulli",
@@ -104,6 +105,19 @@ def test_bad_labels_are_one_line_errors():
         CVAE(7, (6,), 3, n_classes=1)
 
 
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_fewer_labels_than_examples_are_refused_not_tiled(objective):
+    """2 labels for 4 examples name the mismatch, in the k-sample objectives as in the model,
+    instead of being repeated over the batch."""
+    model = make_cvae()
+    x = np.random.default_rng(1).random((4, 7))
+    with pytest.raises(ConfigError, match="4 examples but y 2 labels"):
+        KSampleObjective(model, 2, objective).forward(x, np.array([1, 2]),
+                                                      eps=np.zeros((2, 4, 3)))
+    with pytest.raises(ConfigError, match="4 examples but y 2 labels"):
+        cvae_module.set_condition(model, np.array([1, 2]), 4)
+
+
 def test_size_check_knows_the_label_rows_and_conv_is_refused():
     """parameter_shapes (the checkpoint loader's check) equals the built CVAE's shapes."""
     from npvae.vae import parameter_shapes
@@ -133,9 +147,9 @@ def test_fast_importance_weights_equal_the_plain_ones_with_labels(likelihood):
 
 
 def test_plain_vae_is_built_as_before():
-    """build_model without n_classes is the VAE, weight for weight, loss for loss."""
+    """model_from_config without n_classes is the VAE, weight for weight, loss for loss."""
     config = dict(x_dim=7, hidden=(6,), latent=3, activation="tanh", seed=4)
-    a, b = VAE(**config), build_model(**config)
+    a, b = VAE(**config), model_from_config(**config)
     assert type(b) is VAE and "n_classes" not in b.config
     assert np.array_equal(a.theta, b.theta)
     x = np.random.default_rng(0).random((3, 7)).astype(np.float32)
@@ -153,17 +167,18 @@ def test_conditional_checkpoint_round_trip(tmp_path):
     assert np.array_equal(loaded.decode(z, y), model.decode(z, y))
 
 
-def tiny_config(**changes):
-    settings = dict(hidden=(16,), latent=2, n_train=96, n_test=40, batch_size=32, epochs=2,
-                    progress=False)
-    return TrainConfig.from_preset("cvae", **{**settings, **changes})
+def cvae_config(**changes):
+    """A tiny conditional run on the shipped MNIST's first 96 training digits."""
+    return tiny_config(None, preset="cvae", **{**dict(hidden=(16,), n_train=96, n_test=40,
+                                                      batch_size=32, epochs=2, figures=True),
+                                               **changes})
 
 
 def test_conditional_run_resumes_exactly_and_draws_digits(tmp_path, capsys):
     """A conditional run with labels batched alongside x: 1 + 1 epochs equal 2, bit for
     bit; sample --digit draws from it, and a run that is not conditional refuses."""
-    whole = train(tiny_config(figures=False), tmp_path / "whole", log=lambda *_: None)
-    train(tiny_config(epochs=1), tmp_path / "split", log=lambda *_: None)
+    whole = train(cvae_config(figures=False), tmp_path / "whole", log=lambda *_: None)
+    train(cvae_config(epochs=1), tmp_path / "split", log=lambda *_: None)
     split = resume(tmp_path / "split", epochs=2, log=lambda *_: None)
     assert np.array_equal(whole.model.theta, split.model.theta)
     assert whole.metrics[-1]["test_loss"] == split.metrics[-1]["test_loss"]
@@ -174,7 +189,7 @@ def test_conditional_run_resumes_exactly_and_draws_digits(tmp_path, capsys):
     assert out.is_file()
     assert main(["sample", str(tmp_path / "split"), "--digit", "10"]) == 2
     assert "--digit=10 must be one of 0 to 9" in capsys.readouterr().err
-    plain = train(tiny_config(conditional=False, figures=False, epochs=1), tmp_path / "plain",
+    plain = train(cvae_config(conditional=False, figures=False, epochs=1), tmp_path / "plain",
                   log=lambda *_: None)
     assert main(["sample", str(plain.run_dir), "--digit", "7"]) == 2
     assert "--digit needs a conditional run" in capsys.readouterr().err
@@ -183,10 +198,10 @@ def test_conditional_run_resumes_exactly_and_draws_digits(tmp_path, capsys):
 def test_conditional_run_evaluates_plots_and_explores_with_its_labels(tmp_path, capsys):
     """evaluate bounds log p(x | y) with the test labels (the same numbers as the API
     with y); plot redraws the digit grid; explore decodes the --digit asked for."""
-    from npvae.data import run_test_data
+    from npvae.runs import run_test_data
     from npvae.evaluate import evaluate_elbo, iw_bound
 
-    run = train(tiny_config(figures=False, epochs=1), tmp_path / "run", log=lambda *_: None)
+    run = train(cvae_config(figures=False, epochs=1), tmp_path / "run", log=lambda *_: None)
     capsys.readouterr()
     assert main(["evaluate", str(run.run_dir), "--iw-samples", "7", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -208,8 +223,8 @@ def test_k_sample_training_runs_and_resumes_exactly(tmp_path):
     """--objective iwae --k 3 through the trainer: 1 + 1 epochs equal 2, bit for bit."""
     config = dict(conditional=False, objective="iwae", k=3, lr_schedule="iwae-short",
                   figures=False)
-    whole = train(tiny_config(**config), tmp_path / "whole", log=lambda *_: None)
-    train(tiny_config(**{**config, "epochs": 1}), tmp_path / "split", log=lambda *_: None)
+    whole = train(cvae_config(**config), tmp_path / "whole", log=lambda *_: None)
+    train(cvae_config(**{**config, "epochs": 1}), tmp_path / "split", log=lambda *_: None)
     split = resume(tmp_path / "split", epochs=2, log=lambda *_: None)
     assert np.array_equal(whole.model.theta, split.model.theta)
     assert whole.optimizer.lr == pytest.approx(1e-3 * 10 ** (-1 / 7))

@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import struct
 
 import numpy as np
 import pytest
@@ -11,31 +10,7 @@ from hypothesis import strategies as st
 
 from npvae import data
 from npvae.errors import ConfigError, DataError
-
-TYPE_CODES = {
-    np.dtype(np.uint8): 0x08,
-    np.dtype(np.int8): 0x09,
-    np.dtype(np.int16): 0x0B,
-    np.dtype(np.int32): 0x0C,
-    np.dtype(np.float32): 0x0D,
-    np.dtype(np.float64): 0x0E,
-}
-
-
-def idx_bytes(array):
-    """The IDX encoding of ``array``: magic, big-endian dims, big-endian data."""
-    array = np.asarray(array)
-    header = struct.pack(">BBBB", 0, 0, TYPE_CODES[array.dtype], array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path, array, gz=True):
-    """Write ``array`` as IDX to ``path`` (gzipped when ``gz``) and return ``path``."""
-    raw = idx_bytes(array)
-    path.write_bytes(gzip.compress(raw) if gz else raw)
-    return path
-
+from tests.helpers import IDX_TYPE_CODES, idx_bytes, write_idx
 
 def write_mnist_like(folder, n_train=12, n_test=5, shape=(4, 3), gz=True, seed=0):
     """Write a tiny four-file MNIST-like dataset into ``folder``; return the arrays."""
@@ -54,7 +29,7 @@ def write_mnist_like(folder, n_train=12, n_test=5, shape=(4, 3), gz=True, seed=0
 # ---------------------------------------------------------------- read_idx
 
 
-@pytest.mark.parametrize("dtype", list(TYPE_CODES))
+@pytest.mark.parametrize("dtype", list(IDX_TYPE_CODES))
 @pytest.mark.parametrize("gz", [True, False])
 def test_read_idx_round_trip_every_type(tmp_path, dtype, gz):
     rng = np.random.default_rng(1)
@@ -68,7 +43,7 @@ def test_read_idx_round_trip_every_type(tmp_path, dtype, gz):
 @settings(max_examples=40, deadline=None)
 @given(
     shape=st.lists(st.integers(0, 5), min_size=1, max_size=4),
-    dtype=st.sampled_from(list(TYPE_CODES)),
+    dtype=st.sampled_from(list(IDX_TYPE_CODES)),
     gz=st.booleans(),
 )
 def test_read_idx_round_trip_shapes(tmp_path_factory, shape, dtype, gz):

@@ -8,6 +8,10 @@
 - every "Implemented in:" of derivations.md names a file and an attribute that
   import; every "Checked by:" names a test file and a test function that exist.
 
+And the notation: no section gives a symbol of the conventions' table another
+meaning (``notation_problems``), and a few claims of the text about
+convolutions are checked on the layers themselves.
+
 The helpers are unit-tested on fake inputs at the bottom, so these checks are
 known to fail when a reference breaks.
 """
@@ -293,3 +297,201 @@ def test_reference_parsing_and_checks_catch_missing_targets(tmp_path):
     assert checked_problem("tests/test_missing.py::test_a", tmp_path) == \
         "tests/test_missing.py does not exist (yet)"
     assert checked_problem("tests/test_x.py", tmp_path) is None
+
+
+# ------------------------------------------- notation: one symbol, one meaning
+
+MATH_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.DOTALL)
+SUBSCRIPT_RE = re.compile(r"_(\{(?:[^{}]|\{[^{}]*\})*\}|\\[A-Za-z]+|[A-Za-z0-9])")
+BASE_RE = re.compile(r"(\\[A-Za-z]+\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z])\s*$")
+ACCENT_RE = re.compile(r"\\(?:bar|tilde|hat|overline)\s*(?:\{([^{}]*)\}|(\\?[A-Za-z]+))")
+SYMBOL_RE = re.compile(r"^(\\[A-Za-z]+(?:\{[^{}]*\})?|[A-Za-z])(?:_(?:\{[^{}]*\}|\\?[A-Za-z0-9]+))?"
+                       r"(?:\s*\\times\s*\1)?$")
+TAKES_ANY_SUBSCRIPT = {r"\mathbb{E}", r"\nabla", r"\max", r"\min", r"\sum", r"\prod"}
+"""Operators whose subscript names what they range over (E_{z ~ q}, nabla_{mu, s}), not an index."""
+
+
+def conventions_table(markdown):
+    """``{symbol: row}`` of the conventions' table of symbols: each row a dict with meaning,
+    kind (size, index, quantity, function) and the phrases the text calls it by."""
+    body = dict(sections(markdown))["Conventions"]
+    rows = {}
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("$") and cells[0].endswith("$"):
+            symbol = cells[0][1:-1]
+            assert symbol not in rows, f"the conventions list {symbol} twice"
+            rows[symbol] = dict(meaning=cells[1], kind=cells[2],
+                                called=[p.strip() for p in cells[3].split(",") if p.strip()])
+    return rows
+
+
+def math_spans(text):
+    """``[(start, latex)]`` of every $...$ and $$...$$ outside code spans and fences."""
+    text = re.sub(r"```.*?```", lambda m: " " * len(m.group()), text, flags=re.DOTALL)
+    text = re.sub(r"`[^`\n]*`", lambda m: " " * len(m.group()), text)
+    return [(m.start(), m.group(1) or m.group(2)) for m in MATH_RE.finditer(text)], text
+
+
+def plain(latex):
+    """``latex`` without \\text{...}/\\mathrm{...} words and accents (\\bar x -> x)."""
+    latex = re.sub(r"\\(?:text|mathrm|operatorname)\{[^{}]*\}", " ", latex)
+    return ACCENT_RE.sub(lambda m: m.group(1) or m.group(2), latex)
+
+
+def main_symbol(latex):
+    """The symbol a span names when it is one symbol (``K``, ``K \\times K``, ``C_\\text{in}``,
+    ``\\tilde w_{il}``), else None."""
+    latex = ACCENT_RE.sub(lambda m: m.group(1) or m.group(2), latex.strip())
+    match = SYMBOL_RE.match(latex)
+    return match.group(1) if match else None
+
+
+def notation_problems(markdown):
+    """Where derivations.md gives a symbol of its conventions' table another meaning:
+
+    - a phrase the table calls a symbol by ("stride", "samples") next to a span
+      that is another symbol ("stride $s$" where the stride is S);
+    - a lowercase size, quantity or function of the table used as an index, in a
+      subscript (``out_{n o y x}``, ``\\sum_{k=1}``), unless the table lists that
+      subscripted form itself (``\\sigma_x``, ``e_y``);
+    - a function of the table with a subscript the table does not list (``\\sigma_u``);
+    - an index of the table defined as something else (``$l = h W + b$``);
+    - a symbol the table allows in some sections only, used elsewhere.
+    """
+    table = conventions_table(markdown)
+    called = {phrase: symbol for symbol, row in table.items() for phrase in row["called"]}
+    listed_subscripts = {}
+    for symbol in table:
+        base, _, sub = symbol.partition("_")
+        if sub:
+            listed_subscripts.setdefault(base, set()).add(sub.strip("{}"))
+    reserved = {s for s, row in table.items() if row["kind"] != "index" and re.fullmatch(r"[a-z]", s)}
+    functions = {s for s, row in table.items() if row["kind"] == "function"}
+    indices = {s for s, row in table.items() if row["kind"] == "index"}
+    only_in = {s: set(re.findall(r"\[([^\]]+)\]\(#", row["meaning"]))
+               for s, row in table.items() if "only" in row["meaning"]}
+    problems = []
+    for heading, body in sections(markdown):
+        if heading == "Conventions":
+            continue
+        spans, text = math_spans(body)
+        for start, latex in spans:
+            where = f"{heading}: ${latex.strip()[:60]}$"
+            symbol = main_symbol(latex)
+            before = re.sub(r"\s+", " ", text[max(0, start - 40):start]).lower()
+            after = re.sub(r"\s+", " ", text[start + len(latex) + 2:start + len(latex) + 42]).lower()
+            for phrase in sorted(called, key=len, reverse=True):
+                counted = table[called[phrase]]["kind"] == "size"     # "$k$ samples" counts them
+                if before.endswith(f" {phrase} ") \
+                        or (counted and re.match(rf" {re.escape(phrase)}\b", after)):
+                    if symbol is not None and symbol != called[phrase]:
+                        problems.append(f"{where} is called {phrase!r}, which is "
+                                        f"${called[phrase]}$ in the conventions")
+                    break
+            stripped = plain(latex)
+            for match in SUBSCRIPT_RE.finditer(stripped):
+                base = BASE_RE.search(stripped[:match.start()])
+                base = base.group(1) if base else None
+                sub = match.group(1).strip("{}")
+                if base in TAKES_ANY_SUBSCRIPT:
+                    continue
+                letters = set(re.findall(r"[a-z]", re.sub(r"\\[A-Za-z]+", " ", sub)))
+                allowed = listed_subscripts.get(base, set())
+                for letter in (letters & reserved) - allowed:
+                    problems.append(f"{where}: ${letter}$ is an index in {base}_{{{sub}}}, but "
+                                    f"the conventions reserve it for {table[letter]['meaning']}")
+                if base in functions and sub not in allowed:
+                    problems.append(f"{where}: ${base}_{{{sub}}}$, but ${base}$ is "
+                                    f"{table[base]['meaning']}")
+            for symbol in indices:
+                if re.match(rf"\s*{symbol}\s*=\s*(?![0-9\s])", latex):
+                    problems.append(f"{where}: the index ${symbol}$ ({table[symbol]['meaning']}) "
+                                    "is given another value")
+            for symbol, sections_allowed in only_in.items():
+                if heading not in sections_allowed and re.search(re.escape(symbol) + r"(?![A-Za-z])", latex):
+                    problems.append(f"{where} uses ${symbol}$, kept for {sorted(sections_allowed)}")
+    return problems
+
+
+def test_conventions_list_the_symbols():
+    table = conventions_table(MARKDOWN)
+    assert {"k", "K", "S", "P", "C", "Y", "x", "W", "s", r"\varepsilon", r"\sigma", "l", "i"} <= set(table)
+    assert table["k"]["called"] == ["samples"] and table["K"]["kind"] == "size"
+
+
+def test_no_symbol_of_the_conventions_takes_another_meaning():
+    problems = notation_problems(MARKDOWN)
+    assert not problems, "\n".join(problems)
+
+
+def test_notation_check_catches_a_symbol_reused():
+    """The clashes derivations.md once had, each in a section of its own, are all reported."""
+    table = "\n".join(line for line in MARKDOWN.splitlines()
+                      if line.startswith("|") or line.startswith("## Conventions"))
+    cases = {
+        "a $k \\times k$ kernel": "is called 'kernel'",
+        "stride $s$ and": "is called 'stride'",
+        "$\\mathrm{out}_{n o y x}$": "$x$ is an index",
+        "$\\mathrm{kl}_i = \\sum_{k=1}^{Z} \\mathrm{kl}_{ik}$": "$k$ is an index",
+        "$(z - \\mu)^2 / \\sigma_u^2 = \\epsilon^2$": "\\sigma_{u}",
+        "with $l = h W + b$ the logits": "the index $l$",
+        "for $l = 1, \\dots, k$": None,
+    }
+    for text, expected in cases.items():
+        found = notation_problems(f"{table}\n\n## Section\n\n{text} here.\n")
+        if expected is None:
+            assert found == [], found
+        else:
+            assert any(expected in p for p in found), (text, found)
+    assert any("kept for" in p for p in notation_problems(f"{table}\n\n## Section\n\n$\\epsilon$\n"))
+    assert notation_problems(f"{table}\n\n## Section\n\n$K \\times K$ kernel, stride $S$, "
+                             "$\\sigma_x$, $e_{y_i}$, $\\mathbb{E}_{z \\sim q}$, $z_{il}$\n") == []
+
+
+# ------------------------------------------- the text's claims, checked
+
+
+def test_output_padding_rows_hold_the_bias_only_where_no_patch_reaches():
+    """Transposed convolution: the last max(0, op - P) output rows, and with S > K the rows
+    between patches, hold the bias only; in the conv preset (P = 1, op = 1) none."""
+    import numpy as np
+
+    from npvae.conv import ConvTranspose2D
+
+    rng = np.random.default_rng(0)
+    for K, S, P, op, R in [(3, 2, 1, 1, 7), (3, 2, 0, 1, 7), (3, 3, 1, 2, 4), (3, 3, 0, 2, 4),
+                           (2, 3, 0, 2, 3)]:
+        layer = ConvTranspose2D(1, 1, K, S, P, op, rng=rng, dtype=np.float64)
+        layer.params["W"][...] = 1.0
+        layer.params["b"][...] = 0.0
+        out = layer.forward(np.ones((1, 1, R, R)))[0, 0]
+        bias_only = set(np.flatnonzero(np.all(out == 0, axis=1)))
+        reached = {S * r + u for r in range(R) for u in range(K)}      # rows of the padded output
+        expected = {g - P for g in range((R - 1) * S + K + op) if g not in reached
+                    and P <= g < (R - 1) * S + K + op - P}
+        assert bias_only == expected, (K, S, P, op, bias_only, expected)
+        if S <= K:
+            n = max(0, op - P)
+            assert bias_only == set(range(out.shape[0] - n, out.shape[0])), (K, S, P, op)
+
+
+def test_pixels_no_window_covers():
+    """Convolution: the padded rows no window covers are the S - K between windows (S > K)
+    and the last (R + 2P - K) mod S; K = 1, S = 2 on a 9 x 9 image leaves 56 of 81 pixels."""
+    import numpy as np
+
+    from npvae.conv import Conv2D
+
+    rng = np.random.default_rng(0)
+    for rows, K, S in [(9, 1, 2), (16, 3, 2), (15, 3, 2), (10, 2, 3), (11, 2, 3), (8, 3, 1)]:
+        layer = Conv2D(1, 1, K, S, 0, rng=rng, dtype=np.float64)
+        layer.params["W"][...] = 1.0
+        out = layer.forward(np.ones((1, 1, rows, rows)))
+        covered = layer.backward(np.ones_like(out))[0, 0] > 0      # dx: 0 where no window reads
+        out_rows = (rows - K) // S + 1
+        assert out.shape[2] == out_rows
+        assert int((~covered.any(axis=1)).sum()) == (out_rows - 1) * max(0, S - K) + (rows - K) % S
+        assert covered.all() == (S <= K and (rows - K) % S == 0)
+        if (rows, K, S) == (9, 1, 2):
+            assert int((~covered).sum()) == 56

@@ -15,7 +15,8 @@ from npvae import VAE, cli
 from npvae.checkpoint import save_checkpoint
 from npvae.errors import ConfigError
 from npvae.evaluate import encode_means, kl_per_dim
-from npvae.explore import LatentExplorer, principal_plane
+from npvae.explore import LatentExplorer
+from npvae.plots import latent_plane
 
 
 def model_and_digits(latent, n=60, seed=0):
@@ -64,7 +65,7 @@ def test_clicking_and_dragging_on_a_2d_latent_decodes_that_point():
     np.testing.assert_allclose(explorer.z, [-2.0, 0.5], atol=1e-6)
 
 
-def test_sliders_follow_the_most_active_dimensions_and_the_plane_the_means():
+def test_sliders_follow_the_most_active_dimensions_and_the_plane_is_latents_pngs():
     model, x, y = model_and_digits(latent=6)
     explorer = LatentExplorer(model, x, y, n_sliders=3)
     kl = kl_per_dim(model, x)
@@ -72,12 +73,17 @@ def test_sliders_follow_the_most_active_dimensions_and_the_plane_the_means():
     assert kl[explorer.dims[-1]] >= np.sort(kl)[::-1][3]
 
     mu = encode_means(model, x).astype(np.float64)
-    centre, basis = principal_plane(mu)
-    np.testing.assert_allclose(centre, mu.mean(axis=0))
+    plane = latent_plane(mu, y)  # the plane of latents.png: the class centres'
+    centre, basis = explorer.centre, explorer.basis
+    np.testing.assert_array_equal(centre, plane.centre)
+    np.testing.assert_array_equal(basis, plane.basis)
+    class_centres = np.stack([mu[y == c].mean(axis=0) for c in np.unique(y)])
+    np.testing.assert_allclose(centre, class_centres.mean(axis=0))
     np.testing.assert_allclose(basis @ basis.T, np.eye(2), atol=1e-12)  # orthonormal
-    spread = ((mu - centre) @ basis.T).var(axis=0)
-    other = np.linalg.svd(mu - centre, compute_uv=False) ** 2 / len(mu)
+    spread = ((class_centres - centre) @ basis.T).var(axis=0)
+    other = np.linalg.svd(class_centres - centre, compute_uv=False) ** 2 / len(class_centres)
     np.testing.assert_allclose(spread, other[:2], rtol=1e-9)  # the two largest variances
+    assert plane.name in explorer.ax_plane.get_title()
 
     before = explorer.image().copy()
     explorer.move_to(0.8, -0.4)

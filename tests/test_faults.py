@@ -12,10 +12,8 @@
 """
 
 import errno
-import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,38 +28,17 @@ from hypothesis import strategies as st
 from npvae import cli, runs
 from npvae.checkpoint import load_checkpoint, save_checkpoint
 from npvae.runs import read_metrics
+from tests.helpers import copy_run, error_line, snapshot, train_args
 from tests.timeouts import safety_net
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--hidden", "8", "--latent", "2", "--batch-size", "10", "--no-progress", "--no-figures"]
 TIMEOUT = safety_net(120)
 
 
-def error_line(capsys):
-    """The single stderr line of a failed command."""
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("npvae: error: "), err
-    return err
-
-
-def snapshot(folder):
-    """Every file and folder under ``folder``: content digest and mode."""
-    return {p.relative_to(folder): (hashlib.sha256(p.read_bytes()).hexdigest()
-                                    if p.is_file() else None, p.lstat().st_mode)
-            for p in sorted(Path(folder).rglob("*"))}
-
-
-def train_args(tiny, run_dir, *more):
-    return ["train", "--data-dir", str(tiny), "--run-dir", str(run_dir), "--epochs", "2",
-            *TINY, *more]
-
-
 @pytest.fixture
-def run(tiny, tmp_path):
-    """A finished 2-epoch run in its own folder."""
-    run_dir = tmp_path / "run"
-    assert cli.main(train_args(tiny, run_dir)) == 0
-    return run_dir
+def run(trained_run, tmp_path):
+    """A finished 2-epoch run in its own folder (a copy of the session's)."""
+    return copy_run(trained_run, tmp_path)
 
 
 # ---------------------------------------------------------------- data loss
@@ -351,8 +328,9 @@ def test_a_corrupt_metrics_file_is_one_line_in_plot(run, content, capsys):
     (["sample", "RUN", "--n", str(10**30)], "argument --n: '1000000000000000000000000000000' is "
      "not a positive integer up to 10,000"),
     (["gradcheck", "--batch", str(10**30)], "is not a positive integer up to 10,000"),
-    (["train", "--preset", ""], "argument --preset: invalid choice: ''"),
-    (["gradcheck", "--preset", ""], "argument --preset: invalid choice: ''"),
+    (["train", "--preset", ""], "argument --preset: '' is not one of pytorch-example"),
+    (["gradcheck", "--preset", ""], "argument --preset: '' is not one of pytorch-example"),
+    (["explore", "RUN", "--digit", "-1"], "argument --digit: '-1' is not a non-negative integer"),
     (["train", "--latent", "1e30"], "argument --latent: '1e30' is not a positive integer"),
     (["train", "--latent", str(10**30)], "parameters, more than the limit of 100,000,000"),
     (["train", "--hidden", "10000000"], "parameters, more than the limit of 100,000,000"),
@@ -464,7 +442,7 @@ def test_fuzzed_flags_end_in_exit_0_or_2_never_a_traceback(fuzz_run, argv, capsy
 
 
 @pytest.fixture(scope="module")
-def fuzz_run(tiny, tmp_path_factory):
+def fuzz_run(tiny, trained_run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
-    assert cli.main(train_args(tiny, folder / "run")) == 0
+    copy_run(trained_run, folder)
     return folder / "run", tiny, folder

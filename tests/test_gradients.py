@@ -25,6 +25,7 @@ from npvae.losses import (
     gaussian_nll_backward,
 )
 from npvae.reparam import reparameterize, reparameterize_backward
+from tests.helpers import assert_all_ok
 
 batch = st.integers(1, 5)
 dim = st.integers(1, 7)
@@ -51,11 +52,6 @@ def distance_to_kinks(mlp, x):
             distance = min(distance, np.abs(x).min())
         x = layer.forward(x)
     return distance
-
-
-def assert_all_ok(results):
-    bad = [str(r) for r in results if not r.rel_error <= DEFAULT_TOL]
-    assert not bad, "gradient check failed:\n" + "\n".join(bad)
 
 
 @given(B=batch, n_in=dim, n_out=dim, seed=seeds)

@@ -18,7 +18,6 @@ line, for this checkout or another one (the numbers in issue 14):
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -34,18 +33,18 @@ import pytest
 
 from npvae import VAE, atomic
 from npvae.checkpoint import load_checkpoint, save_checkpoint
-from npvae.data import MNIST_FILES, load_mnist, read_idx
+from npvae.data import load_mnist, read_idx
 from npvae.errors import ConfigError, DataError
 from npvae.optim import Adam
 from npvae.vae import parameter_shapes
+from tests.helpers import TINY_FLAGS, idx_bytes, snapshot, write_tiny_mnist
 from tests.timeouts import safety_net
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_LIMIT_MB = 300
 BOMB_BYTES = 512 * 2**20      # what each bomb inflates to: more than PEAK_LIMIT_MB
 CHILD_TIMEOUT = safety_net(120)
-TINY_TRAIN = ["--epochs", "1", "--hidden", "8", "--latent", "2", "--batch-size", "10",
-              "--no-progress", "--no-figures"]
+TINY_TRAIN = ["--epochs", "1", *TINY_FLAGS]
 
 # The child: import npvae, note the peak memory, run the command, report.
 CHILD = """
@@ -76,13 +75,6 @@ def run_child(argv, cwd, pythonpath=REPO, baseline=False):
         return (None, out.stderr, None) + ((None,) if baseline else ())
     return (report["rc"], report["stderr"], report["peak_mb"]) + \
         ((report["base_mb"],) if baseline else ())
-
-
-def snapshot(folder):
-    """Every file under ``folder``: its bytes' digest and its mode."""
-    return {p.relative_to(folder): (hashlib.sha256(p.read_bytes()).hexdigest()
-                                    if p.is_file() else None, p.lstat().st_mode)
-            for p in sorted(folder.rglob("*"))}
 
 
 # ---------------------------------------------------------------- building hostile files
@@ -145,23 +137,6 @@ def with_array(source, target, name, array):
     buffer = io.BytesIO()
     np.save(buffer, array)
     return rebuild(source, target, replace={f"{name}.npy": buffer.getvalue()})
-
-
-def idx(array):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I",
-                                                                         *array.shape)
-    return header + array.astype(">u1").tobytes()
-
-
-def tiny_data(folder, replace=None):
-    """The four tiny IDX files (48 + 16 images of 4 x 4), some replaced by raw bytes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, (48, 4, 4)), "y_train": rng.integers(0, 10, 48),
-              "x_test": rng.integers(0, 256, (16, 4, 4)), "y_test": rng.integers(0, 10, 16)}
-    for key, name in MNIST_FILES.items():
-        (folder / name).write_bytes((replace or {}).get(key) or idx(arrays[key]))
-    return folder
 
 
 def gzip_bomb(header):
@@ -237,8 +212,8 @@ def build_cases(folder):
     checkpoint("a FIFO as a checkpoint", folder / "fifo.npz", "not a regular file")
 
     def data(name, replace, *words):
-        cases[name] = (["train", "--data-dir", tiny_data(folder / name.replace(" ", "-"),
-                                                         replace),
+        cases[name] = (["train", "--data-dir", write_tiny_mnist(folder / name.replace(" ", "-"),
+                                                                replace=replace),
                         "--run-dir", folder / "never-made", *TINY_TRAIN], words)
 
     data("gzip bomb as labels", {"y_train": gzip_bomb(idx_header([48]))},
@@ -249,10 +224,10 @@ def build_cases(folder):
          "more than its compressed data can hold")
     data("IDX dims four times 65536", {"x_train": idx_header([65536] * 4) + bytes(16)},
          "truncated", "18446744073709551616")
-    data("IDX with zero images", {"x_train": idx(np.zeros((0, 4, 4), np.uint8)),
-                                  "y_train": idx(np.zeros(0, np.uint8))},
+    data("IDX with zero images", {"x_train": idx_bytes(np.zeros((0, 4, 4), np.uint8)),
+                                  "y_train": idx_bytes(np.zeros(0, np.uint8))},
          "no images")
-    cases["--hidden 10000000"] = (["train", "--data-dir", tiny_data(folder / "ok-data"),
+    cases["--hidden 10000000"] = (["train", "--data-dir", write_tiny_mnist(folder / "ok-data"),
                                    "--run-dir", folder / "never-made", *TINY_TRAIN,
                                    "--hidden", "10000000"], ("more than the limit",))
     cases["--latent 10^30"] = (["gradcheck", "--latent", str(10**30), "--x-dim", "784"],
@@ -364,7 +339,7 @@ def test_parameter_shapes_are_the_models(tmp_path):
 @pytest.mark.parametrize("members", [1, 3])
 def test_gzip_in_several_members_and_its_limits(tmp_path, members):
     array = np.arange(60, dtype=np.uint8).reshape(5, 3, 4)
-    raw = idx(array)
+    raw = idx_bytes(array)
     cuts = np.linspace(0, len(raw), members + 1).astype(int)
     (tmp_path / "a").write_bytes(b"".join(gzip.compress(raw[a:b]) for a, b in zip(cuts, cuts[1:])))
     np.testing.assert_array_equal(read_idx(tmp_path / "a"), array)
@@ -380,7 +355,7 @@ def test_gzip_in_several_members_and_its_limits(tmp_path, members):
 
 
 def test_a_binary_checksum_file_is_a_data_error(tmp_path):
-    tiny_data(tmp_path)
+    write_tiny_mnist(tmp_path)
     (tmp_path / "checksums.sha256").write_bytes(bytes(range(256)))
     with pytest.raises(DataError, match="checksums.sha256: cannot read it as a text file"):
         load_mnist(tmp_path)

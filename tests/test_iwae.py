@@ -1,11 +1,13 @@
-"""Training on k samples: the k-sample ELBO and the importance-weighted bound (npvae.iwae).
+"""Training on k samples: the k-sample ELBO (its KL in closed form, "elbo", or sampled,
+"elbo-sampled") and the importance-weighted bound ("iwae") of npvae.iwae.
 
 End-to-end central differences in float64 for k = 1, 2, 5, several
 architectures and both likelihoods; wrong backwards (weights not normalised,
-the direct logvar term or the prior's term forgotten) are caught; k = 1
-reduces to the one-sample ELBO (exactly for "elbo", in expectation for
-"iwae"); the bound is at least the average ELBO on the same samples; and
-torch's autograd agrees when torch is installed.
+the direct logvar term or the prior's term forgotten, the closed-form KL's
+gradient given to the sampled KL) are caught; k = 1 reduces to the one-sample
+ELBO (exactly for "elbo", in expectation for "iwae") and "elbo-sampled" is
+"iwae" bit for bit there; the bound is at least the average ELBO on the same
+samples; and torch's autograd agrees when torch is installed.
 """
 
 import numpy as np
@@ -40,7 +42,7 @@ def batch(model, B, k, seed=0):
 ARCHITECTURES = [((6,), 3, "tanh"), ((8, 5), 2, "softplus"), ((7, 6), 4, "leaky_relu")]
 
 
-@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.parametrize("objective", ["elbo", "elbo-sampled", "iwae"])
 @pytest.mark.parametrize("k", [1, 2, 5])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 @pytest.mark.parametrize("hidden,latent,activation", ARCHITECTURES)
@@ -51,10 +53,11 @@ def test_iwae_gradients_end_to_end(objective, k, likelihood, hidden, latent, act
     assert all(r.ok for r in results), format_results(results)
 
 
-def test_elbo_objective_gradients_with_beta():
+@pytest.mark.parametrize("objective", ["elbo", "elbo-sampled"])
+def test_elbo_objective_gradients_with_beta(objective):
     model = make_model()
     x, eps = batch(model, 3, 3)
-    results = check_model(model, x, eps, beta=0.3, objective=KSampleObjective(model, 3, "elbo"))
+    results = check_model(model, x, eps, beta=0.3, objective=KSampleObjective(model, 3, objective))
     assert all(r.ok for r in results), format_results(results)
 
 
@@ -126,7 +129,54 @@ def test_checker_catches_wrong_iwae_backward(bug, monkeypatch):
     assert max(r.rel_error for r in results.values()) > 1e3 * DEFAULT_TOL
 
 
+class ClosedFormKLBackward(KSampleObjective):
+    """The sampled-KL forward with the closed-form KL's backward: the display that
+    derivations.md once gave for "elbo" (c = 1/(kB) with the gradient of -log w)
+    mixed the two. The decoder's gradients agree; the encoder's do not."""
+
+    def backward(self):
+        self.objective = "elbo"
+        try:
+            super().backward()
+        finally:
+            self.objective = "elbo-sampled"
+
+
+@pytest.mark.parametrize("bug", ["closed-form KL backward", "no prior", "no direct logvar"])
+def test_checker_catches_wrong_sampled_kl_backward(bug):
+    model = make_model(8, (6,), 3, "tanh")
+    x, eps = batch(model, 4, 3)
+    cls = {"closed-form KL backward": ClosedFormKLBackward, "no prior": NoPriorTerm,
+           "no direct logvar": NoDirectLogvar}[bug]
+    results = {r.name: r for r in check_model(model, x, eps, objective=cls(model, 3, "elbo-sampled"))}
+    failed = {name for name, r in results.items() if not r.ok}
+    assert failed == {name for name in results if name.startswith("encoder.")}, \
+        format_results(results.values())
+    assert max(r.rel_error for r in results.values()) > 1e3 * DEFAULT_TOL
+
+
 # ------------------------------------------------------------------ k = 1 and the ELBO
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_k1_sampled_kl_elbo_is_iwae_bit_for_bit(dtype):
+    """"elbo-sampled" with k = 1 is "iwae" with k = 1: the same loss terms and the same
+    gradients, to the last bit (the paper's VAE and IWAE rows at k = 1 are one computation);
+    at k = 5 they differ."""
+    model = VAE(8, (6, 5), 3, activation="tanh", dtype=dtype, seed=4)
+    for k, same in ((1, True), (5, False)):
+        x, eps = batch(model, 6, k, seed=2)
+        x, eps = x.astype(dtype), eps.astype(dtype)
+        got = {}
+        for objective in ("iwae", "elbo-sampled"):
+            loss = KSampleObjective(model, k, objective)
+            got[objective] = (tuple(float(t) for t in loss.forward(x, eps=eps)), None)
+            loss.backward()
+            got[objective] = (got[objective][0], model.dtheta.copy())
+        (terms_iw, grad_iw), (terms_s, grad_s) = got["iwae"], got["elbo-sampled"]
+        assert (terms_iw == terms_s and np.array_equal(grad_iw, grad_s)) == same, (k, terms_iw, terms_s)
+    assert terms_iw[1:] == terms_s[1:]          # the same recon and sampled KL at k = 5 too
+    assert terms_iw[0] < terms_s[0]             # -L_5 below the average of the 5 ELBO terms
 
 
 def test_k1_elbo_objective_is_the_vae_loss():
@@ -268,7 +318,7 @@ def test_a_k_beyond_the_memory_limit_is_refused_before_anything_is_drawn(capsys)
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.parametrize("objective", ["elbo", "elbo-sampled", "iwae"])
 def test_matches_torch_autograd(likelihood, objective):
     torch = import_torch()  # an error, not a skip, where CI requires PyTorch
     import math
@@ -302,6 +352,8 @@ def test_matches_torch_autograd(likelihood, objective):
     log_w = log_px + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
     if objective == "iwae":
         loss = -(torch.logsumexp(log_w, 0) - math.log(5)).mean()
+    elif objective == "elbo-sampled":     # Burda et al.'s VAE: T.sum(log_ws) / num_samples
+        loss = -log_w.mean(0).mean()
     else:
         kl = 0.5 * (torch.exp(logvar) + mu**2 - 1 - logvar).sum(-1)
         loss = (-log_px.mean(0) + kl).mean()
@@ -311,15 +363,28 @@ def test_matches_torch_autograd(likelihood, objective):
         np.testing.assert_allclose(g, P[name].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-def test_gradcheck_command_checks_the_runs_objective(capsys):
+@pytest.mark.parametrize("preset,flags,objective", [("burda-iwae", [], "iwae"),
+                                                     ("burda-vae", ["--objective", "elbo-sampled"],
+                                                      "elbo-sampled")])
+def test_gradcheck_command_checks_the_runs_objective(capsys, preset, flags, objective):
     from npvae.cli import main
 
-    assert main(["gradcheck", "--preset", "burda-iwae", "--k", "2", "--x-dim", "12"]) == 0
+    assert main(["gradcheck", "--preset", preset, "--k", "2", "--x-dim", "12", *flags]) == 0
     out = capsys.readouterr().out
-    assert "objective iwae, k=2" in out and "all ok" in out
+    assert f"objective {objective}, k=2" in out and "all ok" in out
 
 
-@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_sampled_kl_objective_takes_a_kl_weight_and_is_a_training_choice():
+    """beta and warm-up weigh the sampled KL as they weigh the closed form; the config
+    accepts the name and refuses a misspelling with the list of choices."""
+    from npvae.config import TrainConfig
+
+    TrainConfig.from_preset("burda-vae", objective="elbo-sampled", beta=0.5, warmup_epochs=2).validate()
+    with pytest.raises(ConfigError, match="choose one of elbo, elbo-sampled, iwae"):
+        TrainConfig.from_preset("burda-vae", objective="elbo_sampled").validate()
+
+
+@pytest.mark.parametrize("objective", ["elbo", "elbo-sampled", "iwae"])
 def test_k_sample_gradients_through_the_conv_architecture(objective):
     """The k samples go through a convolutional decoder as one (k B)-image batch as well:
     every gradient of a shrunk conv preset against central differences, k = 2."""

@@ -122,10 +122,12 @@ def test_latents(tmp_path, data, latent):
 
 def test_latents_axis_labels_say_which_projection():
     mu = np.random.default_rng(0).standard_normal((50, 2))
-    coords, labels = plots._project_2d(mu)
-    assert coords is mu and "z_1" in labels[0]
+    plane = plots.latent_plane(mu)
+    coords, labels = plane.project(mu), plane.labels
+    assert np.array_equal(coords, mu) and "z_1" in labels[0] and "z_1" in plane.name
     mu5 = np.random.default_rng(0).standard_normal((50, 5)) * [5, 1, 0.1, 0.1, 0.1]
-    coords, labels = plots._project_2d(mu5)  # no labels: the principal components of the means
+    plane = plots.latent_plane(mu5)  # no labels: the principal components of the means
+    coords, labels = plane.project(mu5), plane.labels
     assert coords.shape == (50, 2) and "direction 1" in labels[0] and "encoder means" in labels[0]
     # the first component carries most of the variance and the projection keeps it
     assert coords[:, 0].var() == pytest.approx(np.linalg.svd(mu5 - mu5.mean(0))[1][0] ** 2 / 50)
@@ -139,12 +141,13 @@ def test_latents_of_many_dimensions_use_the_plane_of_the_class_centres():
     centres = np.zeros((3, 6))
     centres[:, 3:5] = [[0, 0], [2, 0], [0, 2]]
     mu = centres[y] + rng.standard_normal((600, 6)) * [4, 4, 0.1, 0.1, 0.1, 0.1]
-    coords, labels = plots._project_2d(mu, y)
-    assert "class centres" in labels[0]
+    plane = plots.latent_plane(mu, y)
+    coords, labels = plane.project(mu), plane.labels
+    assert "class centres" in labels[0] and "class centres" in plane.name
     class_means = np.stack([coords[y == c].mean(axis=0) for c in range(3)])
     spread = np.linalg.norm(class_means - class_means.mean(axis=0), axis=1)
     assert spread.min() > 0.8  # the classes are apart on the plane (true distances 0.94, 1.49, 1.49)
-    pca, _ = plots._project_2d(mu)
+    pca = plots.latent_plane(mu).project(mu)
     pca_means = np.stack([pca[y == c].mean(axis=0) for c in range(3)])
     assert np.linalg.norm(pca_means - pca_means.mean(axis=0), axis=1).max() < 0.8  # and not on the PCs
 

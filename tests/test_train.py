@@ -8,23 +8,21 @@ MNIST shipped with npvae.
 import numpy as np
 import pytest
 
+from npvae import randomness
 from npvae import train as training
-from npvae.checkpoint import load_checkpoint
-from npvae.config import STREAMS, TrainConfig, derive_seed
-from npvae.errors import ConfigError, DivergenceError
 from npvae.backend import to_numpy
+from npvae.checkpoint import load_checkpoint
+from npvae.config import TrainConfig
+from npvae.errors import ConfigError, DivergenceError
+from npvae.randomness import STREAMS, derive_seed, replay
 from npvae.runs import read_metrics
 from npvae.train import Interrupted, resume, train
+from tests.helpers import tiny_config
 from tests.strict_xp import StrictArray
 
 
-def config(data_dir, **overrides):
-    """A tiny, fast run: 48 examples, batches of 10 (5 steps per epoch)."""
-    values = dict(hidden=(8,), latent=2, epochs=4, batch_size=10, data_dir=str(data_dir),
-                  figures=False, progress=False)
-    values.update(overrides)
-    preset = values.pop("preset", "pytorch-example")
-    return TrainConfig.from_preset(preset, **values)
+# A tiny, fast run: 48 examples, batches of 10 (5 steps per epoch).
+config = tiny_config
 
 
 # Settings that exercise every random stream and option of the loop.
@@ -106,11 +104,13 @@ def test_resume_by_replaying_the_draws_is_exact(tiny, tmp_path, reference, monke
     train(config(tiny, epochs=10, max_steps=7, **FULL), tmp_path / "run", log=quiet)
     calls = []
 
-    def replay_only(self, noise, binarize, steps):
-        calls.append(steps)
-        self.replay_draws(noise, binarize, steps)
+    def counted_replay(noise, binarize, draws, dtype):
+        draws = list(draws)
+        calls.append(len(draws))
+        replay(noise, binarize, draws, dtype)
 
-    monkeypatch.setattr(training.Run, "restore_generators", replay_only)
+    monkeypatch.setattr(randomness, "restore_states", lambda *args: False)  # as for CuPy
+    monkeypatch.setattr(randomness, "replay", counted_replay)
     assert_same_run(resume(tmp_path / "run", progress=False, figures=False, log=quiet),
                     reference["full"])
     assert calls == [3]  # 7 steps: epoch 2, step 3 (4 steps an epoch)
@@ -371,7 +371,7 @@ def test_on_step_sees_every_batch_in_order(tiny, tmp_path, reference):
     assert sum(len(s.x) * float(s.terms.loss) for s in seen[:5]) / 48 == \
         pytest.approx(result.metrics[0]["train_loss"], rel=1e-12)
     # the first epoch's batches are x_train in the order of its shuffle
-    from npvae.config import derive_seed
+    from npvae.randomness import derive_seed
     from npvae.data import prepare_data
     x_train = prepare_data(config(tiny).validate()).x_train
     order = np.random.default_rng(derive_seed(0, "shuffle", 0)).permutation(48)
