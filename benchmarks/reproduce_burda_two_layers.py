@@ -77,14 +77,22 @@ def units_per_layer(run_dir, limit):
     """Active units (activity > 0.01) of each stochastic layer on the evaluated test digits."""
     from npvae import evaluate
     from npvae.checkpoint import model_from_checkpoint
-    from npvae.data import run_test_data
     from npvae.hvae import HVAE, active_units_per_layer
+    from npvae.runs import run_test_data
 
     model, checkpoint = model_from_checkpoint(run_dir)
     x = run_test_data(checkpoint, None)[0][:limit]
     if isinstance(model, HVAE):
         return list(zip(active_units_per_layer(model, x), model.latents))
     return [(evaluate.active_units(model, x), model.latent)]
+
+
+def epoch_seconds(run_dir):
+    """The run's training time, the sum of its epochs' seconds (``metrics.csv``): known also
+    for a run trained earlier, or by another invocation (``--layers``)."""
+    from npvae.runs import read_metrics
+
+    return sum(float(row["seconds"]) for row in read_metrics(run_dir / "metrics.csv"))
 
 
 def paired(bounds, a, b):
@@ -126,6 +134,7 @@ def main(argv=None):
             paper = (PAPER if layers == 1 else PAPER_TWO_LAYERS).get((objective, k))
             rows.append(dict(preset=preset, layers=layers, objective=objective, k=k, seed=args.seed,
                              run_dir=str(run_dir), train_seconds=seconds, load_at_start=load,
+                             epoch_seconds=epoch_seconds(run_dir),
                              paper=paper, units_per_layer=units_per_layer(run_dir, args.limit),
                              **result))
             print(f"  -log p(x) <= {result['nll']:.2f} +/- {result['standard_error']:.2f}, "
@@ -134,11 +143,12 @@ def main(argv=None):
               f"{r['paper']:.2f}" if r["paper"] else "",
               f"{r['nll']:.2f} ± {r['standard_error']:.2f}", f"{-r['test_elbo']:.2f}",
               ", ".join(f"{n} of {z}" for n, z in r["units_per_layer"]),
-              "" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min",
+              f"{r['epoch_seconds'] / 60:.1f} min",
               f"{r['eval_seconds'] / 60:.1f} min"] for r in rows]
     _common.print_table(table, ["model", "paper -log p(x)",
                                 f"-log p(x) <= (k={args.eval_k}, {rows[0]['digits']} digits)",
-                                "test -ELBO", "active units per layer", "training", "evaluation"],
+                                "test -ELBO", "active units per layer", "training (its epochs)",
+                                "evaluation"],
                         title=f"Burda et al. Table 1, {args.epochs} epochs ({args.lr_schedule})")
     differences = []
     for k in sorted({r["k"] for r in rows}):
