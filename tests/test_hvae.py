@@ -395,3 +395,19 @@ def test_hostile_arguments_fail_only_with_clear_errors(x_dim, hidden, latent, de
         objective.backward()
     except NpvaeError as err:
         assert str(err) and "\n" not in str(err)
+
+
+def test_a_two_layer_run_exports_and_imports_unchanged(two_layer_run, tmp_path):
+    """npvae export, then npvae import: the same HVAE, weight for weight. (No torch.nn module
+    of a two-layer model is written in benchmarks/torch_models.py yet.)"""
+    pytest.importorskip("safetensors")
+    from npvae import cli
+    from npvae.checkpoint import model_from_checkpoint
+
+    path = tmp_path / "model.safetensors"
+    assert cli.main(["export", str(two_layer_run), str(path)]) == 0
+    assert cli.main(["import", str(path), "--run-dir", str(tmp_path / "back")]) == 0
+    a, _ = model_from_checkpoint(two_layer_run)
+    b, _ = model_from_checkpoint(tmp_path / "back")
+    assert isinstance(b, HVAE) and b.config == a.config
+    np.testing.assert_array_equal(a.theta, b.theta)
