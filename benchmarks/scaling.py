@@ -29,8 +29,18 @@ inflate.
 Writes ``results/scaling.json`` and the figure ``results/scaling.png``
 (``--out``, ``--figure`` to put them elsewhere).
 
+``--threads-axis 1,2,4,8,16`` measures instead how each side gains from
+threads: for each thread count (up to the machine's CPUs), set at run time in
+this one process (``npvae.threads.set_threads`` for NumPy's OpenBLAS,
+``torch.set_num_threads``), ``--examples`` examples of the MLP (784-400-20,
+batch 128) and ``--conv-steps`` steps of the ``conv`` preset (batch 128), each
+side from the same weights on the same batches, interleaved, wall clock;
+the speedup of T threads is the time at 1 thread over the time at T.
+Writes ``results/scaling_threads.json`` and ``results/scaling_threads.png``.
+
 Usage: ``python benchmarks/scaling.py [--widths 400,1024,2048]
-[--batch-sizes 32,64,128,256,512,1024] [--examples 4096] [--repeats 2] [--threads 2]``
+[--batch-sizes 32,64,128,256,512,1024] [--examples 4096] [--repeats 2] [--threads 2]``;
+``python benchmarks/scaling.py --threads-axis 1,2,4,8,16 [--conv-steps 8]``
 """
 
 if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumPy loads
@@ -143,6 +153,104 @@ def measure(width, batch, x_train, args, torch):
             "npvae_over_bound": med["npvae"] / bound}
 
 
+def conv_setup(x_train, seed):
+    """npvae's ``conv`` preset model with Adam, and the PyTorch replica from its weights."""
+    from benchmarks.torch_conv_vae import TorchConvTrainer, weights_from_npvae
+    from npvae import VAE
+    from npvae.config import TrainConfig
+    from npvae.optim import Adam
+
+    config = TrainConfig.from_preset("conv", seed=seed, figures=False, progress=False)
+    model = VAE(**config.model_kwargs(784))
+    optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=config.lr)
+    trainer = TorchConvTrainer(x_train, weights_from_npvae(model), hidden=tuple(config.hidden),
+                               latent=config.latent, batch_size=128, seed=seed)
+    return model, optimizer, trainer
+
+
+def threads_axis(args, torch):
+    """Seconds per step of both sides, MLP and conv, at each thread count; speedups over 1."""
+    from npvae.threads import blas_threads, set_threads
+
+    cpus = os.cpu_count() or 1
+    counts = [t for t in (int(n) for n in args.threads_axis.split(",")) if t <= cpus]
+    x_train, _ = _common.mnist_arrays()
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(x_train))
+    mlp_batches = [x_train[order[i:i + 128]] for i in range(0, max(3, args.examples // 128) * 128,
+                                                               128)]
+    conv_batches = mlp_batches[:args.conv_steps]
+    model, optimizer = npvae_setup(400, args.seed)
+    net = make_model(weights_from_npvae(model), hidden=400)
+    torch_optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    conv_model, conv_optimizer, conv_trainer = conv_setup(x_train, args.seed)
+    sides = {
+        ("mlp", "npvae"): lambda b: npvae_steps(model, optimizer, b, rng),
+        ("mlp", "torch"): lambda b: torch_steps(net, torch_optimizer,
+                                                [torch.from_numpy(x) for x in b]),
+        ("conv", "npvae"): lambda b: npvae_steps(conv_model, conv_optimizer, b, rng),
+        ("conv", "torch"): lambda b: [conv_trainer.step(torch.from_numpy(x)) for x in b],
+    }
+    points = []
+    for threads in counts:
+        set_threads(threads)
+        torch.set_num_threads(threads)
+        for (model_name, side), run in sides.items():
+            batches = mlp_batches if model_name == "mlp" else conv_batches
+            run(batches[:1])  # warm-up at this thread count
+            times, loads = [], []
+            for _ in range(args.repeats):
+                load = os.getloadavg()[0]
+                with _common.OtherLoad() as other:
+                    start = time.perf_counter()
+                    run(batches)
+                    times.append((time.perf_counter() - start) / len(batches))
+                loads.append({"loadavg": load, "other_cpus": other.cpus})
+            points.append({"threads": threads, "model": model_name, "side": side,
+                           "blas_threads": blas_threads() if side == "npvae"
+                           else torch.get_num_threads(),
+                           "step_seconds": _common.median(times), "runs": times, "load": loads})
+            print(f"  {threads:2d} threads {model_name:4s} {side:5s}: "
+                  f"{1e3 * points[-1]['step_seconds']:8.2f} ms/step  (load average "
+                  + ", ".join(f"{r['loadavg']:.1f}" for r in loads) + "; other CPUs "
+                  + ", ".join(f"{r['other_cpus']:.2f}" for r in loads) + ")", flush=True)
+    for p in points:
+        one = next(q for q in points if q["threads"] == counts[0] and q["model"] == p["model"]
+                   and q["side"] == p["side"])
+        p["speedup"] = one["step_seconds"] / p["step_seconds"]
+    return counts, points
+
+
+def threads_figure(points, path, note):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, model_name in zip(axes, ("mlp", "conv")):
+        counts = sorted({p["threads"] for p in points})
+        for side, style in (("npvae", "o-"), ("torch", "s--")):
+            rows = sorted((p for p in points if p["model"] == model_name and p["side"] == side),
+                          key=lambda p: p["threads"])
+            ax.plot([p["threads"] for p in rows], [p["speedup"] for p in rows], style,
+                    label="npvae" if side == "npvae" else "PyTorch eager")
+        ax.plot(counts, counts, ":", color="gray", label="perfect")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
+        ax.set_xlabel("threads")
+        ax.set_ylabel("speedup over 1 thread (training step)")
+        ax.set_title("784-400-20 MLP, batch 128" if model_name == "mlp"
+                     else "conv preset, batch 128")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(note, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 def figure(points, path, note):
     import matplotlib
 
@@ -218,7 +326,39 @@ def main(argv=None):
     parser.add_argument("--figure", default=str(_common.RESULTS / "scaling.png"))
     parser.add_argument("--replot", type=Path, metavar="JSON",
                         help="only redraw the figure from a results file")
+    parser.add_argument("--threads-axis", default=None, metavar="LIST",
+                        help="measure the speedup from threads instead, at these counts "
+                             "(e.g. 1,2,4,8,16; those above the CPUs are left out)")
+    parser.add_argument("--conv-steps", type=int, default=8,
+                        help="conv steps per point with --threads-axis (default 8)")
     args = parser.parse_args(argv)
+    if args.threads_axis:
+        torch = _common.import_torch()
+        if torch is None:
+            _common.skip_without_torch("scaling")
+        print("load average at start:", os.getloadavg(), flush=True)
+        counts, points = threads_axis(args, torch)
+        rows = [(m, t, *(1e3 * next(p["step_seconds"] for p in points if p["model"] == m
+                                    and p["side"] == side and p["threads"] == t)
+                         for side in ("npvae", "torch")),
+                 *(next(p["speedup"] for p in points if p["model"] == m and p["side"] == side
+                        and p["threads"] == t) for side in ("npvae", "torch")))
+                for m in ("mlp", "conv") for t in counts]
+        rows = [(*r[:4], r[2] / r[3], *r[4:]) for r in rows]
+        _common.print_table(rows, ["model", "threads", "npvae ms/step", "torch ms/step",
+                                   "npvae/torch", "npvae speedup", "torch speedup"],
+                            title="\ntraining step, batch 128, wall clock, medians of "
+                                  f"{args.repeats} runs")
+        note = (f"benchmarks/scaling.py --threads-axis: {os.cpu_count()} CPUs, wall clock, "
+                f"load average {os.getloadavg()[0]:.1f} at the end")
+        figure_path = (args.figure if args.figure != str(_common.RESULTS / "scaling.png")
+                       else str(_common.RESULTS / "scaling_threads.png"))
+        threads_figure(points, figure_path, note)
+        _common.write_json("scaling_threads", {"args": vars(args),
+                                               "machine": _common.machine_info(torch),
+                                               "points": points,
+                                               "load_average_at_end": os.getloadavg()}, args.out)
+        return
     if args.replot is not None:
         results = json.loads(args.replot.read_text())
         figure(results["points"], args.figure, figure_note(results["args"]))

@@ -3,6 +3,7 @@
 The pieces, a module each (read them in this order):
 
 - ``backend``      which array library holds the arrays (NumPy, or CuPy on a GPU)
+- ``threads``      how many threads the matrix products use (``--threads``, NPVAE_THREADS)
 - ``errors``       npvae's exceptions; ``checks``: the argument checks they come from
 - ``activations``  ReLU, leaky ReLU, tanh, sigmoid, softplus, with backwards
 - ``layers``       the dense layer, the MLP, flat parameter storage
@@ -28,10 +29,16 @@ The pieces, a module each (read them in this order):
 - ``explore``      the interactive latent-space explorer (``npvae explore RUN``)
 - ``tutorial``     what the tutorials share: their modes, folders, inline figures
 - ``exercises``    grades a learner's own backwards in tutorials/exercises/
+- ``export``       a run to and from safetensors, under PyTorch's state_dict names
 """
 
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError, NpvaeError
-from .vae import VAE, LossTerms
+from . import threads as _threads
+
+_threads.configure()  # NPVAE_THREADS, applied before NumPy loads (npvae/threads.py)
+
+from .errors import (CheckpointError, ConfigError, DataError, DivergenceError,  # noqa: E402
+                     NpvaeError)
+from .vae import VAE, LossTerms  # noqa: E402
 
 __version__ = "0.1.0"
 

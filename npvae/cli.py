@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, exercises
+from . import __version__, exercises, threads
 from .activations import ACTIVATIONS
 from .backend import BACKENDS
 from .config import DTYPES, LR_SCHEDULES, RESUMABLE, TrainConfig, check_resumable
@@ -567,6 +567,7 @@ def build_parser():
 
     exercises.add_parser(sub)
     add_export_parsers(sub)
+    threads.add_threads_flag(sub)  # --threads N on train, evaluate, gradcheck: npvae/threads.py
     return parser
 
 

@@ -14,9 +14,22 @@ the k x k kernel offsets, the input pixels that offset touches into a matrix
 ``col2im`` is its adjoint: it adds each column back onto the pixels it came
 from. Both loop over the k x k kernel offsets (9 for a 3 x 3 kernel), each
 iteration one strided slice of the whole batch; nothing loops over pixels or
-examples. Inside the layers the batch sits after the channels ((C, B, H, W)
-in memory), so that each product is one large matrix product; the arrays a
-layer returns are (B, C, H, W) views of that memory.
+examples. ``im2col``, ``col2im``, ``channels_first`` and ``crop`` are the
+plain forms, with the batch after the channels ((C, B, H, W)), the forms
+``derivations.md`` and tutorial 12 show.
+
+The layers run the same steps with the batch **last** ((C, H, W, B) in memory,
+``batch_last``, ``im2col_batch_last``, ``col2im_batch_last``,
+``crop_batch_last``): the same copies and adds, entry for entry, but each
+strided slice's innermost run is the B examples of one pixel (128 floats a
+run) instead of one row of Wo pixels (7 to 14 floats), which NumPy copies 1.5
+to 5 times faster (``benchmarks/README.md``). Each product is still one large
+matrix product, its columns ordered (y, x, n) instead of (n, y, x); the arrays
+a layer returns are (B, C, H, W) views of that memory, and a layer that gets
+such a view takes it back without a copy. ``tests/test_conv.py`` proves the
+batch-last functions equal the plain ones bit for bit, and the layers equal
+a plain-form reference within float32 rounding (products summed in another
+order).
 
 A transposed convolution is the backward (the input gradient) of a
 convolution: ``ConvTranspose2D.forward`` is ``Conv2D``'s dx computation
@@ -104,6 +117,77 @@ def crop(x, padding):
     return x.transpose(1, 0, 2, 3)
 
 
+def batch_last(x, padding=0):
+    """x (B, C, H, W) as a (C, H + 2p, W + 2p, B) array, zero-padded by ``padding``.
+
+    ``channels_first`` with the batch moved last. Without padding it is a view
+    of ``x`` (contiguous when ``x`` is a layer's output).
+    """
+    xp = xp_of(x)
+    x = x.transpose(1, 2, 3, 0)
+    if not padding:
+        return x
+    C, H, W, B = x.shape
+    padded = xp.zeros((C, H + 2 * padding, W + 2 * padding, B), dtype=x.dtype)
+    padded[:, padding:padding + H, padding:padding + W] = x
+    return padded
+
+
+def im2col_batch_last(x, kernel, stride, out_h, out_w):
+    """``im2col`` with the batch last: (C, k, k, Ho, Wo, B) from x (C, Hp, Wp, B).
+
+    cols[c, i, j, y, x', n] = x[c, stride y + i, stride x' + j, n], the entries
+    of ``im2col``'s cols[c, i, j, n, y, x']. Reshaped to (C k k, Ho Wo B).
+    """
+    xp = xp_of(x)
+    C, B = x.shape[0], x.shape[3]
+    cols = xp.empty((C, kernel, kernel, out_h, out_w, B), dtype=x.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            cols[:, i, j] = x[:, i:i + stride * (out_h - 1) + 1:stride,
+                              j:j + stride * (out_w - 1) + 1:stride]
+    return cols
+
+
+def col2im_batch_last(cols, shape, stride):
+    """``col2im`` with the batch last: cols (C, k, k, Ho, Wo, B) added onto a (C, Hp, Wp, B)
+    array of ``shape``, out[c, stride y + i, stride x' + j, n] += cols[c, i, j, y, x', n],
+    in ``col2im``'s order of offsets (so the sums round alike).
+
+    With kernel >= stride, the first stride x stride offsets (i, j < stride)
+    land on disjoint pixels that together cover the top-left stride Ho x
+    stride Wo pixels, and each is the first offset to reach its pixels: so
+    they are copied there instead of added onto zeros (0 + a = a; only a
+    -0.0 may come out as 0.0 in ``col2im``), and only the pixels they miss
+    are zeroed. That saves a zeroing pass and stride^2 reads of ``out``.
+    """
+    xp = xp_of(cols)
+    kernel, out_h, out_w = cols.shape[1], cols.shape[3], cols.shape[4]
+    first = stride if kernel >= stride else 0
+    if first:
+        out = xp.empty(shape, dtype=cols.dtype)
+        out[:, stride * out_h:] = 0
+        out[:, :stride * out_h, stride * out_w:] = 0
+    else:
+        out = xp.zeros(shape, dtype=cols.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            window = out[:, i:i + stride * (out_h - 1) + 1:stride,
+                         j:j + stride * (out_w - 1) + 1:stride]
+            if i < first and j < first:
+                window[...] = cols[:, i, j]
+            else:
+                window += cols[:, i, j]
+    return out
+
+
+def crop_batch_last(x, padding):
+    """x (C, Hp, Wp, B) without ``padding`` rows and columns on each side, as (B, C, H, W)."""
+    if padding:
+        x = x[:, padding:x.shape[1] - padding, padding:x.shape[2] - padding]
+    return x.transpose(3, 0, 1, 2)
+
+
 def _product_t(xp, a, b):
     """a @ b^T for a (m, N), b (n, N) with N large (a weight gradient), as (b @ a^T)^T.
 
@@ -175,11 +259,12 @@ class Conv2D:
         if Ho < 1 or Wo < 1:
             raise ConfigError(f"{self!r}: a {H}x{W} input is smaller than the kernel")
         self.x_shape = x.shape
-        cols = im2col(channels_first(x, self.padding), self.kernel, self.stride, Ho, Wo)
-        self.cols = cols.reshape(C * self.kernel ** 2, B * Ho * Wo)
+        # The batch-last forms of im2col and crop (module docstring): same entries, faster.
+        cols = im2col_batch_last(batch_last(x, self.padding), self.kernel, self.stride, Ho, Wo)
+        self.cols = cols.reshape(C * self.kernel ** 2, Ho * Wo * B)
         out = self.xp.matmul(self.params["W"].reshape(self.c_out, -1), self.cols)
         out += self.params["b"][:, None]
-        return out.reshape(self.c_out, B, Ho, Wo).transpose(1, 0, 2, 3)
+        return out.reshape(self.c_out, Ho, Wo, B).transpose(3, 0, 1, 2)
 
     def backward(self, dout, need_dx=True):
         """Fill ``grads`` from dout (B, C_out, Ho, Wo); return dx (B, C_in, H, W), or None.
@@ -190,16 +275,16 @@ class Conv2D:
         """
         B, C, H, W = self.x_shape
         Ho, Wo = dout.shape[2:]
-        dout2 = dout.transpose(1, 0, 2, 3).reshape(self.c_out, B * Ho * Wo)
+        dout2 = dout.transpose(1, 2, 3, 0).reshape(self.c_out, Ho * Wo * B)
         self.grads["W"].reshape(self.c_out, -1)[...] = _product_t(self.xp, dout2, self.cols)
         dout2.sum(axis=1, out=self.grads["b"])
         if not need_dx:
             return None
         dcols = self.xp.matmul(self.params["W"].reshape(self.c_out, -1).T, dout2)
         p = self.padding
-        dx = col2im(dcols.reshape(C, self.kernel, self.kernel, B, Ho, Wo),
-                    (C, B, H + 2 * p, W + 2 * p), self.stride)
-        return crop(dx, p)
+        dx = col2im_batch_last(dcols.reshape(C, self.kernel, self.kernel, Ho, Wo, B),
+                               (C, H + 2 * p, W + 2 * p, B), self.stride)
+        return crop_batch_last(dx, p)
 
     def __repr__(self):
         return (f"Conv2D({self.c_in}, {self.c_out}, {self.kernel}, stride={self.stride}, "
@@ -260,12 +345,13 @@ class ConvTranspose2D:
         if Ho < 1 or Wo < 1:
             raise ConfigError(f"{self!r}: a {H}x{W} input gives no output pixels")
         self.x_shape = x.shape
-        self.x2 = x.transpose(1, 0, 2, 3).reshape(C, B * H * W)
+        self.x2 = x.transpose(1, 2, 3, 0).reshape(C, H * W * B)
         k, p = self.kernel, self.padding
         cols = self.xp.matmul(self.params["W"].reshape(C, -1).T, self.x2)
-        out = col2im(cols.reshape(self.c_out, k, k, B, H, W),
-                     (self.c_out, B, Ho + 2 * p, Wo + 2 * p), self.stride)
-        out = crop(out, p)
+        # The batch-last forms of col2im and crop (module docstring): same entries, faster.
+        out = col2im_batch_last(cols.reshape(self.c_out, k, k, H, W, B),
+                                (self.c_out, Ho + 2 * p, Wo + 2 * p, B), self.stride)
+        out = crop_batch_last(out, p)
         out += self.params["b"][:, None, None]
         return out
 
@@ -278,14 +364,14 @@ class ConvTranspose2D:
         """
         B, C, H, W = self.x_shape
         k = self.kernel
-        cols = im2col(channels_first(dout, self.padding), k, self.stride, H, W)
-        cols = cols.reshape(self.c_out * k * k, B * H * W)
+        cols = im2col_batch_last(batch_last(dout, self.padding), k, self.stride, H, W)
+        cols = cols.reshape(self.c_out * k * k, H * W * B)
         self.grads["W"].reshape(C, -1)[...] = _product_t(self.xp, self.x2, cols)
         dout.sum(axis=(0, 2, 3), out=self.grads["b"])
         if not need_dx:
             return None
         dx = self.xp.matmul(self.params["W"].reshape(C, -1), cols)
-        return dx.reshape(C, B, H, W).transpose(1, 0, 2, 3)
+        return dx.reshape(C, H, W, B).transpose(3, 0, 1, 2)
 
     def __repr__(self):
         return (f"ConvTranspose2D({self.c_in}, {self.c_out}, {self.kernel}, "

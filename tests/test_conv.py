@@ -121,6 +121,83 @@ def test_im2col_and_col2im_are_adjoint(case, seed):
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
+@given(conv_cases(), seeds)
+def test_batch_last_forms_equal_the_plain_ones_bit_for_bit(case, seed):
+    """The layers' batch-last im2col, col2im, padding and crop give the plain functions'
+    entries exactly (float32, ``==``): the same copies, the same adds in the same order."""
+    (_, _, k, s, p), (B, C, H, W) = case
+    rng = np.random.default_rng(seed)
+    Ho, Wo = conv.conv_output_size(H, k, s, p), conv.conv_output_size(W, k, s, p)
+    x = rng.standard_normal((B, C, H, W)).astype(np.float32)
+    padded = conv.batch_last(x, p)
+    np.testing.assert_array_equal(padded, conv.channels_first(x, p).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(conv.im2col_batch_last(padded, k, s, Ho, Wo),
+                                  im2col(conv.channels_first(x, p), k, s, Ho, Wo)
+                                  .transpose(0, 1, 2, 4, 5, 3))
+    cols = rng.standard_normal((C, k, k, B, Ho, Wo)).astype(np.float32)
+    summed = col2im(cols, (C, B, H + 2 * p, W + 2 * p), s)
+    summed_last = conv.col2im_batch_last(np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)),
+                                         (C, H + 2 * p, W + 2 * p, B), s)
+    np.testing.assert_array_equal(summed_last, summed.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(conv.crop_batch_last(summed_last, p), conv.crop(summed, p))
+
+
+def plain_conv2d(layer, x, dout):
+    """Conv2D's forward and backward in the plain (C, B, H, W) form derivations.md writes:
+    ``(out, dW, db, dx)``."""
+    B, C, H, W = x.shape
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    Ho, Wo = dout.shape[2:]
+    W2 = layer.params["W"].reshape(layer.c_out, -1)
+    cols = im2col(conv.channels_first(x, p), k, s, Ho, Wo).reshape(C * k * k, -1)
+    out = (W2 @ cols + layer.params["b"][:, None]).reshape(-1, B, Ho, Wo).transpose(1, 0, 2, 3)
+    dout2 = dout.transpose(1, 0, 2, 3).reshape(layer.c_out, -1)
+    dx = col2im((W2.T @ dout2).reshape(C, k, k, B, Ho, Wo), (C, B, H + 2 * p, W + 2 * p), s)
+    return out, (dout2 @ cols.T).reshape(layer.params["W"].shape), dout2.sum(1), conv.crop(dx, p)
+
+
+def plain_conv_transpose2d(layer, x, dout):
+    """ConvTranspose2D's forward and backward in the plain (C, B, H, W) form:
+    ``(out, dW, db, dx)``."""
+    B, C, H, W = x.shape
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    Ho, Wo = dout.shape[2:]
+    W2 = layer.params["W"].reshape(C, -1)
+    x2 = x.transpose(1, 0, 2, 3).reshape(C, -1)
+    out = conv.crop(col2im((W2.T @ x2).reshape(-1, k, k, B, H, W),
+                           (layer.c_out, B, Ho + 2 * p, Wo + 2 * p), s), p)
+    out = out + layer.params["b"][:, None, None]
+    cols = im2col(conv.channels_first(dout, p), k, s, H, W).reshape(W2.shape[1], -1)
+    dx = (W2 @ cols).reshape(C, B, H, W).transpose(1, 0, 2, 3)
+    return out, (x2 @ cols.T).reshape(layer.params["W"].shape), dout.sum((0, 2, 3)), dx
+
+
+@given(conv_cases(), conv_transpose_cases(), seeds)
+def test_layers_equal_their_plain_form_within_float32_rounding(conv_case, transpose_case, seed):
+    """Conv2D and ConvTranspose2D (batch last) against the plain form, in float32: out, dW,
+    db and dx agree within float32 rounding of their sums (the products add the same terms
+    in another order), relative to the size of the terms summed."""
+    rng = np.random.default_rng(seed)
+    for layer_class, plain, (args, shape) in ((Conv2D, plain_conv2d, conv_case),
+                                              (ConvTranspose2D, plain_conv_transpose2d,
+                                               transpose_case)):
+        layer = layer_class(*args, rng=rng, init="pytorch")
+        x = rng.standard_normal(shape).astype(np.float32)
+        out = layer.forward(x)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx = layer.backward(dout)
+        expected = plain(layer, x, dout)
+        for name, got, want in zip(("out", "dW", "db", "dx"),
+                                   (out, layer.grads["W"], layer.grads["b"], dx), expected):
+            assert got.dtype == np.float32 and got.shape == want.shape, name
+            terms = max(x.size, dout.size)  # the longest sum any entry is
+            scale = float(np.abs(x).max() * np.abs(dout).max() + np.abs(layer.params["W"]).max()
+                          * max(np.abs(x).max(), np.abs(dout).max())) + 1.0
+            np.testing.assert_allclose(got, want, rtol=0,
+                                       atol=terms * np.finfo(np.float32).eps * scale,
+                                       err_msg=name)
+
+
 def test_conv_matches_its_definition_written_as_loops():
     """Conv2D's output against the formula of derivations.md, one entry at a time."""
     rng = np.random.default_rng(3)
@@ -222,17 +299,17 @@ def with_stride_one(function):
 
 
 def without_crop(crop):
-    """``crop`` that takes the top-left corner of the padded gradient instead."""
-    return lambda x, padding: x[:, :, :x.shape[2] - 2 * padding,
-                                :x.shape[3] - 2 * padding].transpose(1, 0, 2, 3)
+    """``crop_batch_last`` that takes the top-left corner of the padded gradient instead."""
+    return lambda x, padding: x[:, :x.shape[1] - 2 * padding,
+                                :x.shape[2] - 2 * padding].transpose(3, 0, 1, 2)
 
 
-def without_padding(channels_first):
-    """``channels_first`` that leaves dout at the top-left of the padded frame: the shapes
+def without_padding(batch_last):
+    """``batch_last`` that leaves dout at the top-left of the padded frame: the shapes
     fit, the windows are shifted."""
     def unpadded(x, padding=0):
-        shifted = np.zeros_like(channels_first(x, padding))
-        shifted[:, :, :x.shape[2], :x.shape[3]] = x.transpose(1, 0, 2, 3)
+        shifted = np.zeros_like(batch_last(x, padding))
+        shifted[:, :x.shape[2], :x.shape[3]] = x.transpose(1, 2, 3, 0)
         return shifted
     return unpadded
 
@@ -249,22 +326,22 @@ class FlippedKernelConvTranspose2D(ConvTranspose2D):
 
 class WrongStrideConv2D(Conv2D):
     """col2im with stride 1 in the backward: dx lands on the wrong pixels."""
-    backward = backward_with("col2im", with_stride_one)
+    backward = backward_with("col2im_batch_last", with_stride_one)
 
 
 class WrongStrideConvTranspose2D(ConvTranspose2D):
     """im2col with stride 1 in the backward: dW and dx read the wrong pixels of dout."""
-    backward = backward_with("im2col", with_stride_one)
+    backward = backward_with("im2col_batch_last", with_stride_one)
 
 
 class MissingCropConv2D(Conv2D):
     """dx taken from the top-left corner of the padded gradient: the padding not cropped off."""
-    backward = backward_with("crop", without_crop)
+    backward = backward_with("crop_batch_last", without_crop)
 
 
 class MissingPaddingConvTranspose2D(ConvTranspose2D):
     """dout not padded before im2col (the crop's adjoint forgotten): windows shifted by p."""
-    backward = backward_with("channels_first", without_padding)
+    backward = backward_with("batch_last", without_padding)
 
 
 def caught(layer, x, wrong):

@@ -1,0 +1,141 @@
+"""Threads for the matrix products: ``--threads``, ``NPVAE_THREADS`` and the default.
+
+- ``auto`` is the CPUs idle now (CPUs less the load average, at least 1);
+  without a setting npvae leaves BLAS its own count (one per CPU), so a
+  run's float32 digits do not depend on the machine's load;
+- a busy machine gets a one-line hint naming what to try;
+- ``set_threads`` changes the thread count of NumPy's loaded OpenBLAS (read
+  back from OpenBLAS itself), in a fresh process;
+- ``NPVAE_THREADS`` (a count or auto) decides at ``import npvae``, before
+  NumPy loads; a BLAS variable the user set is left alone; a bad value is a
+  one-line error;
+- ``npvae train/evaluate/gradcheck --threads N`` apply N, and refuse 0.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from npvae import cli, threads
+from npvae.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, **env):
+    """Run ``code`` in a fresh Python with ``env`` added (and no inherited thread variables)."""
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in threads.BLAS_VARIABLES + (threads.ENVIRONMENT,)}
+    environment.update(env, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                          text=True, timeout=120)
+
+
+def needs_openblas():
+    if threads.blas_threads() is None:
+        pytest.skip("NumPy's BLAS here is not OpenBLAS: its thread count cannot be read back")
+
+
+@pytest.mark.parametrize("cpus, load, expected", [(2, 0.0, 2), (2, 1.8, 1), (2, 0.4, 2),
+                                                  (8, 3.2, 5), (4, 50.0, 1), (1, 0.0, 1),
+                                                  (16, 0.6, 15)])
+def test_auto_is_the_cpus_idle_now(cpus, load, expected):
+    assert threads.default_threads(cpus=cpus, load=load) == expected
+
+
+def test_auto_parses_to_the_idle_cpus_and_the_hint_names_them():
+    assert threads.parse_threads("auto") == threads.default_threads()
+    hint = threads.busy_hint(threads=2, idle=1)
+    assert "1 of 2 CPUs" in hint and "--threads 1" in hint and "\n" not in hint
+    assert threads.busy_hint(threads=2, idle=2) is None
+    assert threads.busy_hint(threads=1, idle=1) is None
+
+
+def test_without_a_setting_blas_keeps_its_own_count():
+    """No NPVAE_THREADS: import npvae leaves OpenBLAS as NumPy alone starts it (whatever the
+    load), so results do not depend on the machine's load."""
+    needs_openblas()
+    alone = run_python("import numpy; from npvae.threads import blas_threads; "
+                       "print(blas_threads())")
+    with_npvae = run_python("import npvae; from npvae.threads import blas_threads; "
+                            "print(blas_threads())")
+    assert with_npvae.stdout.split() == alone.stdout.split() != [], with_npvae.stderr
+
+
+def test_set_threads_changes_the_loaded_openblas():
+    needs_openblas()
+    result = run_python("import numpy, sys; from npvae import threads\n"
+                        "seen = []\n"
+                        "for n in (1, 2, 1):\n"
+                        "    threads.set_threads(n); seen.append(threads.blas_threads())\n"
+                        "print(seen, threads.os.environ['OPENBLAS_NUM_THREADS'])",
+                        NPVAE_THREADS="2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[1,", "2,", "1]", "1"]
+
+
+@pytest.mark.parametrize("value", ["1", "2", "auto"])  # OpenBLAS caps it at the CPUs (2 in CI)
+def test_npvae_threads_decides_at_import(value):
+    needs_openblas()
+    result = run_python("import npvae, os; from npvae import threads\n"
+                        "print(threads.blas_threads(), os.environ['OMP_NUM_THREADS'])",
+                        NPVAE_THREADS=value)
+    assert result.returncode == 0, result.stderr
+    blas, variable = result.stdout.split()
+    assert blas == variable
+    if value != "auto":
+        assert blas == value
+    else:  # the idle CPUs when it started: between 1 and the CPUs
+        assert 1 <= int(blas) <= (os.cpu_count() or 1)
+
+
+def test_a_users_blas_variable_is_left_alone():
+    needs_openblas()
+    result = run_python("import npvae; from npvae import threads; print(threads.blas_threads())",
+                        OPENBLAS_NUM_THREADS="1")
+    assert result.stdout.split() == ["1"], result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", ""])
+def test_a_bad_npvae_threads_is_one_clear_error(value):
+    result = run_python("import npvae", NPVAE_THREADS=value)
+    assert result.returncode != 0
+    assert "ConfigError: NPVAE_THREADS=" in result.stderr
+    assert "must be a positive integer or auto" in result.stderr.splitlines()[-1]
+    with pytest.raises(ConfigError, match="--threads='0' must be a positive integer or auto"):
+        threads.parse_threads("0")
+
+
+@pytest.fixture
+def restore_threads():
+    before = threads.blas_threads()
+    saved = {k: os.environ.get(k) for k in threads.BLAS_VARIABLES}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if before is not None:
+        threads._call(threads._SET, threads.ctypes.c_int(before))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_the_commands_apply_threads(n, restore_threads, capsys):
+    needs_openblas()
+    assert cli.main(["gradcheck", "--preset", "pytorch-example", "--threads", str(n)]) == 0
+    assert threads.blas_threads() == n
+    assert os.environ["OPENBLAS_NUM_THREADS"] == str(n)
+    parser = cli.build_parser()
+    for command in ("train", "evaluate"):
+        args = parser.parse_args([command, "RUN", "--threads", str(n)] if command == "evaluate"
+                                 else [command, "--threads", str(n)])
+        assert args.threads == n and args.func.__wrapped__ is not None
+
+
+def test_threads_zero_is_refused_in_one_line(capsys):
+    assert cli.main(["gradcheck", "--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and "'0'" in err and len(err.strip().splitlines()) == 1
