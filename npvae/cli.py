@@ -270,6 +270,12 @@ def cmd_evaluate(args):
                                    batch_size=args.batch_size, y=y)
     print(f"active units: {active} of {model.latent} (variance of mu over the data > "
           f"{args.threshold})")
+    if hasattr(model, "latents"):   # several stochastic layers (npvae.hvae): each one's
+        from .hvae import active_units_per_layer
+
+        per_layer = active_units_per_layer(model, x, args.threshold, args.batch_size)
+        print("active units per stochastic layer (h1 at the bottom): " + ", ".join(
+            f"h{l + 1} {n} of {z}" for l, (n, z) in enumerate(zip(per_layer, model.latents))))
     print("KL per latent dimension (nats/example; z_1 is the first, as on the figures):")
     print(f"  {'dim':>4}  {'KL':>9}")
     for k in np.argsort(-kl, kind="stable"):

@@ -16,6 +16,7 @@ from .checks import is_int, number, positive_int
 from .data import BINARIZE
 from .errors import CheckpointError, ConfigError
 from .iwae import OBJECTIVES, check_decoder_rows
+from . import hvae
 from .presets import DEFAULT_PRESET, get_preset
 from .randomness import derive_seed
 from .vae import check_arguments
@@ -147,7 +148,11 @@ class TrainConfig:
         get_preset(self.preset)
         if self.dtype not in DTYPES:  # (the model also takes NumPy types)
             raise ConfigError(f"dtype={self.dtype!r} is unknown; choose one of {', '.join(DTYPES)}")
-        model = check_arguments(None, **{k: getattr(self, k) for k in MODEL_FIELDS})
+        check = hvae.check_arguments if hvae.is_hierarchical(self) else check_arguments
+        model = check(None, **{k: getattr(self, k) for k in MODEL_FIELDS})
+        if hvae.is_hierarchical(self) and self.conditional:
+            raise ConfigError("conditional=True needs one stochastic layer: a model with "
+                              "several is not conditional")
         self.hidden, self.decoder_hidden = tuple(model["hidden"]), (
             None if self.decoder_hidden is None else tuple(model["decoder_hidden"]))
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):

@@ -184,7 +184,15 @@ def set_condition(model, y, batch=None):
 
 def model_from_config(**config):
     """The model a ``config`` describes (``VAE.config``, plus ``backend`` and ``seed``): a CVAE
-    when it has ``n_classes``, else a plain VAE. Training, checkpoints and runs build with it."""
+    when it has ``n_classes``, an ``npvae.hvae.HVAE`` when ``latent`` lists several stochastic
+    layers, else a plain VAE. Training, checkpoints and runs build with it."""
+    from .hvae import HVAE, is_hierarchical
+
+    if is_hierarchical(config):
+        if config.pop("n_classes", None) is not None:
+            raise ConfigError("a model with several stochastic layers is not conditional: drop "
+                              "--conditional or give one latent size")
+        return HVAE(**config)
     if config.get("n_classes") is not None:
         return CVAE(**config)
     config.pop("n_classes", None)

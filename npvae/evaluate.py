@@ -180,6 +180,9 @@ def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analyti
     ``-loss`` (beta = 1) exactly the k = 1 importance-weighted bound for the
     same noise (see ``iw_bound``).
 
+    A model with several stochastic layers (``npvae.hvae``) has no closed-form
+    KL: its ``kl`` is always the sampled one, log q(h | x) - log p(h).
+
     Shapes: x (N, D); ``y`` (N,): labels, for a conditional model only.
     """
     if kl not in ("analytic", "sampled"):
@@ -188,13 +191,17 @@ def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analyti
     beta = model.beta if beta is None else float(beta)
     n, recon_sum, kl_sum = 0, 0.0, 0.0
     for xb in _batches(model, x, batch_size, y):
-        mu, logvar = model.encode(xb)
-        z, _ = reparameterize(mu, logvar, _draw_eps(model, rng, mu.shape))
-        recon = model.nll(_decoder_out(model, z), xb)
-        if kl == "analytic":
-            kl_b = gaussian_kl(mu, logvar)
+        if hasattr(model, "log_weights"):   # several stochastic layers (npvae.hvae): KL sampled
+            lw = model.log_weights(xb, _draw_eps(model, rng, (1, xb.shape[0], model.noise_dim)))
+            recon, kl_b = -lw.log_px_h[0], lw.log_qh[0] - lw.log_ph[0]
         else:
-            kl_b = log_normal(z, mu, logvar) - log_standard_normal(z)
+            mu, logvar = model.encode(xb)
+            z, _ = reparameterize(mu, logvar, _draw_eps(model, rng, mu.shape))
+            recon = model.nll(_decoder_out(model, z), xb)
+            if kl == "analytic":
+                kl_b = gaussian_kl(mu, logvar)
+            else:
+                kl_b = log_normal(z, mu, logvar) - log_standard_normal(z)
         recon_sum += _host_sum(recon)
         kl_sum += _host_sum(kl_b)
         n += xb.shape[0]
@@ -296,6 +303,20 @@ def _weights_function(model, xb, mu, logvar, plain):
     return lambda eps: _log_weights_fast(model, xb, mu, logvar, eps, xW)
 
 
+def _sampler(model, xb, plain):
+    """``(log_weights, width, plain)`` for batch ``xb``: the function eps (k, B, width) ->
+    log weights (k, B), the noise's width, and whether it is the plain form.
+
+    A model with several stochastic layers (``npvae.hvae``) brings its own
+    log weights, whose noise spans every layer (``noise_dim``).
+    """
+    if hasattr(model, "log_weights"):
+        return (lambda eps: model.log_weights(xb, eps).log_w), model.noise_dim, False
+    plain = _plain_form(model, plain)
+    mu, logvar = model.encode(xb)
+    return _weights_function(model, xb, mu, logvar, plain), mu.shape[1], plain
+
+
 def iw_log_weights(model, x, k, rng, *, plain=False, y=None):
     """The k log importance weights of every example in ``x`` (B, D): host (k, B).
 
@@ -308,12 +329,11 @@ def iw_log_weights(model, x, k, rng, *, plain=False, y=None):
     ``iw_bound`` uses, equal to it up to rounding. ``y`` (B,): labels, for a
     conditional model only.
     """
-    k, plain = positive_int("k", k), _plain_form(model, plain)
+    k = positive_int("k", k)
     xb = model.check_input(model.xp.asarray(x))
     set_condition(model, y, xb.shape[0])
-    mu, logvar = model.encode(xb)
-    eps = _draw_eps(model, rng, (k, *mu.shape))
-    return to_numpy(_weights_function(model, xb, mu, logvar, plain)(eps))
+    log_weights, width, _ = _sampler(model, xb, plain)
+    return to_numpy(log_weights(_draw_eps(model, rng, (k, xb.shape[0], width))))
 
 
 def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, progress=None,
@@ -330,17 +350,16 @@ def iw_bounds(model, x, k, rng, batch_size=100, chunk=None, *, plain=False, prog
     default fast form gives the same values up to rounding. ``y`` (N,):
     labels, for a conditional model only (the bound is then on log p(x | y)).
     """
-    k, plain = positive_int("k", k), _plain_form(model, plain)
+    k = positive_int("k", k)
     total, done, bounds = k * getattr(x, "shape", (0,))[0], 0, []
     check_iw_work(model, k, getattr(x, "shape", (0,))[0])
     for xb in _batches(model, x, batch_size, y):
-        mu, logvar = model.encode(xb)
-        size = (_default_chunk(model, k, xb.shape[0], plain) if chunk is None
+        log_weights, width, plain_b = _sampler(model, xb, plain)
+        size = (_default_chunk(model, k, xb.shape[0], plain_b) if chunk is None
                 else positive_int("chunk", chunk))
-        log_weights = _weights_function(model, xb, mu, logvar, plain)
         acc = RunningLogSumExp()
         for start in range(0, k, size):
-            eps = _draw_eps(model, rng, (min(size, k - start), *mu.shape))
+            eps = _draw_eps(model, rng, (min(size, k - start), xb.shape[0], width))
             acc.add(log_weights(eps))
             done += eps.shape[0] * eps.shape[1]
             if progress is not None:

@@ -290,10 +290,11 @@ def shrink_architecture(config, x_dim):
     """A copy of a model config (``VAE.config``) scaled to ``x_dim`` pixels, for a fast check.
 
     Hidden sizes scale by x_dim / the original x_dim (at least 8 units);
-    latents are capped at 4; depth, activation, likelihood, sigma, init and
+    latents (each stochastic layer's, for ``npvae.hvae``) are capped at 4; depth, activation, likelihood, sigma, init and
     beta are kept. ``x_dim`` at or above the original keeps every size.
 
-    The config is checked first, by the model's own rules (``vae.check_arguments``),
+    The config is checked first, by the model's own rules (``vae.check_arguments``,
+    or ``hvae.check_arguments`` for several stochastic layers),
     so that hidden sizes of 0 are refused as training refuses them, not shrunk
     to a valid size.
 
@@ -301,17 +302,27 @@ def shrink_architecture(config, x_dim):
     its strides need (28 -> 14 -> 7), and shrinks its channels instead, by
     the same factor (at least 2 each); its latents are capped at 4 too.
     """
+    from . import hvae
+
     config = dict(config)
-    check_arguments(**{k: config[k] for k in MODEL_ARGUMENTS if k in config})  # before shrinking
+    check = hvae.check_arguments if hvae.is_hierarchical(config) else check_arguments
+    check(**{k: config[k] for k in MODEL_ARGUMENTS if k in config})  # before shrinking
     full = config["x_dim"]
     x_dim = min(x_dim, full)
     if x_dim < full:
         scale = x_dim / full
         conv = config.get("architecture") == "conv"
+        least = 2 if conv else 8
+
+        def shrunk(n):   # a size, or (several stochastic layers) a list of sizes
+            return [shrunk(m) for m in n] if isinstance(n, (list, tuple)) else max(least, round(n * scale))
+
         for key in ("hidden", "decoder_hidden"):
             if config.get(key) is not None:
-                config[key] = [max(2 if conv else 8, round(n * scale)) for n in config[key]]
-        config["latent"] = min(config["latent"], 4)
+                config[key] = shrunk(config[key])
+        latent = config["latent"]
+        config["latent"] = ([min(z, 4) for z in latent] if isinstance(latent, (list, tuple))
+                            else min(latent, 4))
         if conv:
             return config
     config["x_dim"] = x_dim
@@ -337,7 +348,8 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     (``npvae.iwae.check_step``).
     """
     from .cvae import model_from_config, is_conditional
-    from .iwae import KSampleObjective, check_step
+    from .hvae import k_sample_objective
+    from .iwae import check_step
 
     h = check_step_size(h)
     n = sum(int(np.prod(s)) for s in parameter_shapes(config).values())
@@ -347,14 +359,15 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
                           "finish: lower the hidden sizes or --x-dim")
     model = model_from_config(**{**config, "dtype": "float64"}, seed=seed)   # (at most 8 MB)
     own = (objective, k) == ("elbo", 1)
-    loss = None if own else KSampleObjective(model, k, objective)
+    loss = None if own else k_sample_objective(model, k, objective)
     check_step(model, k, batch)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():
         if name.endswith(".b"):
             p += rng.normal(0.0, 0.1, p.shape)
     x = rng.random((batch, model.x_dim))
-    eps = rng.standard_normal((batch, model.latent) if own else (k, batch, model.latent))
+    width = getattr(model, "noise_dim", model.latent)   # npvae.hvae: every layer's noise
+    eps = rng.standard_normal((batch, width) if own else (k, batch, width))
     y = rng.integers(0, model.n_classes, batch) if is_conditional(model) else None
     return model, check_model(model, x, eps, h=h, tol=tol, y=y, objective=loss,
                               progress=progress)

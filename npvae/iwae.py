@@ -132,18 +132,8 @@ class KSampleObjective:
         """
         model, k = self.model, self.k
         x = model.check_input(x, values=check)
-        B, Z = x.shape[0], model.latent
-        check_step(model, k, B)
-        beta = model.beta if beta is None else beta
-        if self.objective == "iwae" and beta != 1:
-            raise ConfigError(f"the iwae objective has no KL weight: beta must be 1, got {beta}")
-        if eps is None:
-            if rng is None:
-                raise ConfigError("forward needs eps or a random Generator rng")
-            eps = rng.standard_normal((k, B, Z), dtype=model.dtype)
-        elif getattr(eps, "shape", None) != (k, B, Z):
-            raise ConfigError(f"eps must have shape ({k}, {B}, {Z}); got shape "
-                              f"{getattr(eps, 'shape', None)}")
+        eps, beta = self.noise(x, eps, rng, beta, model.latent)
+        B = x.shape[0]
         set_condition(model, y, B)
         self.x, self.eps, self.beta_now = x, eps, beta
         self.mu, self.logvar = model.encode(x)
@@ -162,6 +152,24 @@ class KSampleObjective:
         self.weights = model.xp.full((k, B), 1.0 / k, dtype=lw.log_w.dtype)
         loss = -(lw.log_w + (1 - beta) * (lw.log_qz - lw.log_pz)).mean(axis=0).mean()
         return LossTerms(loss, recon, kl)
+
+    def noise(self, x, eps, rng, beta, width):
+        """``(eps, beta)`` for the checked batch ``x`` (B, D): eps (k, B, width) as given, or
+        drawn from ``rng``; beta the model's when None. One-line ConfigErrors for a wrong
+        shape, a missing generator, a beta with "iwae", or a step beyond ``check_step``'s limit."""
+        model, k, B = self.model, self.k, x.shape[0]
+        check_step(model, k, B)
+        beta = model.beta if beta is None else beta
+        if self.objective == "iwae" and beta != 1:
+            raise ConfigError(f"the iwae objective has no KL weight: beta must be 1, got {beta}")
+        if eps is None:
+            if rng is None:
+                raise ConfigError("forward needs eps or a random Generator rng")
+            return rng.standard_normal((k, B, width), dtype=model.dtype), beta
+        if getattr(eps, "shape", None) != (k, B, width):
+            raise ConfigError(f"eps must have shape ({k}, {B}, {width}); got shape "
+                              f"{getattr(eps, 'shape', None)}")
+        return eps, beta
 
     def backward(self):
         """Fill ``model.grads`` with d loss / d parameter for the last ``forward``.

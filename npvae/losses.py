@@ -207,6 +207,23 @@ def log_normal(z, mu, logvar):
     return -0.5 * (LOG_2PI + logvar + diff * diff * xp.exp(-logvar)).sum(axis=-1)
 
 
+def log_normal_backward(dout, z, mu, logvar):
+    """Gradients of ``dout * log_normal(z, mu, logvar)``: ``(dz, dmu, dlogvar)``, each like z.
+
+        d log N / d z      = -(z - mu) exp(-logvar)
+        d log N / d mu     =  (z - mu) exp(-logvar)
+        d log N / d logvar =  1/2 ((z - mu)^2 exp(-logvar) - 1)
+
+    For a density whose mean and log-variance are themselves computed (the
+    conditional prior p(h_1 | h_2) of ``npvae.hvae``). Shapes: dout (B,), z,
+    mu, logvar (B, Z). Derivation: ``derivations.md#two-stochastic-layers``.
+    """
+    xp = xp_of(z)
+    dout = _per_example(dout, z)
+    scaled = (z - mu) * xp.exp(-logvar)
+    return -dout * scaled, dout * scaled, dout * (0.5 * ((z - mu) * scaled - 1))
+
+
 def log_normal_at_eps(eps, logvar):
     """``log_normal(z, mu, logvar)`` at z = mu + exp(logvar / 2) * eps, from eps.
 

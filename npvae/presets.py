@@ -33,6 +33,9 @@ summed over pixels and latents and averaged over the batch (nats per example).
   ``--lr-schedule iwae --epochs 3280``.
   ``--k`` changes the number of samples.
 - ``cvae`` is ``pytorch-example`` made conditional on the digit label.
+- ``burda2-vae`` and ``burda2-iwae`` are Table 1's two-stochastic-layer models
+  (``npvae.hvae``): 784-200-200-100 (h1) -100-100-50 (h2), tanh, the
+  generative path mirrored, k = 5, trained as ``burda-vae`` / ``burda-iwae``.
 """
 
 import math
@@ -44,6 +47,8 @@ PYTORCH_MLP = dict(hidden=(400,), latent=20, activation="relu", likelihood="bern
                    init="pytorch")
 BURDA_MLP = dict(hidden=(200, 200), latent=50, activation="tanh", likelihood="bernoulli",
                  sigma=1.0, init=None)
+BURDA_TWO_LAYERS = dict(hidden=((200, 200), (100, 100)), latent=(100, 50), activation="tanh",
+                        likelihood="bernoulli", sigma=1.0, init=None)
 BURDA_TABLE_1 = dict(epochs=8, batch_size=20, lr=1e-3, binarize="dynamic", k=5,
                      lr_schedule="iwae-short", adam_eps=1e-4)
 
@@ -87,6 +92,18 @@ PRESETS = {
         "description": "Burda et al.'s Table 1 IWAE, k=5: as burda-vae, trained on the "
                        "importance-weighted bound",
         "model": dict(BURDA_MLP),
+        "training": dict(BURDA_TABLE_1, objective="iwae"),
+    },
+    "burda2-vae": {
+        "description": "Burda et al.'s Table 1 two-layer VAE, k=5: 784-200-200-100 / "
+                       "100-100-50 tanh (two stochastic layers), k-sample ELBO, as burda-vae",
+        "model": dict(BURDA_TWO_LAYERS),
+        "training": dict(BURDA_TABLE_1, objective="elbo"),
+    },
+    "burda2-iwae": {
+        "description": "Burda et al.'s Table 1 two-layer IWAE, k=5: as burda2-vae, trained "
+                       "on the importance-weighted bound",
+        "model": dict(BURDA_TWO_LAYERS),
         "training": dict(BURDA_TABLE_1, objective="iwae"),
     },
     "cvae": {

@@ -54,7 +54,8 @@ from .cvae import check_labels, model_from_config
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .evaluate import evaluate_elbo
-from .iwae import KSampleObjective, check_step
+from .hvae import k_sample_objective
+from .iwae import check_step
 from .optim import Adam, clip_grad_norm
 from .progress import Interrupted
 from .randomness import (derive_seed, epoch_generators, resume_generators, saved_states,
@@ -263,7 +264,7 @@ class Run:
         self.flush_every = 1 if self.xp is np else FLUSH_EVERY_DEVICE
         self.stop_requested = False
         kind = config.k_sample_objective()
-        self.objective = None if kind is None else KSampleObjective(model, kind[1], kind[0])
+        self.objective = None if kind is None else k_sample_objective(model, kind[1], kind[0])
         # (epoch, global_step) of the checkpoint on disk, if any: divergence keeps it.
         self.saved_at = ((state["epoch"], state["global_step"])
                          if (self.run_dir / CHECKPOINT_NAME).is_file() else None)
@@ -381,7 +382,7 @@ class Run:
             return (0, *epoch_generators(seed, epoch, self.xp, binarize))
         k = None if self.objective is None else self.config.k
         draws = step_draws(first, self.n, self.config.batch_size, self.model.x_dim,
-                           self.model.latent, k)
+                           getattr(self.model, "noise_dim", self.model.latent), k)  # hvae: every layer's
         return (first, *resume_generators(seed, epoch, self.xp, binarize,
                                           self.state.get("rng") or {}, draws, self.model.dtype,
                                           self.run_dir / CHECKPOINT_NAME))

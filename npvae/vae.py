@@ -157,7 +157,8 @@ def build_stacks(config, *, rng, dtype, xp, mlp=MLP):
 def decoder_width(config):
     """Floats per decoder row in the widest array the decoder of ``config`` makes (a ``VAE.config``).
 
-    An MLP: its widest layer, max(x_dim, decoder_hidden). The conv architecture
+    An MLP: its widest layer, max(x_dim, decoder_hidden); with several
+    stochastic layers (``npvae.hvae``), the widest of all their stacks. The conv architecture
     (``build_stacks``): a transposed convolution's columns, C_out k k per input
     pixel, at most 9/4 x_dim max(channels) for the upsampling ones (3 x 3
     kernels, input side side / 2 at the last) and 9 x_dim for the last (stride
@@ -167,7 +168,10 @@ def decoder_width(config):
     """
     if config.get("architecture", "mlp") == "conv":
         return 9 * config["x_dim"] * max(4, *config["decoder_hidden"]) // 4
-    return max(config["x_dim"], *config["decoder_hidden"])
+    widths = config["decoder_hidden"]
+    if isinstance(config.get("latent"), (list, tuple)):   # npvae.hvae: one stack per layer
+        widths = [w for stack in widths for w in stack] + list(config["latent"])
+    return max(config["x_dim"], *widths)
 
 
 def parameter_shapes(config):
@@ -178,6 +182,9 @@ def parameter_shapes(config):
     conditional model's config holds ``n_classes``, C: its first layers take
     C more inputs, the one-hot label (``npvae.cvae``).
     """
+    if isinstance(config.get("latent"), (list, tuple)):    # several stochastic layers
+        from .hvae import parameter_shapes as hvae_shapes
+        return hvae_shapes(config)
     x_dim, latent = positive_int("x_dim", config["x_dim"]), positive_int("latent", config["latent"])
     hidden = sizes("hidden", config["hidden"])
     labels = 0 if config.get("n_classes") is None else positive_int("n_classes", config["n_classes"])

@@ -81,7 +81,8 @@ def close(found, expected, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", [name for name, p in PRESETS.items()   # one stochastic layer:
+                                    if not isinstance(p["model"]["latent"], (list, tuple))])
 def test_every_preset_loads_strictly_into_its_torch_module_with_the_same_numbers(
         preset, dtype, tmp_path, digits, torch, torch_models):
     from safetensors.torch import load_file
