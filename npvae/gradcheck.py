@@ -166,7 +166,8 @@ def format_results(results):
     lines += [str(r) for r in results]
     worst = max(r.rel_error for r in results)
     ok = all(r.ok for r in results)
-    lines.append(f"{len(results)} gradients, worst relative error {worst:.2e}: {'all ok' if ok else 'FAILED'}")
+    counted = f"{len(results)} gradient{'' if len(results) == 1 else 's'}"  # "1 gradient", "3 gradients"
+    lines.append(f"{counted}, worst relative error {worst:.2e}: {'all ok' if ok else 'FAILED'}")
     return "\n".join(lines)
 
 
