@@ -267,7 +267,8 @@ def format_results(results):
     if skipped:
         lines.append(f"{skipped} of {sum(r.size for r in results)} entries skipped: their +-h step "
                      "moved a ReLU input across 0, where a central difference is not the derivative")
-    lines.append(f"{len(results)} gradients, worst relative error {worst:.2e}: {'all ok' if ok else 'FAILED'}")
+    counted = f"{len(results)} gradient{'' if len(results) == 1 else 's'}"  # "1 gradient", "3 gradients"
+    lines.append(f"{counted}, worst relative error {worst:.2e}: {'all ok' if ok else 'FAILED'}")
     return "\n".join(lines)
 
 

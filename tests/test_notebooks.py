@@ -11,6 +11,7 @@ skipped cleanly without it.
 """
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,70 @@ def test_a_failing_cell_fails_the_execution(tmp_path):
     source.write_text("# %%\nprint('check passed: not yet')\n\n# %%\nraise ValueError('a broken tutorial')\n")
     with pytest.raises(nbclient.exceptions.CellExecutionError, match="a broken tutorial"):
         make.execute(make.notebook_from_source(source))
+
+
+def heading_anchors(markdown):
+    """The anchors a code host gives the headings of ``markdown`` (GitHub's rule: lower case,
+    punctuation dropped, spaces to hyphens, repeats numbered), plus explicit ``<a id>``/``{#id}``."""
+    anchors, seen = set(), {}
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    for title in re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    anchors.update(re.findall(r"""<a\s+(?:id|name)=["']([^"']+)["']""", markdown))
+    return anchors
+
+
+def notebook_links(notebook):
+    """Every (kind, target) of a markdown cell's links and images, code spans left out."""
+    found = []
+    for cell in notebook.cells:
+        if cell.cell_type != "markdown":
+            continue
+        prose = re.sub(r"(`+)[^`]*?\1", "code", cell.source)  # code spans are not links
+        found += [("image" if bang else "link", target)
+                  for bang, target in re.findall(r"(!?)\[[^\]]*\]\(([^)\s]+)\)", prose)]
+    return found
+
+
+def broken_links(notebook_file, notebook):
+    """The links and images of ``notebook`` (at ``notebook_file``) that resolve to nothing."""
+    broken = []
+    for kind, target in notebook_links(notebook):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+            continue  # an address on the web: not this repository's to check
+        path, _, anchor = target.partition("#")
+        resolved = (notebook_file.parent / path).resolve() if path else notebook_file
+        if not resolved.exists():
+            broken.append(f"{kind} {target}: no {resolved}")
+        elif anchor and resolved.suffix == ".md" and anchor not in heading_anchors(resolved.read_text()):
+            broken.append(f"{kind} {target}: no heading #{anchor} in {resolved.name}")
+    return broken
+
+
+def test_every_link_and_image_of_every_notebook_resolves_from_its_folder():
+    nbformat = pytest.importorskip("nbformat")
+    make = make_notebooks()
+    checked, broken = 0, []
+    for source in SOURCES:
+        path = make.notebook_path(source)
+        notebook = nbformat.read(path, as_version=4)
+        checked += len(notebook_links(notebook))
+        broken += [f"{path.name}: {b}" for b in broken_links(path, notebook)]
+    assert checked > 20, checked  # the 16 links to derivations.md and 8 images, at least
+    assert not broken, "\n".join(broken)
+
+
+def test_a_link_kept_relative_to_the_source_folder_is_reported(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    (tmp_path / "derivations.md").write_text("# Dense layer\n\ntext\n")
+    (tmp_path / "notebooks").mkdir()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "[ok](../derivations.md#dense-layer) [dead](derivations.md#dense-layer) "
+        "[no anchor](../derivations.md#adam) ![img](figures/a.png) `[code](x.md)`")])
+    broken = broken_links(tmp_path / "notebooks" / "n.ipynb", notebook)
+    assert len(broken) == 3, broken
+    assert any("dead" not in b and "derivations.md#dense-layer: no" in b for b in broken)
+    assert any("no heading #adam" in b for b in broken) and any("figures/a.png" in b for b in broken)

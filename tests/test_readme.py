@@ -17,10 +17,12 @@ def test_ci_runs_readme_install_and_test_commands():
     assert install == 'python -m pip install -e ".[dev]"'
     assert install in README
     assert re.search(rf"^{re.escape(test)}$", README, re.M), "README's test command is CI's"
-    # CI adds the torch extra (the CPU build) and requires the cross-checks to run
-    assert torch_extra.startswith("python -m pip install") and '".[torch,notebooks]"' in torch_extra
+    # CI adds the torch extra (the CPU build), the notebooks and docs extras, and requires the
+    # cross-checks and the site's browser tests to run
+    assert torch_extra.startswith("python -m pip install") and '".[torch,notebooks,docs]"' in torch_extra
     assert 'python -m pip install -e ".[torch]"' in README
-    assert "export NPVAE_REQUIRE_TORCH=1" in CI
+    assert "NPVAE_REQUIRE_TORCH=1" in CI and "NPVAE_REQUIRE_SITE=1" in CI
+    assert "python tutorials/site/build.py" in CI and "python tutorials/site/build.py" in README
 
 
 def test_readme_links_and_images_exist():

@@ -23,6 +23,9 @@ sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").i
 
 from npvae.gradcheck import check_layer, format_results, numerical_gradient, rel_error  # noqa: E402
 from npvae.layers import Dense  # noqa: E402
+from npvae.tutorial import Tutorial  # noqa: E402
+
+tutorial = Tutorial("01_dense_layer")  # where its figure goes, and the figure inline in a notebook
 
 rng = np.random.default_rng(0)
 B, n_in, n_out = 4, 3, 2
@@ -109,6 +112,30 @@ buggy_error = rel_error(buggy_db, numerical_gradient(loss, b))
 print(f"db with a mean instead of a sum: relative error {buggy_error:.3f} (expected {(B - 1) / (B + 1):.3f})")
 
 # %% [markdown]
+# ## The check, drawn
+#
+# Every entry of every gradient, the numerical value against the analytic
+# one: a correct backward puts them on the diagonal, the mean-for-sum bug
+# puts `db` on the line of slope $1/B$.
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, ax = plt.subplots(figsize=(5, 4.5))
+for name, analytic in (("dx", dx), ("dW", dW), ("db", db)):
+    numeric = numerical_gradient(loss, {"dx": x, "dW": W, "db": b}[name])
+    ax.scatter(numeric.ravel(), analytic.ravel(), label=f"{name} (rel. error {errors[name]:.0e})")
+ax.scatter(numerical_gradient(loss, b), buggy_db, marker="x", color="red", s=60,
+           label=f"db as a mean (rel. error {buggy_error:.2f})")
+lim = 1.1 * max(np.abs(dx).max(), np.abs(dW).max(), np.abs(db).max())
+ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, zorder=0)
+ax.set(xlabel="numerical gradient (central differences)", ylabel="analytic gradient (our backward)",
+       title="Dense layer: every gradient entry")
+ax.legend(fontsize=8)
+fig.tight_layout()
+tutorial.savefig(fig, "01_gradients.png")
+
+# %% [markdown]
 # ## The same layer in npvae
 #
 # `npvae.layers.Dense` keeps its parameters and their gradients side by side,
@@ -144,6 +171,7 @@ assert abs(buggy_error - (B - 1) / (B + 1)) < 1e-6, buggy_error
 assert same_forward and same_backward
 assert all(r.ok for r in results)
 print("check passed: dx = dout W^T, dW = x^T dout, db = sum_i dout match finite differences and npvae.layers.Dense")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

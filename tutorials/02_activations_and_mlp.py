@@ -34,6 +34,9 @@ sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").i
 from npvae.activations import ACTIVATIONS, sigmoid  # noqa: E402
 from npvae.gradcheck import check_layer, format_results  # noqa: E402
 from npvae.layers import MLP  # noqa: E402
+from npvae.tutorial import Tutorial  # noqa: E402
+
+tutorial = Tutorial("02_activations_and_mlp")  # where its figure goes, and the figure inline in a notebook
 
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4, 5))
@@ -64,6 +67,25 @@ for name, derivative in by_hand.items():
     layer.forward(x)
     hand_matches[name] = np.allclose(layer.backward(dout), dout * derivative(x), rtol=1e-12, atol=1e-14)
     print(f"{name:<11} dout * f'(x) by hand matches npvae's backward: {hand_matches[name]}")
+
+# %% [markdown]
+# Each activation and its derivative, both from npvae: `forward` on a grid
+# of inputs, then `backward` with $\mathrm{dout} = 1$, which returns $f'(x)$.
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+grid = np.linspace(-4, 4, 401)
+fig, axes = plt.subplots(1, len(ACTIVATIONS), figsize=(3 * len(ACTIVATIONS), 2.8), sharex=True)
+for ax, (name, cls) in zip(axes, ACTIVATIONS.items()):
+    layer = cls()
+    ax.plot(grid, layer.forward(grid), label="f(x)")
+    ax.plot(grid, layer.backward(np.ones_like(grid)), label="f'(x): backward(1)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(title=name, xlabel="x")
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+tutorial.savefig(fig, "02_activations.png")
 
 # %% [markdown]
 # ## A word on computing the sigmoid
@@ -163,6 +185,7 @@ assert all(r.ok for r in activation_results.values())
 assert mlp_matches
 assert all(r.ok for r in layer_results + mlp_results)
 print("check passed: every activation's backward is dout * f'(x), and every MLP gradient matches finite differences")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

@@ -29,6 +29,9 @@ from npvae.losses import (  # noqa: E402
     gaussian_nll,
     gaussian_nll_backward,
 )
+from npvae.tutorial import Tutorial  # noqa: E402
+
+tutorial = Tutorial("03_reconstruction_term")  # where its figure goes, and the figure inline in a notebook
 
 rng = np.random.default_rng(0)
 
@@ -61,6 +64,42 @@ with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for l, n, s in zip(logits, naive, stable):
             print(f"{l:7.0f} {target:3.0f} {n + 0.0:12.4g} {s:12.4g}")
     naive_at_40 = naive_bce(np.array([40.0, 40.0]), np.array([0.0, 1.0]))
+
+# %% [markdown]
+# The same comparison over every logit: where the naive form breaks. In
+# float64 $\sigma(l)$ rounds to exactly 1 once $l > 37$: for $x = 0$,
+# $\log(1 - \sigma(l)) = \log 0$ gives $+\infty$, and for $x = 1$ the term
+# $0 \cdot \log 0$ gives nan, where the true value is $e^{-l}$. For
+# $l < -37$, $1 - \sigma(l)$ rounds to 1 and the $x = 0$ NLL is exactly 0
+# instead of $e^{l}$. (Values of 0, inf or nan cannot sit on a log axis: the
+# red lines mark where they start.)
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+grid = np.linspace(-60, 60, 1201)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    for ax, target in zip(axes, (1.0, 0.0)):
+        x_pixel = np.full_like(grid, target)
+        naive = naive_bce(grid, x_pixel) + 0.0  # + 0.0: no -0.0
+        stable = bernoulli_nll(grid[:, None], x_pixel[:, None])
+        shown = np.isfinite(naive) & (naive > 0)
+        ax.semilogy(grid, stable, lw=3, alpha=0.5, label="npvae.losses.bernoulli_nll (stable)")
+        ax.semilogy(grid[shown], naive[shown], "--", color="black", label="naive -x log p - (1-x) log(1-p)")
+        for broken, what in ((naive == 0, "0"), (np.isinf(naive), "inf"), (np.isnan(naive), "nan")):
+            for half in (grid < 0, grid > 0):
+                where = grid[broken & half]
+                if where.size:
+                    edge = where.max() if where.max() < 0 else where.min()
+                    ax.axvline(edge, color="red", lw=1)
+                    ax.annotate(f"naive = {what}", (edge, 1e-9), rotation=90, color="red", fontsize=8,
+                                ha="right" if edge > 0 else "left")
+        ax.set(xlabel="logit l", ylabel="NLL of one pixel (nats)", title=f"x = {target:.0f}")
+        ax.legend(fontsize=8, loc="lower center")
+fig.tight_layout()
+tutorial.savefig(fig, "03_bernoulli_nll.png")
+
 
 # %% [markdown]
 # ## The stable form
@@ -186,6 +225,7 @@ assert all(r.ok for r in bernoulli_results + gaussian_results)
 assert kl_share["MSE (mean over pixels)"] > 0.9 > kl_share["SSE (sum over pixels)"]
 print("check passed: the stable Bernoulli NLL is finite where the naive one gives inf/nan, "
       "both likelihood gradients match finite differences, and a pixel mean reweights the KL by D")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

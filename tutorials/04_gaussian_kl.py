@@ -36,7 +36,9 @@ from npvae.losses import (  # noqa: E402
     log_standard_normal,
 )
 from npvae.reparam import reparameterize  # noqa: E402
-from npvae.tutorial import QUICK  # noqa: E402  (the test suite's quick mode: fewer samples)
+from npvae.tutorial import QUICK, Tutorial  # noqa: E402  (QUICK: the test suite's quick mode, fewer samples)
+
+tutorial = Tutorial("04_gaussian_kl")  # where its figure goes, and the figure inline in a notebook
 
 rng = np.random.default_rng(0)
 mu = np.array([[0.0, 0.5, -1.5]])
@@ -67,6 +69,37 @@ closed = gaussian_kl(mu, logvar)
 z_score = float(np.abs(mc - closed).max() / std_error.max())
 print(f"closed form {closed[0]:.4f}   Monte Carlo {mc[0]:.4f} +/- {std_error[0]:.4f}   "
       f"({z_score:.2f} standard errors apart, N = {N})")
+
+# %% [markdown]
+# Left, the KL of one latent dimension over its mean and standard deviation:
+# zero only at the prior, $\mu = 0, \sigma = 1$. Right, the Monte Carlo
+# estimate above as the number of samples grows, closing in on the closed
+# form (the band: two standard errors).
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+mus, sigmas = np.meshgrid(np.linspace(-2.5, 2.5, 201), np.linspace(0.1, 2.5, 200))
+kl_grid = gaussian_kl_per_dim(mus, np.log(sigmas**2))
+fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+levels = [0.05, 0.25, 0.5, 1, 2, 4]
+contours = left.contour(mus, sigmas, kl_grid, levels=levels, cmap="viridis")
+left.clabel(contours, fontsize=8)
+left.plot([0], [1], "k*", ms=10, label="the prior N(0, 1): KL = 0")
+left.set(xlabel="mu", ylabel="sigma = exp(logvar / 2)", title="KL( N(mu, sigma^2) || N(0, 1) ), nats")
+left.legend(fontsize=8, loc="upper right")
+n = np.arange(1, N + 1)
+running = np.cumsum(log_ratio[:, 0]) / n
+band = 2 * log_ratio[:, 0].std() / np.sqrt(n)
+right.semilogx(n, running, label="Monte Carlo mean of log q(z)/p(z)")
+right.fill_between(n, closed[0] - band, closed[0] + band, color="grey", alpha=0.3, label="closed form +/- 2 s.e.")
+right.axhline(closed[0], color="black", lw=1)
+right.set(xlabel="samples N", ylabel="KL estimate (nats)", ylim=(closed[0] - 1, closed[0] + 1),
+          title="the estimate converges to gaussian_kl")
+right.legend(fontsize=8)
+fig.tight_layout()
+tutorial.savefig(fig, "04_kl.png")
+
 
 # %% [markdown]
 # ## Gradients
@@ -108,6 +141,7 @@ assert z_score < 4, z_score
 assert by_hand and all(r.ok for r in results)
 print(f"check passed: the closed-form KL agrees with Monte Carlo ({z_score:.2f} standard errors) "
       "and its gradients mu, (exp(logvar) - 1) / 2 match finite differences")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

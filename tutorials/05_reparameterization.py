@@ -19,8 +19,11 @@ here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd(
 sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").is_dir()), here)))
 
 from npvae.gradcheck import check_function, format_results  # noqa: E402
+from npvae.losses import log_normal  # noqa: E402
 from npvae.reparam import reparameterize, reparameterize_backward  # noqa: E402
-from npvae.tutorial import QUICK  # noqa: E402  (the test suite's quick mode: fewer samples)
+from npvae.tutorial import QUICK, Tutorial  # noqa: E402  (QUICK: the test suite's quick mode, fewer samples)
+
+tutorial = Tutorial("05_reparameterization")  # where its figure goes, and the figure inline in a notebook
 
 rng = np.random.default_rng(0)
 
@@ -140,6 +143,36 @@ bug_mean, bug_var, bug_ok = sampler_check(buggy_reparameterize, N)
 print("buggy sampler:   var ", np.round(bug_var, 3), "vs exp(logvar)", np.exp(logvar_test), "->", bug_ok)
 
 # %% [markdown]
+# The two samplers drawn: histograms of $z$ for each latent of the test above
+# against the density they should follow, $\mathcal{N}(\mu, e^{s})$. npvae's
+# sampler fits; the $e^{s}$ bug is too wide where $e^{s} > 1$, too narrow
+# where $e^{s} < 1$, and right only where $s = 0$.
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+eps_plot = rng.standard_normal((20_000, 3))
+z_good, _ = reparameterize(mu_test, logvar_test, eps_plot)
+z_bug, _ = buggy_reparameterize(mu_test, logvar_test, eps_plot)
+fig, axes = plt.subplots(2, 3, figsize=(11, 5), sharex="col")
+for j in range(3):
+    sd = np.exp(logvar_test[j] / 2)
+    grid = np.linspace(mu_test[j] - 8 * sd, mu_test[j] + 8 * sd, 400)
+    density = np.exp(log_normal(grid[:, None], mu_test[j], logvar_test[j]))  # npvae's log N(z; mu, e^s)
+    for row, (z_row, title) in enumerate(((z_good, "mu + exp(logvar/2) eps"), (z_bug, "bug: mu + exp(logvar) eps"))):
+        ax = axes[row, j]
+        ax.hist(z_row[:, j], bins=80, range=(grid[0], grid[-1]), density=True, alpha=0.6,
+                color="C0" if row == 0 else "C3")
+        ax.plot(grid, density, color="black", lw=1.2)
+        ax.set_title(f"{title}\nmu = {mu_test[j]}, exp(logvar) = {np.exp(logvar_test[j]):g}", fontsize=9)
+    axes[1, j].set_xlabel("z")
+axes[0, 0].set_ylabel("density")
+axes[1, 0].set_ylabel("density")
+fig.tight_layout()
+tutorial.savefig(fig, "05_samplers.png")
+
+
+# %% [markdown]
 # ## Check
 #
 # npvae's sampler passes both checks; the $e^{s}$ bug passes the gradient check
@@ -152,6 +185,7 @@ assert all(r.ok for r in buggy_grad), "the buggy backward matches its buggy forw
 assert not bug_ok[:2].any() and bug_ok[2], "the bug shows where logvar != 0, and hides where logvar = 0"
 print("check passed: z = mu + exp(logvar / 2) eps has mean mu and variance exp(logvar); "
       "the exp(logvar) bug passes the gradient check and fails the statistical one")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

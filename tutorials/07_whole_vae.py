@@ -42,6 +42,9 @@ from npvae.gradcheck import check_model, format_results, rel_error  # noqa: E402
 from npvae.layers import Dense  # noqa: E402
 from npvae.losses import bernoulli_nll, bernoulli_nll_backward, gaussian_kl, gaussian_kl_backward  # noqa: E402
 from npvae.reparam import reparameterize, reparameterize_backward  # noqa: E402
+from npvae.tutorial import QUICK, Tutorial  # noqa: E402
+
+tutorial = Tutorial("07_whole_vae")  # where its figure goes, and the figure inline in a notebook
 
 rng = np.random.default_rng(0)
 B, D, H, Z = 4, 6, 5, 2
@@ -146,6 +149,46 @@ gaussian_results = check_model(gaussian_vae, x, eps)
 print(format_results(gaussian_results))
 
 # %% [markdown]
+# ## The two terms while it learns
+#
+# The same model at PyTorch's example size (784-400-20) on MNIST digits,
+# trained with `npvae.train.train_step` (forward, backward, one Adam step),
+# the step `npvae train` runs. The reconstruction term falls from hundreds
+# of nats as the decoder learns the digits; the KL starts at a few nats (every
+# $q(z \mid x)$ is close to the prior) and rises while the encoder learns to
+# put information in $z$: the ELBO's two terms pull against each other, and
+# their sum, the loss, falls.
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+from npvae.data import load_mnist, to_unit_interval  # noqa: E402
+from npvae.optim import Adam  # noqa: E402
+from npvae.train import train_step  # noqa: E402
+
+STEPS = 30 if QUICK else 300
+digits = to_unit_interval(load_mnist().x_train[:128 * STEPS])  # (N, 784) in [0, 1]
+mnist_vae = VAE(784, hidden=(400,), latent=20, seed=0)  # float32, as npvae trains
+optimizer = Adam({"theta": mnist_vae.theta}, {"theta": mnist_vae.dtheta}, lr=1e-3)
+step_rng = np.random.default_rng(0)
+history = np.array([[float(t.recon), float(t.kl)] for t in
+                    (train_step(mnist_vae, optimizer, digits[i:i + 128], rng=step_rng)
+                     for i in range(0, 128 * STEPS, 128))])
+print(f"step 1: recon {history[0, 0]:.1f}, kl {history[0, 1]:.2f}; "
+      f"step {STEPS}: recon {history[-1, 0]:.1f}, kl {history[-1, 1]:.2f} (nats per example)")
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 4.5), sharex=True)
+top.plot(np.arange(1, STEPS + 1), history[:, 0], label="recon: -E_q log p(x | z)")
+top.plot(np.arange(1, STEPS + 1), history.sum(axis=1), "--", label="loss = recon + kl = -ELBO")
+top.set(ylabel="nats per example", title="the ELBO's two terms over the first steps")
+top.legend(fontsize=8)
+bottom.plot(np.arange(1, STEPS + 1), history[:, 1], color="C2", label="kl: KL(q(z | x) || p(z))")
+bottom.set(xlabel="Adam step (batches of 128)", ylabel="nats per example")
+bottom.legend(fontsize=8)
+fig.tight_layout()
+tutorial.savefig(fig, "07_elbo_terms.png")
+
+
+# %% [markdown]
 # ## Check
 
 # %%
@@ -155,6 +198,7 @@ assert all(no_kl_errors[k] > 1e-3 for k in no_kl_errors if k.startswith("encoder
 assert all(r.ok for r in results + gaussian_results)
 print(f"check passed: the VAE assembled by hand equals npvae.VAE, and the gradients of all {len(results) + len(gaussian_results)} "
       "parameter tensors match finite differences end to end")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

@@ -129,7 +129,7 @@ print("gain of each tenfold k:", ", ".join(f"L_{b} - L_{a} = {bounds[b]['mean'] 
 # runs (10 epochs) the three tenfold steps to $k = 1000$ gained about 2,
 # 0.8 and 0.5 nats, about 3.4 in all (the check asserts only that the rise
 # is well above the sampling spread). Signs: $\mathcal{L}_k$ is a log
-# likelihood, negative, about $-150$ nats here; it *rises* towards
+# likelihood, negative, $-159$ to $-157$ nats in the default run; it *rises* towards
 # $\log p(x)$, so $-\mathcal{L}_k$, the number in nats per digit we
 # usually quote, *falls* towards $-\log p(x)$ from above. Since $\mathcal{L}_k$ approaches
 # $\log p(x)$ from below, the rise is a lower estimate of the **gap of the
@@ -140,7 +140,7 @@ print("gain of each tenfold k:", ", ".join(f"L_{b} - L_{a} = {bounds[b]['mean'] 
 # seeds is much smaller for $k \ge 10$ than for $k = 1$: the average of many
 # weights is a steadier number than one weight.
 #
-# Reading the numbers: about 150 nats per digit (about 148 in our full
+# Reading the numbers: about 157 nats per digit (about 148 in our full
 # runs), where tutorial 8's 20-dimensional model reached about 106 on the
 # same pixels. Two latent dimensions hold little: the KL, an upper bound on
 # the information $z$ carries about $x$ (tutorial 9), is about 5 nats

@@ -29,6 +29,9 @@ sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").i
 
 from npvae.conv import Conv2D, ConvTranspose2D, channels_first, col2im, crop, im2col  # noqa: E402
 from npvae.gradcheck import check_layer, format_results, rel_error  # noqa: E402
+from npvae.tutorial import Tutorial  # noqa: E402
+
+tutorial = Tutorial("12_convolution")  # where its figure goes, and the figure inline in a notebook
 
 rng = np.random.default_rng(0)
 B, C_in, C_out, H, W, k, stride, padding = 2, 3, 4, 7, 6, 3, 2, 1
@@ -82,13 +85,12 @@ Ho, Wo = out_loop.shape[2:]
 cols = im2col(channels_first(x, padding), k, stride, Ho, Wo).reshape(C_in * k * k, B * Ho * Wo)
 out2 = weight.reshape(C_out, -1) @ cols + bias[:, None]             # (C_out, B Ho Wo)
 out_vec = out2.reshape(C_out, B, Ho, Wo).transpose(1, 0, 2, 3)       # back to NCHW
-print("cols", cols.shape, " product", out2.shape, " max |loop - im2col| =",
-      np.abs(out_vec - out_loop).max())
+print("cols", cols.shape, " product", out2.shape, f" max |loop - im2col| = {np.abs(out_vec - out_loop).max():.1e}")
 
 layer = Conv2D(C_in, C_out, k, stride=stride, padding=padding, rng=rng, dtype=np.float64)
 layer.params["W"][...], layer.params["b"][...] = weight, bias
 out = layer.forward(x)
-print("npvae.conv.Conv2D:", layer, " max |loop - Conv2D| =", np.abs(out - out_loop).max())
+print("npvae.conv.Conv2D:", layer, f" max |loop - Conv2D| = {np.abs(out - out_loop).max():.1e}")
 
 # %% [markdown]
 # ## Backward by hand
@@ -159,8 +161,8 @@ h = rng.standard_normal((2, 32, 7, 7))
 print("down: (2, 64, 14, 14) ->", down.forward(np.zeros((2, 64, 14, 14))).shape)
 upsampled = up.forward(h)
 print("up:", h.shape, "->", upsampled.shape)
-print("max |ConvTranspose2D.forward(h) - Conv2D.backward(dout = h)| =",
-      np.abs(upsampled - down.backward(h)).max())
+print(f"max |ConvTranspose2D.forward(h) - Conv2D.backward(dout = h)| = "
+      f"{np.abs(upsampled - down.backward(h)).max():.1e}")
 
 # %% [markdown]
 # Its backward, in turn, is that convolution's forward: im2col of $\mathrm{dout}$
@@ -171,6 +173,50 @@ print("max |ConvTranspose2D.forward(h) - Conv2D.backward(dout = h)| =",
 small = ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, rng=rng, dtype=np.float64)
 transpose_results = check_layer(small, rng.standard_normal((2, 3, 4, 5)), rng)
 print(format_results(transpose_results))
+
+# %% [markdown]
+# ## What the layers do to a digit
+#
+# Four hand-set 3 x 3 kernels (vertical and horizontal edges, a diagonal, a
+# blur) in one `Conv2D(1, 4, 3, stride=2, padding=1)`: each makes a 14 x 14
+# feature map of an MNIST digit. The `ConvTranspose2D` with the same weights,
+# applied to each map alone, spreads every value back over a 3 x 3 patch of a
+# 28 x 28 image: the decoder's way up, here undoing the stride but not the
+# filtering (it is the convolution's transpose, not its inverse).
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+from npvae.data import load_mnist, to_unit_interval  # noqa: E402
+
+digit = to_unit_interval(load_mnist().x_test[:1]).reshape(1, 1, 28, 28).astype(np.float64)
+kernels = {
+    "vertical edges": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
+    "horizontal edges": [[-1, -2, -1], [0, 0, 0], [1, 2, 1]],
+    "diagonal": [[2, 1, 0], [1, 0, -1], [0, -1, -2]],
+    "blur": [[1, 2, 1], [2, 4, 2], [1, 2, 1]],
+}
+down4 = Conv2D(1, 4, 3, stride=2, padding=1, rng=rng, dtype=np.float64)
+down4.params["W"][...] = np.array(list(kernels.values()), dtype=np.float64)[:, None] / 4
+down4.params["b"][...] = 0.0
+maps = down4.forward(digit)                                          # (1, 4, 14, 14)
+up1 = ConvTranspose2D(1, 1, 3, stride=2, padding=1, output_padding=1, rng=rng, dtype=np.float64)
+up1.params["b"][...] = 0.0
+fig, axes = plt.subplots(len(kernels), 4, figsize=(7.5, 2 * len(kernels)))
+for row, name in enumerate(kernels):
+    up1.params["W"][...] = down4.params["W"][row:row + 1]             # this kernel alone
+    back = up1.forward(maps[:, row:row + 1])                          # (1, 1, 28, 28)
+    panels = [(digit[0, 0], "the digit", "gray_r"), (down4.params["W"][row, 0], f"kernel: {name}", "RdBu_r"),
+              (maps[0, row], "Conv2D: feature map 14 x 14", "RdBu_r"),
+              (back[0, 0], "ConvTranspose2D: 28 x 28", "RdBu_r")]
+    for ax, (image, title, cmap) in zip(axes[row], panels):
+        limit = np.abs(image).max() or 1.0
+        ax.imshow(image, cmap=cmap, vmin=0 if cmap == "gray_r" else -limit, vmax=limit)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+fig.tight_layout()
+tutorial.savefig(fig, "12_feature_maps.png")
+
 
 # %% [markdown]
 # ## Check
@@ -187,6 +233,7 @@ assert all(r.ok for r in results + transpose_results)
 assert upsampled.shape == (2, 64, 14, 14) and np.allclose(upsampled, down.backward(h), atol=1e-12)
 print("check passed: a convolution is an im2col product, its backward a product and col2im, "
       "and a transposed convolution is its backward")
+tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
 # ## Practise

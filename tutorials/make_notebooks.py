@@ -3,8 +3,10 @@
 The Jupytext "percent" files ``tutorials/NN_*.py`` are the one source of every
 tutorial; the notebooks are generated from them and never edited by hand.
 Each notebook is the tutorial's cells (the same sources, in the same order)
-after one generated cell that installs npvae on Colab and does nothing
-elsewhere, executed top to bottom in a real Jupyter kernel (``python3``) with
+after one generated cell that sets npvae up on Colab and does nothing
+elsewhere, with its relative links and images made relative to the
+notebooks' folder, executed top to bottom in a real Jupyter kernel
+(``python3``) with
 ``NPVAE_QUICK=1``, so that its outputs and figures can be read on a code host
 without running anything.
 
@@ -21,6 +23,7 @@ source (``tests/test_notebooks.py`` runs the same comparison).
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,22 +57,67 @@ def _repository_url():
         return tomllib.load(f).get("project", {}).get("urls", {}).get("Repository")
 
 
+COLAB_UPLOAD = (
+    "npvae is not installed in this Colab session, and it is not on PyPI: the project has no public "
+    "address yet. Upload the repository as a zip (Files pane, on the left), then run "
+    "!unzip -q npvae.zip -d /content && %pip install -e /content/npvae "
+    "(the folder holding pyproject.toml) and run this notebook again.")
+"""What the Colab cell says when pyproject.toml names no repository to install from."""
+
+
 def colab_cells():
-    """The generated first cells: a note and a cell that installs npvae on Colab only."""
+    """The generated first cells: a note and a cell that sets npvae up on Colab only.
+
+    With ``[project.urls] Repository`` in pyproject.toml the cell installs
+    npvae from it; without one (today) it stops with ``COLAB_UPLOAD``, the
+    steps to install it from an uploaded copy. Elsewhere it does nothing.
+    """
     import nbformat
 
     url = _repository_url()
-    install = (f'    %pip install --quiet "npvae @ git+{url}"' if url else
-               '    raise RuntimeError("install npvae first: %pip install git+<the npvae repository URL>")')
+    if url:
+        install = f'    %pip install --quiet "npvae @ git+{url}"'
+        says = "installs npvae from the project's repository"
+    else:
+        install = ("    try:\n        import npvae  # noqa: F401  (installed from an uploaded copy)\n"
+                   f"    except ImportError:\n        raise RuntimeError({COLAB_UPLOAD!r}) from None")
+        says = ("checks that npvae is installed and, if not, says how: the project has no public "
+                "address yet, so upload the repository and install it from the upload")
     note = nbformat.v4.new_markdown_cell(
         "*Generated from the tutorial's `.py` source by `tutorials/make_notebooks.py` and executed in "
-        "quick mode (`NPVAE_QUICK=1`): edit the `.py` file, not this notebook. On Colab the next cell "
-        "installs npvae; anywhere else it does nothing.*")
+        f"quick mode (`NPVAE_QUICK=1`): edit the `.py` file, not this notebook. On Colab the next cell {says}; "
+        "anywhere else it does nothing.*")
     code = nbformat.v4.new_code_cell("import sys\n\nif \"google.colab\" in sys.modules:  # Colab: npvae is not installed there\n"
                                      + install)
     for cell in (note, code):
         cell.metadata["tags"] = [GENERATED]
     return [note, code]
+
+
+LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
+"""A markdown link or image: ``[text](target)`` or ``![alt](target)``."""
+
+
+def relinked(markdown):
+    """``markdown`` with its relative links and images made relative to tutorials/notebooks/.
+
+    The sources sit in ``tutorials/`` and link ``derivations.md#...`` and
+    ``figures/...``; the notebooks sit one folder lower, so each relative
+    target gains ``../``. Addresses (``http:``, ``mailto:``), absolute paths and
+    in-page anchors (``#...``) are left as they are.
+    """
+    def fix(match):
+        head, target, tail = match.groups()
+        if re.match(r"^([a-z][a-z0-9+.-]*:|/|#)", target, re.I):
+            return match.group(0)
+        return f"{head}../{target}{tail}"
+    spans = []  # code spans are set aside and left as written (a link's text may hold one)
+
+    def aside(match):
+        spans.append(match.group(0))
+        return f"\0{len(spans) - 1}\0"
+    changed = LINK.sub(fix, re.sub(r"(`+)[^`]*?\1", aside, markdown))
+    return re.sub(r"\0(\d+)\0", lambda m: spans[int(m.group(1))], changed)
 
 
 def own_cells(notebook):
@@ -87,6 +135,8 @@ def notebook_from_source(source):
     notebook.cells = colab_cells() + notebook.cells
     for cell in notebook.cells:
         cell.metadata.pop("lines_to_next_cell", None)
+        if cell.cell_type == "markdown":  # links and images that resolve from tutorials/notebooks/
+            cell.source = relinked(cell.source)
     notebook.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     nbformat.validate(notebook)
     return notebook
