@@ -2,8 +2,10 @@
 # # 15. The conditional VAE: digits on demand, and style analogies
 #
 # A VAE draws a random digit; it cannot be asked for a 7. The **conditional
-# VAE** (Sohn, Lee and Yan, 2015) gives both networks the label $y$ as an
-# extra input, one-hot, and keeps the prior $p(z) = \mathcal{N}(0, I)$:
+# VAE** gives both networks the label $y$ as an extra input, one-hot, and
+# keeps the prior $p(z) = \mathcal{N}(0, I)$: Kingma et al. (2014)'s M2 model
+# with the label observed (Sohn, Lee and Yan (2015) also make the prior
+# conditional, $p(z \mid y)$; see the derivation):
 #
 # $$q(z \mid x, y) \text{ from } \mathrm{enc}([\,x \mid e_y\,]), \qquad
 # p(x \mid z, y) \text{ from } \mathrm{dec}([\,z \mid e_y\,]).$$
