@@ -6,11 +6,14 @@
 - ``idx_bytes``, ``write_idx``, ``write_tiny_mnist``: IDX files and a tiny MNIST-format data set;
 - ``TINY_FLAGS``, ``train_args``, ``tiny_config``: a tiny run on that data (milliseconds a run),
   from the command line or as a ``TrainConfig``;
-- ``copy_run``: a private copy of a trained run folder (``conftest.trained_run``) to change.
+- ``copy_run``: a private copy of a trained run folder (``conftest.trained_run``) to change;
+- ``ANCHOR_RE``, ``github_anchor``, ``headings``, ``derivation_anchors``: the links into
+  ``tutorials/derivations.md`` and the anchors its headings give.
 """
 
 import gzip
 import hashlib
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -114,3 +117,35 @@ def tiny_config(data_dir=None, **overrides):
     values.update(overrides)
     preset = values.pop("preset", "pytorch-example")
     return TrainConfig.from_preset(preset, **values)
+
+
+# ---------------------------------------------------------------- links into derivations.md
+
+DERIVATIONS = Path(__file__).resolve().parents[1] / "tutorials" / "derivations.md"
+ANCHOR_RE = re.compile(r"derivations\.md#([A-Za-z0-9_-]+)")
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a heading: lowercase, punctuation removed, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def headings(markdown):
+    """``{anchor: heading text}`` for every heading outside code fences (duplicates get -1, -2)."""
+    found, seen, fenced = {}, {}, False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        match = re.match(r"(#{1,6})\s+(.+?)\s*#*\s*$", line)
+        if match and not fenced:
+            anchor = github_anchor(match.group(2))
+            count = seen.get(anchor, 0)
+            seen[anchor] = count + 1
+            found[anchor if count == 0 else f"{anchor}-{count}"] = match.group(2)
+    return found
+
+
+def derivation_anchors(path=DERIVATIONS):
+    """``{anchor: heading text}`` of ``tutorials/derivations.md``."""
+    return headings(path.read_text(encoding="utf-8"))

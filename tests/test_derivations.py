@@ -23,37 +23,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ANCHOR_RE, derivation_anchors, github_anchor, headings
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "npvae"
 DERIVATIONS = REPO / "tutorials" / "derivations.md"
 
-ANCHOR_RE = re.compile(r"derivations\.md#([A-Za-z0-9_-]+)")
 SECTION_RE = re.compile(r"derivations\.md``?,\s+sections?\s+((?:\"[^\"]+\"(?:,\s*|\s+and\s+)?)+)")
 BACKTICKED_RE = re.compile(r"`([^`]+)`")
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def github_anchor(heading):
-    """The anchor GitHub gives a heading: lowercase, punctuation removed, spaces to hyphens."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
-def headings(markdown):
-    """``{anchor: heading text}`` for every heading outside code fences (duplicates get -1, -2)."""
-    found, seen, fenced = {}, {}, False
-    for line in markdown.splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        match = re.match(r"(#{1,6})\s+(.+?)\s*#*\s*$", line)
-        if match and not fenced:
-            anchor = github_anchor(match.group(2))
-            count = seen.get(anchor, 0)
-            seen[anchor] = count + 1
-            found[anchor if count == 0 else f"{anchor}-{count}"] = match.group(2)
-    return found
 
 
 def sections(markdown):
@@ -164,7 +144,7 @@ def checked_problem(token, repo=REPO):
 # -------------------------------------------------------- the real checks
 
 MARKDOWN = DERIVATIONS.read_text(encoding="utf-8")
-ANCHORS = headings(MARKDOWN)
+ANCHORS = derivation_anchors()
 BACKWARDS = backward_functions()
 IMPLEMENTED = list({(file, name): heading
                     for heading, tokens in reference_lines(MARKDOWN, "Implemented in:")
