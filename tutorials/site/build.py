@@ -96,7 +96,7 @@ def page_of(repo_path):
     m = re.fullmatch(r"tutorials/(figures/[\w.-]+\.png|exercises/\w+\.py)", p)
     if m:
         return m.group(1)
-    m = re.fullmatch(r"benchmarks/(results/[\w.-]+)", p)
+    m = re.fullmatch(r"benchmarks/(results/[\w.-]+|\w+\.py)", p)
     if m:
         return f"benchmarks/{m.group(1)}"
     return None
@@ -332,6 +332,8 @@ def benchmarks_page():
     for file in sorted((REPO / "benchmarks" / "results").iterdir()):
         if file.suffix in (".png", ".json"):
             shutil.copy2(file, results / file.name)
+    for script in sorted((REPO / "benchmarks").glob("*.py")):   # the scripts, to download
+        shutil.copy2(script, DOCS / "benchmarks" / script.name)
     listing = ["", "## The result files", "",
                "Every number above comes from one of these, written by the script named in its section:", ""]
     listing += [f"- [`{f.name}`](results/{f.name})" for f in sorted(results.glob("*.json"))]
