@@ -25,7 +25,7 @@ The pieces, a module each (read them in this order):
 - ``checkpoint``   ``.npz`` checkpoints loaded without pickle; ``atomic``: atomic writes
 - ``evaluate``     test ELBO, the importance-weighted bound, KL per dimension
 - ``plots``        the figures, and the one 2-D latent plane they and the explorer use
-- ``cli``          the ``npvae`` command: every parser, flag check and exit code
+- ``cli``          the ``npvae`` command: every parser and exit code; ``flags``: each flag's check
 - ``explore``      the interactive latent-space explorer (``npvae explore RUN``)
 - ``tutorial``     what the tutorials share: their modes, folders, inline figures
 - ``exercises``    grades a learner's own backwards in tutorials/exercises/

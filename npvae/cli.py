@@ -17,14 +17,13 @@ closed early, as by ``| head``); 2 an error, told in one line
 saves a checkpoint first).
 
 Adding a command: a ``cmd_NAME(args)`` that returns an exit code, and a block
-in ``build_parser`` that adds its parser with checked flag types (below).
+in ``build_parser`` that adds its parser with checked flag types (``npvae.flags``).
 Adding a training setting: a field of ``TrainConfig`` and a row of
 ``TRAIN_FLAGS``.
 """
 
 import argparse
 import difflib
-import math
 import os
 import sys
 from pathlib import Path
@@ -39,6 +38,9 @@ from .atomic import check_picture_path
 from .cvae import check_digit, is_conditional
 from .data import BINARIZE
 from .errors import ConfigError, NpvaeError
+from .flags import choice as _choice
+from .flags import fraction, int_list as _int_list, integer as _integer, non_negative_int
+from .flags import non_negative_number, positive_int, positive_number, text as _text
 from .gradcheck import DEFAULT_H, DEFAULT_TOL
 from .iwae import OBJECTIVES
 from .losses import LIKELIHOODS
@@ -52,74 +54,6 @@ EXIT = {"ok": 0, "failed": 1, "error": 2, "interrupted": 130}  # see the module 
 # Upper bounds of the flags whose size is memory (a sample grid, a checked batch).
 MAX_SAMPLES = 10_000
 MAX_GRADCHECK_BATCH = 10_000
-
-
-# ---------------------------------------------------------------- every flag's check
-#
-# Each numeric and path flag is checked here, once, by its argparse type; a bad value is the
-# one-line error ``npvae: error: argument --seed: -1 is not a non-negative integer``.
-
-
-def _integer(low, high=None, what="a positive integer"):
-    def check(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {what}" + (f" up to {high:,}" if high is not None else ""))
-        return value
-    check.__name__ = what  # (argparse names the type in some messages)
-    return check
-
-
-def _real(low, high=None, low_open=False, what="a positive number"):
-    def check(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        ok = (math.isfinite(value) and (value > low if low_open else value >= low)
-              and (high is None or value < high))
-        if not ok:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-    check.__name__ = what
-    return check
-
-
-def _text(text):
-    """A non-empty string (a path or a name)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty value; name it")
-    return text
-
-
-def _choice(names):
-    """One of ``names`` (argparse type): the names come from the module that owns them."""
-    def check(text):
-        if text not in names:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}")
-        return text
-    check.__name__ = "a name"
-    return check
-
-
-def _int_list(text):
-    """``"400"`` or ``"128,64"`` -> a tuple of ints (argparse type)."""
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers, e.g. 400 or 128,64") from None
-
-
-positive_int = _integer(1)
-non_negative_int = _integer(0, what="a non-negative integer")
-positive_number = _real(0, low_open=True, what="a positive finite number")
-non_negative_number = _real(0, what="a non-negative finite number")
-fraction = _real(0, 1, low_open=True, what="a number between 0 and 1 (exclusive)")
 
 
 # ---------------------------------------------------------------- train
