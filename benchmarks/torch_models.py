@@ -15,12 +15,19 @@ them, one per layout:
   the input of each (``npvae.cvae``), so their first layers take C more inputs.
 - ``ConvVAE``: ``benchmarks/torch_conv_vae.py``'s convolutional replica
   (``encoder.1`` a ``Conv2d``, ..., ``decoder.3`` a ``ConvTranspose2d``, ...).
+- ``HVAE``: npvae's model with L stochastic layers (``npvae.hvae``), one
+  ``nn.Sequential`` per conditional, named as npvae's networks: ``q_h1`` (x ->
+  [mu_1 | logvar_1]), ..., ``q_hL``; ``p_x`` (h_1 -> logits or means of x);
+  ``p_h1`` (h_2 -> [mu | logvar] of p(h_1 | h_2)), ..., ``p_h{L-1}``; so
+  ``q_h1.0.weight``, ``q_h1.2.weight``, ..., ``p_h1.4.bias``.
 
-Every module has ``encode(x, y=None) -> (mu, logvar)`` and
-``decoder_out(z, y=None)``: the decoder's output, Bernoulli logits or Gaussian
-means (npvae's ``out``). ``iw_bounds`` is the importance-weighted bound
-computed from them with given noise. ``load(path)`` builds the module a file's
-metadata names and loads the file into it, strictly.
+Every module has ``encode(x, y=None) -> (mu, logvar)`` (for ``HVAE`` the top
+layer's, through the means) and ``decoder_out(z, y=None)``: the decoder's
+output, Bernoulli logits or Gaussian means (npvae's ``out``; for ``HVAE`` from
+the top layer's z down through the means). ``iw_bounds`` is the
+importance-weighted bound computed from them with given noise (for ``HVAE``
+from its ``log_weights``, every layer sampled). ``load(path)`` builds the
+module a file's metadata names and loads the file into it, strictly.
 
 PyTorch is optional: it is imported inside the functions.
 """
@@ -46,19 +53,18 @@ def _activation(name):
 
 
 def module_for(config):
-    """The ``torch.nn`` module of a ``VAE.config`` (``npvae.export.layout`` picks the kind),
-    in the config's dtype, with PyTorch's initialisation."""
+    """The ``torch.nn`` module of a ``VAE.config`` (``npvae.export.torch_module`` names its
+    class), in the config's dtype, with PyTorch's initialisation."""
     import torch
 
-    from npvae.export import layout
+    from npvae.export import torch_module
 
-    if layout(config) == "pytorch-example":
-        model = classes()["ExampleVAE"](config["x_dim"], config["hidden"][0], config["latent"],
-                                        config["activation"])
-    elif config.get("architecture", "mlp") == "conv":
-        model = classes()["ConvVAE"](config)
+    name = torch_module(config)
+    if name == "ExampleVAE":
+        model = classes()[name](config["x_dim"], config["hidden"][0], config["latent"],
+                                config["activation"])
     else:
-        model = classes()["MLPVAE"](config)
+        model = classes()[name](config)
     return model.to({"float32": torch.float32, "float64": torch.float64}[config["dtype"]])
 
 
@@ -74,37 +80,53 @@ def load(path):
     return model, config
 
 
+def log_px(out, x, config):
+    """log p(x | z) summed over pixels: ``out`` (..., D) Bernoulli logits or Gaussian means
+    (sigma from ``config``), x (B, D) broadcast against it."""
+    from torch.nn import functional as F
+
+    if config["likelihood"] == "bernoulli":
+        return -F.binary_cross_entropy_with_logits(out, x.expand_as(out),
+                                                   reduction="none").sum(-1)
+    sigma, D = config["sigma"], x.shape[-1]
+    return (-((x - out) ** 2).sum(-1) / (2 * sigma**2)
+            - 0.5 * D * (LOG_2PI + 2 * math.log(sigma)))
+
+
+def log_normal(z, mu, logvar):
+    """log N(z; mu, diag exp(logvar)) summed over the last axis (npvae.losses.log_normal)."""
+    import torch
+
+    return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar)).sum(-1)
+
+
 def iw_bounds(model, x, eps, config, y=None):
     """L_k(x) = log (1/k) sum_j p(x | z_j) p(z_j) / q(z_j | x) per example, (B,), in PyTorch.
 
     x (B, D); eps (k, B, Z), the noise: z_j = mu + eps_j exp(logvar / 2), so
     log q(z_j | x) = -1/2 sum (eps_j^2 + logvar + log 2 pi). y (B,): labels of
     a conditional model, repeated for each of the k samples (sample-major).
+    An ``HVAE`` brings its own log weights: eps (k, B, Z_1 + ... + Z_L).
     """
     import torch
-    from torch.nn import functional as F
 
-    k, B, Z = eps.shape
+    k = eps.shape[0]
+    if hasattr(model, "log_weights"):
+        return torch.logsumexp(model.log_weights(x, eps), 0) - math.log(k)
+    _, B, Z = eps.shape
     mu, logvar = model.encode(x, y)
     z = mu + eps * torch.exp(0.5 * logvar)
     out = model.decoder_out(z.reshape(k * B, Z), None if y is None else y.repeat(k))
-    out = out.reshape(k, B, -1)
-    if config["likelihood"] == "bernoulli":
-        log_px = -F.binary_cross_entropy_with_logits(out, x.expand_as(out),
-                                                     reduction="none").sum(-1)
-    else:
-        sigma, D = config["sigma"], x.shape[1]
-        log_px = (-((x - out) ** 2).sum(-1) / (2 * sigma**2)
-                  - 0.5 * D * (LOG_2PI + 2 * math.log(sigma)))
     log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
     log_qz = -0.5 * (eps**2 + logvar + LOG_2PI).sum(-1)
-    return torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(k)
+    return torch.logsumexp(log_px(out.reshape(k, B, -1), x, config) + log_pz - log_qz, 0) \
+        - math.log(k)
 
 
 @functools.cache
 def classes():
-    """``{"ExampleVAE", "MLPVAE", "ConvVAE"}``: the modules' classes, defined on first use (PyTorch
-    is imported here)."""
+    """``{"ExampleVAE", "MLPVAE", "ConvVAE", "HVAE"}``: the modules' classes, defined on first
+    use (PyTorch is imported here)."""
     import torch
     from torch import nn
 
@@ -184,4 +206,54 @@ def classes():
         def decoder_out(self, z, y=None):
             return self.decoder(z)
 
-    return {"ExampleVAE": ExampleVAE, "MLPVAE": MLPVAE, "ConvVAE": ConvVAE}
+    class HVAE(nn.Module):
+        """npvae's VAE with L stochastic layers (``npvae.hvae``): an ``nn.Sequential`` per
+        conditional, ``q_h1`` ... ``q_hL``, ``p_x``, ``p_h1`` ... ``p_h{L-1}``
+        (``npvae.hvae.network_sizes``), registered in that order."""
+
+        def __init__(self, config):
+            from npvae.hvae import network_sizes
+
+            super().__init__()
+            self.config, self.latents = config, list(config["latent"])
+            for name, sizes in network_sizes(config).items():
+                self.add_module(name, stack(sizes, config["activation"]))
+
+        def encode_layers(self, x):
+            """[(mu_l, logvar_l)] of every q(h_l | h_{l-1}), each (B, Z_l), h_{l-1} its mean."""
+            out, h = [], x
+            for l, Z in enumerate(self.latents):
+                q = self.get_submodule(f"q_h{l + 1}")(h)
+                out.append((q[..., :Z], q[..., Z:]))
+                h = out[-1][0]
+            return out
+
+        def encode(self, x, y=None):
+            return self.encode_layers(x)[-1]
+
+        def decoder_out(self, h, y=None):
+            """p(x | h_1)'s logits or means for top-layer values h (..., Z_L), through the
+            means of p(h_l | h_{l+1}) below it."""
+            for l in range(len(self.latents) - 1, 0, -1):
+                h = self.get_submodule(f"p_h{l}")(h)[..., :self.latents[l - 1]]
+            return self.get_submodule("p_x")(h)
+
+        def log_weights(self, x, eps):
+            """log w = log p(x | h_1) + log p(h_L) + sum_l log p(h_l | h_{l+1})
+            - sum_l log q(h_l | h_{l-1}), (k, B), for noise eps (k, B, Z_1 + ... + Z_L):
+            h_l = mu_l + exp(logvar_l / 2) eps_l, ancestral through q from h_0 = x."""
+            hs, log_qh, h, offset = [], 0.0, x, 0
+            for l, Z in enumerate(self.latents):
+                q = self.get_submodule(f"q_h{l + 1}")(h)   # (B, 2 Z_1), then (k, B, 2 Z_l)
+                mu, logvar, e = q[..., :Z], q[..., Z:], eps[..., offset:offset + Z]
+                h = mu + torch.exp(0.5 * logvar) * e      # (k, B, Z_l)
+                log_qh = log_qh - 0.5 * (e**2 + logvar + LOG_2PI).sum(-1)
+                hs.append(h)
+                offset += Z
+            log_ph = -0.5 * (hs[-1] ** 2 + LOG_2PI).sum(-1)
+            for l in range(len(self.latents) - 1, 0, -1):
+                p, Z = self.get_submodule(f"p_h{l}")(hs[l]), self.latents[l - 1]
+                log_ph = log_ph + log_normal(hs[l - 1], p[..., :Z], p[..., Z:])
+            return log_px(self.get_submodule("p_x")(hs[0]), x, self.config) + log_ph - log_qh
+
+    return {"ExampleVAE": ExampleVAE, "MLPVAE": MLPVAE, "ConvVAE": ConvVAE, "HVAE": HVAE}

@@ -31,8 +31,11 @@ transposed; convolution weights are stored in PyTorch's layout already):
   ``encoder.{i}.weight`` and ``.bias``, the ``state_dict`` names of an
   ``nn.Sequential`` holding the same layers at the same places (activations
   and reshapes keep their index, as ``nn.ReLU`` and ``nn.Flatten`` do); the
-  encoder's last layer gives [mu | logvar]. ``benchmarks/torch_models.py``
-  holds these modules.
+  encoder's last layer gives [mu | logvar]. A model with several stochastic
+  layers (``npvae.hvae``) has an ``nn.Sequential`` per network, named as
+  npvae's: ``q_h1.{i}.weight`` ... ``q_hL``, ``p_x``, ``p_h1`` ...
+  ``p_h{L-1}``. ``benchmarks/torch_models.py`` holds these modules
+  (``torch_module`` names each config's class).
 
 Reading a file trusts nothing in it: the header length, then the JSON header
 (each tensor's dtype, shape and byte range: contiguous, inside the file, and
@@ -58,6 +61,7 @@ from .checkpoint import (CHECKPOINT_NAME, _check_param_headers, _open_file, mode
 from .checks import is_int
 from .cvae import model_from_config
 from .errors import CheckpointError, ConfigError, NpvaeError
+from .hvae import is_hierarchical
 from .vae import parameter_shapes
 
 FORMAT = "npvae-export"
@@ -78,12 +82,31 @@ DTYPES = {"float32": "F32", "float64": "F64"}
 
 
 def layout(config):
-    """``"pytorch-example"`` for an unlabelled mlp with one hidden layer each side, else
-    ``"torch.nn"`` (see the module docstring)."""
+    """``"pytorch-example"`` for an unlabelled mlp with one stochastic layer and one hidden
+    layer each side, else ``"torch.nn"`` (see the module docstring)."""
     if (config.get("architecture", "mlp") == "mlp" and config.get("n_classes") is None
+            and not is_hierarchical(config)
             and len(config["hidden"]) == 1 and len(config["decoder_hidden"]) == 1):
         return "pytorch-example"
     return "torch.nn"
+
+
+def torch_module(config):
+    """The class in ``benchmarks/torch_models.py`` whose ``state_dict`` a ``VAE.config``'s file
+    is: ``"ExampleVAE"`` (the ``pytorch-example`` layout; PyTorch's example class loads it
+    too), ``"HVAE"`` (several stochastic layers), ``"ConvVAE"`` or ``"MLPVAE"``."""
+    if layout(config) == "pytorch-example":
+        return "ExampleVAE"
+    if is_hierarchical(config):
+        return "HVAE"
+    return "ConvVAE" if config.get("architecture", "mlp") == "conv" else "MLPVAE"
+
+
+def load_into(config):
+    """Where the file of a ``VAE.config`` loads strictly, in words (what ``npvae export`` says)."""
+    where = f"benchmarks/torch_models.py's {torch_module(config)}"
+    return (f"PyTorch's examples/vae/main.py VAE, or {where}"
+            if layout(config) == "pytorch-example" else where)
 
 
 def tensor_map(config):

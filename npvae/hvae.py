@@ -232,12 +232,17 @@ class HVAE:
         """The top layer's q(h_L | h_{L-1}) through the means: ``(mu, logvar)``, each (B, Z_L)."""
         return self.encode_layers(x)[-1]
 
+    def decoder_out(self, h):
+        """p(x | h_1)'s output (Bernoulli logits or Gaussian means), (B, D), for top-layer
+        values ``h`` (B, Z_L), through the means of p(h_l | h_{l+1}) below it."""
+        for l in range(self.L - 1, 0, -1):
+            h = _split(self.nets[f"p_h{l}"].forward(h), self.latents[l - 1])[0]
+        return self.nets["p_x"].forward(h)
+
     def decode(self, h):
         """The mean of p(x | h_1) for top-layer values ``h`` (B, Z_L), through the means of
         p(h_l | h_{l+1}) below it: probabilities or means, (B, D)."""
-        for l in range(self.L - 1, 0, -1):
-            h = _split(self.nets[f"p_h{l}"].forward(h), self.latents[l - 1])[0]
-        return self.output_mean(self.nets["p_x"].forward(h))
+        return self.output_mean(self.decoder_out(h))
 
     def log_weights(self, x, eps):
         """log w for noise ``eps`` (k, B, noise_dim): an ``HLogWeights`` of (k, B) arrays.

@@ -24,7 +24,9 @@ from npvae.cvae import model_from_config, set_condition
 from npvae.data import load_mnist, to_unit_interval
 from npvae.errors import CheckpointError, ConfigError
 from npvae.evaluate import iw_bounds
-from npvae.export import MAX_HEADER_BYTES, MAX_TENSORS, export_run, import_run, read_export
+from npvae.export import (MAX_HEADER_BYTES, MAX_TENSORS, export_run, import_run, load_into,
+                          read_export)
+from npvae.hvae import is_hierarchical
 from npvae.presets import PRESETS
 from tests.torch_or_skip import import_torch, load_benchmark
 
@@ -39,7 +41,8 @@ except ImportError as err:
 N, K = 12, 6  # test digits, importance samples
 # npvae and PyTorch differ by summation order only. float64: within 1e-10. float32: within
 # 2^-19 of the largest magnitude compared, 16 times float32's epsilon (2^-23): rounding of sums
-# of up to 3,136 products (measured: at most 4 epsilons; a wrong layout is off by far more).
+# of up to 3,136 products (measured, every preset: at most 6 epsilons, burda-iwae's logvar; the
+# two-layer presets at most 5, mu_1; a wrong layout is off by far more).
 TOL = {"float64": 1e-10, "float32": 2.0**-19}
 
 
@@ -80,11 +83,33 @@ def close(found, expected, dtype):
     return np.abs(found - expected).max() <= TOL[dtype] * scale
 
 
+def npvae_numbers(model, x):
+    """npvae's encoder means and log-variances (every stochastic layer's, through the means)
+    and the decoder's output (logits or means) at the top layer's mu: name -> array."""
+    if is_hierarchical(model.config):
+        layers = model.encode_layers(x)
+        decoder_out = model.decoder_out(layers[-1][0])
+    else:
+        layers = [model.encode(x)]
+        decoder_out = model.decoder.forward(layers[0][0])
+    return {**{f"{name}_{l + 1}": a for l, pair in enumerate(layers)
+               for name, a in zip(("mu", "logvar"), pair)}, "decoder output": decoder_out}
+
+
+def torch_numbers(module, x, y):
+    """The same numbers from the PyTorch module, same names."""
+    layers = module.encode_layers(x) if hasattr(module, "encode_layers") else [module.encode(x, y)]
+    return {**{f"{name}_{l + 1}": a for l, pair in enumerate(layers)
+               for name, a in zip(("mu", "logvar"), pair)},
+            "decoder output": module.decoder_out(layers[-1][0], y)}
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("preset", [name for name, p in PRESETS.items()   # one stochastic layer:
-                                    if not isinstance(p["model"]["latent"], (list, tuple))])
+@pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_preset_loads_strictly_into_its_torch_module_with_the_same_numbers(
         preset, dtype, tmp_path, digits, torch, torch_models):
+    """Every stochastic layer's mu and logvar, the decoder's output and L_k with the same
+    noise (for two stochastic layers, noise for both: (k, B, Z_1 + Z_2))."""
     from safetensors.torch import load_file
 
     model = model_from_config(**preset_config(preset, dtype), seed=3)
@@ -93,21 +118,21 @@ def test_every_preset_loads_strictly_into_its_torch_module_with_the_same_numbers
     x = to_unit_interval(digits[0], dtype)
     y = digits[1] if model.n_classes else None
     set_condition(model, y)
-    mu, logvar = model.encode(x)
-    out = model.decoder.forward(mu)
+    expected = npvae_numbers(model, x)
+    expected["L_k"] = iw_bounds(model, x, K, np.random.default_rng(5), batch_size=N, chunk=K, y=y)
+    width = getattr(model, "noise_dim", model.latent)
+    eps = np.random.default_rng(5).standard_normal((K, N, width), dtype=dtype)
     yt = None if y is None else torch.from_numpy(y)
     with torch.no_grad():
-        mu_t, logvar_t = module.encode(torch.from_numpy(x), yt)
-        out_t = module.decoder_out(mu_t, yt)
-        eps = np.random.default_rng(5).standard_normal((K, N, model.latent), dtype=dtype)
-        bound_t = torch_models.iw_bounds(module, torch.from_numpy(x), torch.from_numpy(eps),
-                                         model.config, yt)
-    bound = iw_bounds(model, x, K, np.random.default_rng(5), batch_size=N, chunk=K, y=y)
-    for name, found, expected in (("mu", mu_t, mu), ("logvar", logvar_t, logvar),
-                                  ("decoder output", out_t, out), ("L_k", bound_t, bound)):
-        assert found.dtype == getattr(torch, dtype), name
-        assert close(found.numpy(), expected, dtype), (
-            f"{name}: largest difference {np.abs(found.numpy() - expected).max():.3g}")
+        found = torch_numbers(module, torch.from_numpy(x), yt)
+        found["L_k"] = torch_models.iw_bounds(module, torch.from_numpy(x), torch.from_numpy(eps),
+                                              model.config, yt)
+    assert found.keys() == expected.keys()
+    assert len(found) == 2 * len(getattr(model, "latents", [1])) + 2
+    for name, value in found.items():
+        assert value.dtype == getattr(torch, dtype), name
+        assert close(value.numpy(), expected[name], dtype), (
+            f"{name}: largest difference {np.abs(value.numpy() - expected[name]).max():.3g}")
 
 
 def test_the_published_example_class_loads_a_pytorch_example_export(tmp_path, digits, torch):
@@ -133,27 +158,38 @@ def test_the_published_example_class_loads_a_pytorch_example_export(tmp_path, di
         assert not close(published.encode(torch.from_numpy(x))[0].numpy(), mu, "float32")
 
 
-def test_torch_models_load_builds_the_module_a_file_names(tmp_path, torch, torch_models):
+@pytest.mark.parametrize("preset, name, key", [("conv", "ConvVAE", "decoder.3.weight"),
+                                               ("burda2-iwae", "HVAE", "p_h1.4.weight")])
+def test_torch_models_load_builds_the_module_a_file_names(preset, name, key, tmp_path, torch,
+                                                          torch_models):
     from safetensors.torch import load_file
 
-    model = model_from_config(**preset_config("conv", "float64"), seed=2)
+    model = model_from_config(**preset_config(preset, "float64"), seed=2)
     path = export_model(model, tmp_path)
     module, config = torch_models.load(path)
-    assert config == json.loads(json.dumps(model.config))
+    assert config == json.loads(json.dumps(model.config)) and type(module).__name__ == name
     state, expected = module.state_dict(), load_file(str(path))
     assert state.keys() == expected.keys()
     assert all(torch.equal(state[k], expected[k]) for k in state)
-    assert state["decoder.3.weight"].dtype == torch.float64
+    assert state[key].dtype == torch.float64
+
+
+MODULES = {"pytorch-example": "examples/vae/main.py VAE, or benchmarks/torch_models.py's "
+                              "ExampleVAE", "conv": "ConvVAE", "cvae": "MLPVAE",
+           "burda2-vae": "benchmarks/torch_models.py's HVAE", "burda2-iwae": "HVAE"}
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_export_then_import_is_the_identity_bit_for_bit(preset, tmp_path):
-    """Through the commands, for every preset (iwae's in float64)."""
+def test_export_then_import_is_the_identity_bit_for_bit(preset, tmp_path, capsys):
+    """Through the commands, for every preset (iwae's in float64); export names the module
+    that loads the file (the one the test above loads it into)."""
     model = model_from_config(**preset_config(preset, "float64" if preset == "iwae" else "float32"),
                         seed=6)
     save_checkpoint(tmp_path / "model.npz", model, None, {})
     path, run = tmp_path / "model.safetensors", tmp_path / "imported"
     assert cli.main(["export", str(tmp_path / "model.npz"), str(path)]) == 0
+    said = capsys.readouterr().out
+    assert f"into {load_into(model.config)})" in said and MODULES.get(preset, "MLPVAE") in said
     assert cli.main(["import", str(path), "--run-dir", str(run)]) == 0
     checkpoint = load_checkpoint(run / "checkpoint.npz")
     assert checkpoint.model_config == load_checkpoint(tmp_path / "model.npz").model_config
