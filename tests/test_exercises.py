@@ -285,6 +285,15 @@ PLANTED = {
     "label rows of W without gradient": ("conditional", labelled_by_hand(
         dW="np.concatenate([x.T @ dout, np.zeros((onehot.shape[1], dout.shape[1]))])"), "dW",
         "label rows of W no gradient"),
+    "variance in a q layer's dlogvar": ("hvae", {"q_sample_backward": """
+        return dh.copy(), dh * eps * 0.5 * np.exp(logvar) - 0.5 * ckl[:, None]"""}, "dlogvar",
+        "variance exp(logvar) where the standard deviation exp(logvar / 2) belongs"),
+    "log q's direct term without its weight": ("hvae", {"q_sample_backward": """
+        return dh.copy(), dh * eps * 0.5 * np.exp(logvar / 2) - 0.5"""}, "dlogvar", "without its weight ckl"),
+    "the prior's term missing from dh2": ("hvae", {"h1_backward": EXERCISES["hvae"].solution["h1_backward"].replace(
+        "dh2 = c * h2 + ", "dh2 = ")}, "dh2", "lacks the prior's term in dh2"),
+    "a wrong dh2 blamed for dh1": ("hvae", {"h1_backward": EXERCISES["hvae"].solution["h1_backward"].replace(
+        "dh2 = c * h2 + ", "dh2 = 1.5 * c * h2 + ")}, "dh1", "is wrong because dh2 is"),
     "a mistake without a name": ("tanh", {"tanh_backward": "return dout * (1 - out**3)"}, "dx",
                                  "relative error"),
 }
@@ -377,6 +386,18 @@ CASE = {
     "iwae_weights_over_examples.py": ("iwae", 1, ["dout                         WRONG                uses the "
                                                   "softmax over the B examples"], []),
     "onehot_max_plus_one.py": ("conditional", 1, ["has max(y) + 1 = 4 columns, not n_classes = 5"], []),
+    # two stochastic layers: each path into h1, log q's sign, the variance, the 1/B
+    "hvae_no_path_b.py": ("hvae", 1, ["dh1                          WRONG                lacks path B"],
+                          ["dh2                          WRONG"]),
+    "hvae_no_p_h1_term.py": ("hvae", 1, ["dh1                          WRONG                lacks path A"],
+                             ["dh2                          WRONG"]),
+    "hvae_log_q_sign.py": ("hvae", 1, ["dlogvar                      WRONG                adds log q's direct "
+                                       "term where it subtracts it", "dh1                          WRONG       "
+                                       "         adds log q(h2 | h1)'s direct term"], []),
+    "hvae_std_for_var.py": ("hvae", 1, ["dh2                          WRONG                divides by the "
+                                        "standard deviation exp(plogvar / 2)"], []),
+    "hvae_missing_1_over_b.py": ("hvae", 1, ["dh1                          WRONG                lacks the 1/B of "
+                                             "the batch mean on the second layer's terms (B = 4)"], []),
 }
 
 
@@ -502,3 +523,17 @@ def test_each_tutorial_points_to_its_exercises():
             assert all(EXERCISES[n].file[:2] <= path.name[:2] for n in found), (path.name, found)
             own += [n for n in found if EXERCISES[n].file[:2] == path.name[:2]]
     assert sorted(own) == sorted(EXERCISES), "every exercise is pointed to by its tutorial"
+
+
+def test_the_hvae_graders_paths_add_up_to_npvaes_two_layer_backward():
+    """The pieces the hvae grader builds its named mistakes from (path A, path B, dh2) are npvae's
+    own: their sum is what HVAE.backward hands q(h1 | x), and dh2 what it hands q(h2 | h1)."""
+    from npvae.exercises import hvae
+
+    model, _, eps = hvae.hvae_case()
+    given = hvae.learner_inputs(model, eps)
+    dh1, dh2, dh1_x = hvae.handed(model)
+    path_a, path_b, ref_dh2 = hvae.paths(given, np.full(B, 1.0 / B))
+    np.testing.assert_allclose(dh1_x + path_a + path_b, dh1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ref_dh2, dh2, rtol=1e-12, atol=1e-15)
+    assert np.abs(path_a).min() > 0 and np.abs(path_b).max() > 1e-3 * np.abs(dh1).max()

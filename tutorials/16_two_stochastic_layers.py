@@ -257,3 +257,23 @@ print("check passed: the two-layer gradients match central differences (elbo and
       f"a dropped path into h1 fails exactly q_h1's {len(failed)} gradients, and all three "
       "models train and bound")
 tutorial.finish()  # the quick mode's temporary folder goes
+
+# %% [markdown]
+# ## Practise
+#
+# Write the backward through the second stochastic layer yourself in
+# `16_hvae.py` (in `tutorials/exercises/`): one $q$ layer's gradients (the
+# path through $h = \mu + e^{\log\sigma^2/2} \varepsilon$ and $\log q$'s direct
+# term), then the gradient into $h_1$ of a two-layer model whose
+# $q(h_2 \mid h_1)$ and $p(h_1 \mid h_2)$ are one affine layer each: from
+# $\log p(h_1 \mid h_2)$ directly (path A) and back through $h_2$ and
+# $q(h_2 \mid h_1)$ (path B). Then grade it:
+#
+#     npvae exercises check hvae
+#
+# The grader compares your values with npvae's own two-layer backward and
+# with central differences and, when one is wrong, says how: path A or
+# path B left out, $\log q$'s direct term added where it is subtracted, the
+# standard deviation where the variance belongs (or the other way round), a
+# missing $1/B$, the prior's term or $p(h_1 \mid h_2)$'s path into $h_2$
+# forgotten. `npvae exercises list` shows every exercise.
