@@ -1,4 +1,4 @@
-"""Burda et al.'s Table 1 row (MNIST, one stochastic layer): VAE against IWAE at equal k.
+"""Burda et al.'s Table 1 (MNIST, one and two stochastic layers): VAE against IWAE at equal k.
 
 For each k of ``--ks`` (default 1, 5, 50) this trains the presets ``burda-vae``
 (the k-sample ELBO, its KL in closed form) and ``burda-iwae`` (the
@@ -19,15 +19,23 @@ same digits; this is the evaluation's noise only), and ``--seeds`` (default
 0): more training seeds for the ``--seed-ks`` (default 5), whose spread is the
 training's noise. Each digit's bound is kept in ``RUN/iw_bounds_k5000.npy``.
 
+``--layers 1,2`` adds Table 1's second half: ``burda2-vae`` and ``burda2-iwae``
+(784-200-200-100 / 100-100-50, ``npvae.hvae``) for the same k and seeds, the
+active units of each stochastic layer, and the paper's orderings as paired
+differences over the same digits: 2 layers - 1 layer for each objective,
+IWAE - VAE for 2 layers (``--layers 2`` trains only the two-layer models).
+
     python benchmarks/reproduce_burda.py                       # 8 epochs, k = 1, 5, 50, all 10,000 test digits
     python benchmarks/reproduce_burda.py --ks 5 --limit 1000   # a quicker look
     python benchmarks/reproduce_burda.py --seeds 0,1,2         # k = 5 with three training seeds
     python benchmarks/reproduce_burda.py --ks 1 --out benchmarks/results/reproduce_burda_k1.json
+    python benchmarks/reproduce_burda.py --layers 1,2 --ks 5 --sampled-ks none --eval-k 1000 --limit 1000
 
-Runs go to ``runs/repro/burda-{vae,iwae,vae-sampled}-k{k}`` (``-seed{s}`` for
-other seeds); a finished run there with the same settings is evaluated, not trained
-again, and so is a digit's bound already computed. Results go to
-``benchmarks/results/reproduce_burda.json``. The paper trains for 3,280
+Runs go to ``runs/repro/burda{,2}-{vae,iwae}-k{k}`` and ``burda-vae-sampled-k{k}``
+(``-seed{s}`` for other seeds); a finished run there with the same settings is
+evaluated, not trained again, and so is a digit's bound already computed. Results
+go to ``benchmarks/results/reproduce_burda.json``, or ``reproduce_burda_two_layers.json``
+when ``--layers`` has 2. The paper trains for 3,280
 epochs (``--lr-schedule iwae --epochs 3280``); the presets' default is its
 eight learning rates one epoch each.
 """
@@ -43,6 +51,7 @@ if __name__ == "__main__":  # threads first, as in every script here
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -55,24 +64,35 @@ PAPER = {("elbo", 1): 86.76, ("elbo", 5): 86.47, ("elbo", 50): 86.35,
 """Burda, Grosse and Salakhutdinov (2016), Table 1, MNIST, one stochastic layer: -log p(x)."""
 PAPER.update({("elbo-sampled", k): v for (o, k), v in list(PAPER.items()) if o == "elbo"})
 # the paper's VAE is, exactly, our elbo-sampled; the closed-form elbo rows are compared with it too
+PAPER_TWO_LAYERS = {("elbo", 1): 85.33, ("elbo", 5): 85.01, ("elbo", 50): 84.78,
+                    ("iwae", 1): 85.33, ("iwae", 5): 83.89, ("iwae", 50): 82.90}
+"""Burda, Grosse and Salakhutdinov (2016), Table 1, MNIST, two stochastic layers: -log p(x)."""
+PAPERS = {1: PAPER, 2: PAPER_TWO_LAYERS}
 
-PRESET = {"elbo": "burda-vae", "elbo-sampled": "burda-vae", "iwae": "burda-iwae"}
+PRESET = {(1, "elbo"): "burda-vae", (1, "elbo-sampled"): "burda-vae", (1, "iwae"): "burda-iwae",
+          (2, "elbo"): "burda2-vae", (2, "iwae"): "burda2-iwae"}
 NAME = {"elbo": "VAE", "elbo-sampled": "VAE (sampled KL)", "iwae": "IWAE"}
 PAIRS = [("elbo", "iwae"), ("elbo", "elbo-sampled"), ("elbo-sampled", "iwae")]
 """Paired differences (a, b): b's bound minus a's, digit by digit, in -log p(x)."""
-FOLDER = {"elbo": "burda-vae", "elbo-sampled": "burda-vae-sampled", "iwae": "burda-iwae"}
+LAYER_PAIRS = [("2 layers - 1 layer, VAE", (2, "elbo"), (1, "elbo")),
+               ("2 layers - 1 layer, IWAE", (2, "iwae"), (1, "iwae")),
+               ("IWAE - VAE, 2 layers", (2, "iwae"), (2, "elbo"))]
+"""The two-layer orderings (what, minuend, subtrahend), each as (layers, objective)."""
+FOLDER = {(1, "elbo"): "burda-vae", (1, "elbo-sampled"): "burda-vae-sampled",
+          (1, "iwae"): "burda-iwae", (2, "elbo"): "burda2-vae", (2, "iwae"): "burda2-iwae"}
 
 
-def train_run(objective, k, seed, run_dir, epochs, lr_schedule):
-    """Train one preset with ``k`` samples into ``run_dir``: wall seconds, or None when a
-    finished run with these settings is there already (then it is kept)."""
+def train_run(layers, objective, k, seed, run_dir, epochs, lr_schedule):
+    """Train the ``layers``-layer preset of ``objective`` with ``k`` samples into ``run_dir``:
+    wall seconds, or None when a finished run with these settings is there already (then it
+    is kept)."""
     from dataclasses import asdict
 
     from npvae.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from npvae.config import TrainConfig
     from npvae.train import train
 
-    config = TrainConfig.from_preset(PRESET[objective], k=k, seed=seed, epochs=epochs,
+    config = TrainConfig.from_preset(PRESET[layers, objective], k=k, seed=seed, epochs=epochs,
                                      lr_schedule=lr_schedule, objective=objective,
                                      progress=False, figures=False)
     if (run_dir / CHECKPOINT_NAME).is_file():
@@ -113,10 +133,12 @@ def same_weights(run_a, run_b):
 
 
 def evaluate_run(run_dir, eval_k, limit, seed=0):
-    """What ``npvae evaluate RUN --iw-samples eval_k [--limit]`` prints, as a dict, and each
-    digit's bound (host float64 (N,)), kept in ``RUN/iw_bounds_k{eval_k}.npy``."""
+    """What ``npvae evaluate RUN --iw-samples eval_k [--limit]`` prints, as a dict (with
+    ``units_per_layer``: (active, of) for each stochastic layer), and each digit's bound
+    (host float64 (N,)), kept in ``RUN/iw_bounds_k{eval_k}.npy``."""
     from npvae import evaluate
     from npvae.checkpoint import model_from_checkpoint
+    from npvae.hvae import HVAE, active_units_per_layer
     from npvae.progress import ProgressBar
     from npvae.runs import run_test_data
 
@@ -136,11 +158,13 @@ def evaluate_run(run_dir, eval_k, limit, seed=0):
         finally:
             bar.close()
         np.save(saved, bounds)
+    active = evaluate.active_units(model, x, threshold=0.01)
+    units = (list(zip(active_units_per_layer(model, x), model.latents)) if isinstance(model, HVAE)
+             else [(active, model.latent)])
     return dict(test_elbo=-(terms["recon"] + terms["kl"]), nll=-float(bounds.mean()),
                 standard_error=float(bounds.std(ddof=1) / np.sqrt(len(bounds))),
-                active_units=evaluate.active_units(model, x, threshold=0.01),
-                latent=model.latent, digits=len(x), eval_seconds=time.perf_counter() - started,
-                epochs=checkpoint.state.get("epoch")), bounds
+                active_units=active, units_per_layer=units, latent=model.latent, digits=len(x),
+                eval_seconds=time.perf_counter() - started, epochs=checkpoint.state.get("epoch")), bounds
 
 
 def main(argv=None):
@@ -160,59 +184,85 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0", help="training seeds (default 0)")
     parser.add_argument("--seed-ks", default="5",
                         help="the k whose models are trained with every seed (default 5)")
+    parser.add_argument("--layers", default="1",
+                        help="stochastic layers of the models to train: 1 (default), 2 or 1,2 "
+                             "(the two-layer comparisons need both)")
     parser.add_argument("--threads", type=int, help="BLAS threads (read before NumPy loads)")
-    parser.add_argument("--out", help="JSON to write (default benchmarks/results/reproduce_burda.json)")
+    parser.add_argument("--out", help="JSON to write (default benchmarks/results/reproduce_burda.json"
+                                      ", or reproduce_burda_two_layers.json when --layers has 2)")
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
+    layer_counts = [int(n) for n in args.layers.split(",")]
+    if not set(layer_counts) <= {1, 2}:
+        parser.error(f"--layers must be 1, 2 or 1,2, got {args.layers!r}")
     sampled_ks = [] if args.sampled_ks == "none" else [int(k) for k in args.sampled_ks.split(",")]
     seeds, seed_ks = [int(s) for s in args.seeds.split(",")], [int(k) for k in args.seed_ks.split(",")]
     # the first seed's runs for every k first, then the other seeds' (a table as soon as possible)
     runs = [(k, seed) for seed in seeds for k in ks if seed == seeds[0] or k in seed_ks]
     rows, bounds = [], {}
     for k, seed in runs:
-        for objective in ("elbo", "iwae") + (("elbo-sampled",) if k in sampled_ks else ()):
-            run_dir = Path(args.runs) / (f"{FOLDER[objective]}-k{k}" + (f"-seed{seed}" if seed else ""))
-            print(f"{NAME[objective]}, k = {k}, seed {seed}: {run_dir}", flush=True)
-            seconds = train_run(objective, k, seed, run_dir, args.epochs, args.lr_schedule)
-            result, bounds[objective, k, seed] = evaluate_run(run_dir, args.eval_k, args.limit)
-            row = dict(objective=objective, k=k, seed=seed, run_dir=str(run_dir),
-                       train_seconds=seconds, epoch_seconds=epoch_seconds(run_dir),
-                       paper=PAPER.get((objective, k)), **result)
+        for layers, objective in [(n, o) for n in layer_counts for o in ("elbo", "iwae")
+                                  + (("elbo-sampled",) if n == 1 and k in sampled_ks else ())]:
+            run_dir = Path(args.runs) / (f"{FOLDER[layers, objective]}-k{k}"
+                                         + (f"-seed{seed}" if seed else ""))
+            load = os.getloadavg()[0]
+            print(f"{NAME[objective]}, {layers} layer(s), k = {k}, seed {seed}: {run_dir} "
+                  f"(load {load:.1f})", flush=True)
+            seconds = train_run(layers, objective, k, seed, run_dir, args.epochs, args.lr_schedule)
+            result, bounds[layers, objective, k, seed] = evaluate_run(run_dir, args.eval_k, args.limit)
+            row = dict(preset=PRESET[layers, objective], layers=layers, objective=objective, k=k,
+                       seed=seed, run_dir=str(run_dir), train_seconds=seconds, load_at_start=load,
+                       epoch_seconds=epoch_seconds(run_dir),
+                       paper=PAPERS[layers].get((objective, k)), **result)
             rows.append(row)
             print(f"  -log p(x) <= {row['nll']:.2f} +/- {row['standard_error']:.2f}, "
-                  f"test -ELBO {-row['test_elbo']:.2f}, {row['active_units']} active units",
-                  flush=True)
+                  f"test -ELBO {-row['test_elbo']:.2f}, active units "
+                  + ", ".join(f"{n} of {z}" for n, z in row["units_per_layer"]), flush=True)
         for a, b in PAIRS:
-            if (a, k, seed) in bounds:
-                mean, se = paired_difference(bounds, (b, k, seed), (a, k, seed))
+            if (1, a, k, seed) in bounds and (1, b, k, seed) in bounds:   # elbo-sampled: some k
+                mean, se = paired_difference(bounds, (1, b, k, seed), (1, a, k, seed))
                 print(f"  {NAME[b]} - {NAME[a]} = {mean:+.2f} +/- {se:.2f} nats", flush=True)
-    table = [[f"{NAME[r['objective']]}, k = {r['k']}" + (f", seed {r['seed']}" if r["seed"] else ""),
+    table = [[f"{NAME[r['objective']]}, "
+              + (f"{r['layers']} layer{'s' if r['layers'] > 1 else ''}, " if 2 in layer_counts else "")
+              + f"k = {r['k']}" + (f", seed {r['seed']}" if r["seed"] else ""),
               f"{r['paper']:.2f}" if r["paper"] else "",
               f"{r['nll']:.2f} ± {r['standard_error']:.2f}", f"{-r['test_elbo']:.2f}",
-              f"{r['active_units']} of {r['latent']}",
+              ", ".join(f"{n} of {z}" for n, z in r["units_per_layer"]),
               f"{(r['train_seconds'] or r['epoch_seconds']) / 60:.1f} min",
               f"{r['eval_seconds'] / 60:.1f} min"] for r in rows]
     _common.print_table(table, ["objective", "paper -log p(x)",
                                 f"-log p(x) <= (k={args.eval_k}, {rows[0]['digits']} digits)",
-                                "test -ELBO", "active units", "training", "evaluation"],
+                                "test -ELBO", "active units per layer", "training", "evaluation"],
                         title=f"Burda et al. Table 1, {args.epochs} epochs ({args.lr_schedule})")
     differences = []
     for k, seed in runs:
-        vae, iwae = (next(r for r in rows if (r["objective"], r["k"], r["seed"]) == (o, k, seed))
-                     for o in ("elbo", "iwae"))
-        mean, se = paired_difference(bounds, ("iwae", k, seed), ("elbo", k, seed))
+        for what, a, b in LAYER_PAIRS:
+            if (*a, k, seed) not in bounds or (*b, k, seed) not in bounds:
+                continue
+            mean, se = paired_difference(bounds, (*a, k, seed), (*b, k, seed))
+            paper = PAPERS[a[0]][a[1], k] - PAPERS[b[0]][b[1], k]
+            differences.append(dict(k=k, seed=seed, comparison=what, difference=mean,
+                                    paired_standard_error=se, paper=paper))
+            print(f"k = {k}, seed {seed}: {what} = {mean:+.2f} +/- {se:.2f} nats in -log p(x) "
+                  f"(paired over the digits; paper {paper:+.2f})")
+        if 1 not in layer_counts:
+            continue
+        vae, iwae = (next(r for r in rows if (r["layers"], r["objective"], r["k"], r["seed"])
+                          == (1, o, k, seed)) for o in ("elbo", "iwae"))
+        mean, se = paired_difference(bounds, (1, "iwae", k, seed), (1, "elbo", k, seed))
         differences.append(dict(k=k, seed=seed, iwae_minus_vae=mean, paired_standard_error=se))
         print(f"k = {k}, seed {seed}: IWAE - VAE = {mean:+.2f} +/- "
               f"{differences[-1]['paired_standard_error']:.2f} nats (paired over the digits; paper "
               f"{PAPER[('iwae', k)] - PAPER[('elbo', k)]:+.2f}); short of the paper by "
               f"{vae['nll'] - PAPER[('elbo', k)]:.2f} (VAE) and "
               f"{iwae['nll'] - PAPER[('iwae', k)]:.2f} (IWAE) nats")
-        if ("elbo-sampled", k, seed) in bounds:   # the paper's VAE against ours and the IWAE
-            sampled, iwae_run = (next(r["run_dir"] for r in rows if (r["objective"], r["k"], r["seed"])
-                                      == (o, k, seed)) for o in ("elbo-sampled", "iwae"))
+        if (1, "elbo-sampled", k, seed) in bounds:   # the paper's VAE against ours and the IWAE
+            sampled, iwae_run = (next(r["run_dir"] for r in rows if (r["layers"], r["objective"],
+                                      r["k"], r["seed"]) == (1, o, k, seed))
+                                 for o in ("elbo-sampled", "iwae"))
             identical = same_weights(sampled, iwae_run)
             for a, b in PAIRS[1:]:
-                mean, se = paired_difference(bounds, (b, k, seed), (a, k, seed))
+                mean, se = paired_difference(bounds, (1, b, k, seed), (1, a, k, seed))
                 differences.append(dict(k=k, seed=seed, minuend=b, subtrahend=a, difference=mean,
                                         paired_standard_error=se,
                                         same_weights=identical if a == "elbo-sampled" else None))
@@ -220,9 +270,10 @@ def main(argv=None):
                       "nats (paired over the digits)")
             print(f"k = {k}, seed {seed}: the sampled-KL VAE's and the IWAE's weights are "
                   f"{'the same, bit for bit' if identical else 'not the same'}")
-    _common.write_json("reproduce_burda", dict(
+    _common.write_json("reproduce_burda_two_layers" if 2 in layer_counts else "reproduce_burda", dict(
         machine=_common.machine_info(), epochs=args.epochs, lr_schedule=args.lr_schedule,
-        eval_k=args.eval_k, limit=args.limit, rows=rows, differences=differences), args.out)
+        eval_k=args.eval_k, limit=args.limit, layers=layer_counts, rows=rows,
+        differences=differences), args.out)
 
 
 if __name__ == "__main__":

@@ -233,8 +233,8 @@ tutorial.savefig(fig, "16_activity_per_layer.png")
 # worse, its top layer unused), and all are 60 to 95 nats from the paper's
 # numbers, which come from 3,280 epochs. The standard errors are over the
 # 500 digits. At the presets' full 8 epochs on all 60,000 digits
-# (`python benchmarks/reproduce_burda_two_layers.py --ks 5 --eval-k 1000
-# --limit 1000`, paired over the first 1,000 test digits; the README's
+# (`python benchmarks/reproduce_burda.py --layers 1,2 --ks 5 --sampled-ks none
+# --eval-k 1000 --limit 1000`, paired over the first 1,000 test digits; the README's
 # table) the picture holds: the two-layer IWAE is 10.99 ± 0.32 nats ahead of
 # the two-layer VAE, whose top layer keeps 1 active unit of 50 (the IWAE's:
 # 4), and two layers are still behind one, by 15.86 ± 0.43 (VAE) and
