@@ -31,6 +31,18 @@ def number(name, value, positive=False):
     return float(value)
 
 
+MODEL_DTYPES = ("float32", "float64", np.float32, np.float64)
+"""The dtypes a model is built in, by name or by type."""
+
+
+def one_of(name, value, choices):
+    """``value``, or a ConfigError unless it is one of ``choices`` (the message lists their names)."""
+    if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
+        raise ConfigError(f"{name}={value!r} is unknown; choose one of "
+                          f"{', '.join(str(c) for c in choices if isinstance(c, str))}")
+    return value
+
+
 def sizes(name, value):
     """Layer sizes such as (400,) or [128, 64] as a list of ints, or a ConfigError unless
     ``value`` is a sequence of positive integers (empty: no hidden layer)."""

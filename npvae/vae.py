@@ -28,7 +28,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
-from .checks import number, parameter_count, positive_int, sizes
+from .checks import MODEL_DTYPES, number, one_of, parameter_count, positive_int, sizes
 from .errors import ConfigError, DataError
 from .conv import Conv2D, ConvTranspose2D, Reshape
 from .layers import INITS, MLP, Dense, Sequential, default_init, flatten_parameters
@@ -76,10 +76,8 @@ def check_arguments(x_dim=784, hidden=(400,), latent=20, *, decoder_hidden=None,
     for name, value, choices in [("activation", activation, ACTIVATIONS),
                                  ("likelihood", likelihood, LIKELIHOODS),
                                  ("init", init, (None, *INITS)),
-                                 ("dtype", dtype, ("float32", "float64", np.float32, np.float64))]:
-        if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
-            raise ConfigError(f"{name}={value!r} is unknown; choose one of "
-                              f"{', '.join(str(c) for c in choices if isinstance(c, str))}")
+                                 ("dtype", dtype, MODEL_DTYPES)]:
+        one_of(name, value, choices)
     return dict(x_dim=x_dim, hidden=hidden, latent=latent, decoder_hidden=decoder_hidden,
                 activation=activation, likelihood=likelihood,
                 sigma=number("sigma", sigma, positive=True), beta=number("beta", beta),

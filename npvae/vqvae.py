@@ -34,7 +34,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
-from .checks import number, positive_int, sizes
+from .checks import MODEL_DTYPES, number, one_of, positive_int, sizes
 from .conv import Conv2D, ConvTranspose2D, Reshape
 from .errors import ConfigError
 from .gradcheck import DEFAULT_H, DEFAULT_TOL, CheckResult, noise_floor, numerical_gradient, \
@@ -73,10 +73,8 @@ def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embeddin
                                  ("activation", activation, ACTIVATIONS),
                                  ("likelihood", likelihood, LIKELIHOODS),
                                  ("init", init, (None, *INITS)),
-                                 ("dtype", dtype, ("float32", "float64", np.float32, np.float64))]:
-        if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
-            raise ConfigError(f"{name}={value!r} is unknown; choose one of "
-                              f"{', '.join(str(c) for c in choices if isinstance(c, str))}")
+                                 ("dtype", dtype, MODEL_DTYPES)]:
+        one_of(name, value, choices)
     decay = number("decay", decay)
     if decay >= 1:
         raise ConfigError(f"decay={decay!r} must be in [0, 1)")
