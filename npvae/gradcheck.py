@@ -330,6 +330,18 @@ def shrink_architecture(config, x_dim):
     return config
 
 
+def biases_off_zero(model, rng, scale=0.1):
+    """Add N(0, scale^2) draws of ``rng`` to every bias of ``model`` (names ending ".b"), in place.
+
+    Zero biases (He and Glorot init) put a unit whose inputs are all zero
+    (ReLUs all off) exactly at its kink, where a central difference is
+    meaningless: a check is made at a generic point instead.
+    """
+    for name, p in model.params.items():
+        if name.endswith(".b"):
+            p += rng.normal(0.0, scale, p.shape)
+
+
 def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL, objective="elbo",
                        k=1, progress=None):
     """Check every parameter gradient of a float64 VAE built from ``config`` (a ``VAE.config``).
@@ -363,9 +375,7 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     loss = None if own else k_sample_objective(model, k, objective)
     check_step(model, k, batch)
     rng = np.random.default_rng(seed)
-    for name, p in model.params.items():
-        if name.endswith(".b"):
-            p += rng.normal(0.0, 0.1, p.shape)
+    biases_off_zero(model, rng)
     x = rng.random((batch, model.x_dim))
     width = getattr(model, "noise_dim", model.latent)   # npvae.hvae: every layer's noise
     eps = rng.standard_normal((batch, width) if own else (k, batch, width))

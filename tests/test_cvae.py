@@ -11,7 +11,7 @@ from npvae.cli import main
 from npvae.config import TrainConfig
 from npvae.cvae import CVAE, LabelledMLP, model_from_config
 from npvae.errors import ConfigError, DataError
-from npvae.gradcheck import check_layer, check_model, format_results
+from npvae.gradcheck import biases_off_zero, check_layer, check_model, format_results
 from npvae.iwae import KSampleObjective
 from npvae.train import resume, train
 from tests.helpers import tiny_config
@@ -22,9 +22,7 @@ def make_cvae(x_dim=7, hidden=(6,), latent=3, activation="tanh", likelihood="ber
     model = CVAE(x_dim, hidden, latent, n_classes=n_classes, activation=activation,
                  likelihood=likelihood, dtype="float64", seed=seed)
     rng = np.random.default_rng(seed + 100)
-    for name, p in model.params.items():
-        if name.endswith(".b"):
-            p += rng.normal(0.0, 0.1, p.shape)
+    biases_off_zero(model, rng)
     return model
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import npvae.hvae as hvae_module
 from npvae.errors import ConfigError
 from npvae.evaluate import logmeanexp
-from npvae.gradcheck import DEFAULT_TOL, check_model, format_results
+from npvae.gradcheck import DEFAULT_TOL, biases_off_zero, check_model, format_results
 from npvae.hvae import HKSampleObjective, HVAE, k_sample_objective
 from npvae.iwae import KSampleObjective
 from npvae.vae import VAE
@@ -33,9 +33,7 @@ def make_model(x_dim=7, hidden=((6, 5), (5,)), latent=(4, 3), likelihood="bernou
     model = HVAE(x_dim, hidden, latent, likelihood=likelihood, dtype="float64", seed=seed,
                  **kwargs)
     rng = np.random.default_rng(seed + 100)
-    for name, p in model.params.items():
-        if name.endswith(".b"):
-            p += rng.normal(0.0, 0.1, p.shape)
+    biases_off_zero(model, rng)
     return model
 
 

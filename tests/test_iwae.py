@@ -17,7 +17,7 @@ import npvae.iwae as iwae_module
 from npvae import VAE
 from npvae.errors import ConfigError
 from npvae.evaluate import evaluate_elbo, iw_log_weights, logmeanexp
-from npvae.gradcheck import DEFAULT_TOL, check_model, format_results
+from npvae.gradcheck import DEFAULT_TOL, biases_off_zero, check_model, format_results
 from npvae.iwae import KSampleObjective, importance_weights
 from tests.torch_or_skip import import_torch
 
@@ -28,9 +28,7 @@ def make_model(x_dim=7, hidden=(6,), latent=3, activation="tanh", likelihood="be
     model = VAE(x_dim, hidden, latent, activation=activation, likelihood=likelihood,
                 dtype="float64", seed=seed, **kwargs)
     rng = np.random.default_rng(seed + 100)
-    for name, p in model.params.items():
-        if name.endswith(".b"):
-            p += rng.normal(0.0, 0.1, p.shape)
+    biases_off_zero(model, rng)
     return model
 
 
