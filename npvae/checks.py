@@ -36,7 +36,7 @@ MODEL_DTYPES = ("float32", "float64", np.float32, np.float64)
 
 
 def one_of(name, value, choices):
-    """``value``, or a ConfigError unless it is one of ``choices`` (the message lists their names)."""
+    """``value``, or a ConfigError unless it is one of ``choices`` (the message names them)."""
     if not isinstance(value, (str, type(None), type, np.dtype)) or value not in choices:
         raise ConfigError(f"{name}={value!r} is unknown; choose one of "
                           f"{', '.join(str(c) for c in choices if isinstance(c, str))}")

@@ -317,11 +317,11 @@ def cmd_explore(args):
 
 
 def cmd_export(args):
-    from .export import export_run, load_into, read_export
+    from .export import export_run, layout, load_into
 
-    layout = export_run(args.run, args.file, overwrite=args.overwrite)
-    config = read_export(args.file)[0]  # the file as written: its config names the module
-    print(f"{args.run} exported to {args.file} ({layout} layout: safetensors.torch.load_file, "
+    config = export_run(args.run, args.file, overwrite=args.overwrite)
+    print(f"{args.run} exported to {args.file} ({layout(config)} layout: "
+          "safetensors.torch.load_file, "
           f"then load_state_dict(..., strict=True) into {load_into(config)})")
     return 0
 

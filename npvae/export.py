@@ -174,7 +174,8 @@ def export_run(run, path, overwrite=False):
     for), ``npvae.format``, ``npvae.version``, ``npvae.layout``, ``npvae.model``
     (the model's config, JSON) and, for a trained run, ``npvae.train`` (its
     ``TrainConfig``, with no data folder and the numpy backend). An existing ``path``
-    is an error unless ``overwrite``; the write is atomic. Returns the layout.
+    is an error unless ``overwrite``; the write is atomic. Returns the model's config
+    (``layout(config)`` and ``load_into(config)`` say where the file loads).
     """
     try:
         from safetensors.numpy import save
@@ -195,7 +196,7 @@ def export_run(run, path, overwrite=False):
         metadata["npvae.train"] = json.dumps({**train, "data_dir": None, "backend": "numpy"})
     data = save(to_torch(model.params, config), metadata=metadata)
     atomic_write(path, lambda f: f.write(data))
-    return layout(config)
+    return config
 
 
 # ---------------------------------------------------------------- reading a file

@@ -43,7 +43,7 @@ from npvae import cli  # noqa: E402
 from npvae.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.evaluate import evaluate_elbo  # noqa: E402
-from npvae.export import export_run, import_run  # noqa: E402
+from npvae.export import export_run, import_run, layout  # noqa: E402
 from npvae.train import TrainConfig, train  # noqa: E402
 from npvae.tutorial import QUICK, Tutorial  # noqa: E402
 
@@ -84,7 +84,7 @@ config = TrainConfig.from_preset("pytorch-example", epochs=NPVAE_EPOCHS, n_train
                                  progress=False, figures=False)
 result = train(config, RUNS / "18_npvae", overwrite=True)
 exported = RUNS / "18_npvae.safetensors"
-print("layout:", export_run(result.run_dir, exported, overwrite=True))
+print("layout:", layout(export_run(result.run_dir, exported, overwrite=True)))
 
 with safe_open(str(exported), framework="numpy") as f:
     for name in f.keys():
