@@ -19,7 +19,6 @@ from .iwae import OBJECTIVES, check_decoder_rows
 from . import hvae
 from .presets import DEFAULT_PRESET, get_preset
 from .randomness import derive_seed
-from .vae import check_arguments
 
 DTYPES = ("float32", "float64")
 LR_SCHEDULES = ("constant", "iwae", "iwae-short")
@@ -143,13 +142,12 @@ class TrainConfig:
         """Raise a one-line ``ConfigError`` naming the first bad setting; return self.
 
         The model's settings are checked by the model's own rules
-        (``npvae.vae.check_arguments``); the rest here.
+        (``npvae.hvae.check_model_arguments``); the rest here.
         """
         get_preset(self.preset)
         if self.dtype not in DTYPES:  # (the model also takes NumPy types)
             raise ConfigError(f"dtype={self.dtype!r} is unknown; choose one of {', '.join(DTYPES)}")
-        check = hvae.check_arguments if hvae.is_hierarchical(self) else check_arguments
-        model = check(None, **{k: getattr(self, k) for k in MODEL_FIELDS})
+        model = hvae.check_model_arguments(None, **{k: getattr(self, k) for k in MODEL_FIELDS})
         if hvae.is_hierarchical(self) and self.conditional:
             raise ConfigError("conditional=True needs one stochastic layer: a model with "
                               "several is not conditional")

@@ -42,7 +42,7 @@ import numpy as np
 from .activations import LeakyReLU, ReLU
 from .backend import to_numpy
 from .errors import ConfigError
-from .vae import check_arguments, parameter_shapes
+from .vae import parameter_shapes
 
 MODEL_ARGUMENTS = ("x_dim", "hidden", "latent", "decoder_hidden", "activation", "likelihood",
                    "sigma", "beta", "init", "architecture")
@@ -294,8 +294,8 @@ def shrink_architecture(config, x_dim):
     latents (each stochastic layer's, for ``npvae.hvae``) are capped at 4; depth, activation, likelihood, sigma, init and
     beta are kept. ``x_dim`` at or above the original keeps every size.
 
-    The config is checked first, by the model's own rules (``vae.check_arguments``,
-    or ``hvae.check_arguments`` for several stochastic layers),
+    The config is checked first, by the model's own rules
+    (``hvae.check_model_arguments``),
     so that hidden sizes of 0 are refused as training refuses them, not shrunk
     to a valid size.
 
@@ -303,11 +303,10 @@ def shrink_architecture(config, x_dim):
     its strides need (28 -> 14 -> 7), and shrinks its channels instead, by
     the same factor (at least 2 each); its latents are capped at 4 too.
     """
-    from . import hvae
+    from .hvae import check_model_arguments
 
     config = dict(config)
-    check = hvae.check_arguments if hvae.is_hierarchical(config) else check_arguments
-    check(**{k: config[k] for k in MODEL_ARGUMENTS if k in config})  # before shrinking
+    check_model_arguments(**{k: config[k] for k in MODEL_ARGUMENTS if k in config})  # first
     full = config["x_dim"]
     x_dim = min(x_dim, full)
     if x_dim < full:

@@ -86,6 +86,14 @@ def _nested(name, value, n):
     return [sizes(name, v) for v in value]
 
 
+def check_model_arguments(*args, **kwargs):
+    """A model's arguments checked by the rules of the model they build: this module's
+    ``check_arguments`` when ``latent`` is a sequence of sizes (several stochastic layers),
+    else ``npvae.vae.check_arguments``. Returns the normalised config, or a ConfigError."""
+    check = check_arguments if is_hierarchical(kwargs) else check_vae_arguments
+    return check(*args, **kwargs)
+
+
 def check_arguments(x_dim=784, hidden=((200, 200), (100, 100)), latent=(100, 50), *,
                     decoder_hidden=None, activation="tanh", likelihood="bernoulli", sigma=1.0,
                     beta=1.0, init=None, dtype="float32", architecture="mlp"):
