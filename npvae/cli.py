@@ -241,11 +241,11 @@ def cmd_plot(args):
 
     model, checkpoint, run_dir = open_run(args.run)
     x_test, y_test = run_test_data(checkpoint, args.data_dir)
-    if hasattr(model, "quantizer"):   # a VQ-VAE: its own figures (npvae/vqplots.py)
-        return plot_vq(args, model, run_dir, x_test)
     metrics_path = run_dir / "metrics.csv"
     metrics = (read_metrics(metrics_path) if metrics_path.is_file()
                else checkpoint.state.get("metrics", []))
+    if hasattr(model, "quantizer"):   # a VQ-VAE: its own figures (npvae/vqplots.py)
+        return plot_vq(args, model, run_dir, x_test, metrics)
     paths = plots.save_all_figures(model, run_dir, x_test, y_test, metrics,
                                    np.random.default_rng(args.seed))
     print(plots.written(paths, run_dir))
@@ -283,7 +283,7 @@ def sample_vq(args, model, run_dir):
     return EXIT["ok"]
 
 
-def plot_vq(args, model, run_dir, x_test):
+def plot_vq(args, model, run_dir, x_test, metrics):
     """``npvae plot`` on a VQ-VAE run: ``vqplots.save_vq_figures`` (samples.png only once the
     prior is trained)."""
     from .plots import written
@@ -291,7 +291,8 @@ def plot_vq(args, model, run_dir, x_test):
     from .vqplots import save_vq_figures
 
     made = open_prior(run_dir, model)[0] if prior_path(run_dir).exists() else None
-    paths = save_vq_figures(model, run_dir, x_test, made, np.random.default_rng(args.seed))
+    paths = save_vq_figures(model, run_dir, x_test, made, np.random.default_rng(args.seed),
+                            metrics)
     print(written(paths, run_dir))
     if made is None:
         print(f"no samples.png: it needs the learned prior; train it with: npvae train-prior "

@@ -10,7 +10,8 @@ and returns the path. The images are decoder means (pixel probabilities).
 - ``plot_codebook_usage``: how often each code is chosen over the test set,
   with the usage's perplexity and the dead codes;
 - ``plot_codes_in_context``: one test digit's code grid with one position set
-  to each code in turn, decoded: what each code draws at that place.
+  to each code in turn, decoded: what each code draws at that place;
+- ``plot_vq_curves``: the training's loss terms and code usage per epoch.
 """
 
 import math
@@ -18,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from matplotlib.ticker import MaxNLocator
+
 from .backend import to_numpy
-from .plots import _image_side, _images, _new_figure, _save, _show, _tile
+from .errors import ConfigError
+from .plots import SPLITS, _image_side, _images, _new_figure, _save, _show, _tile
 from .prior import code_grid, dataset_codes, sample_images
 from .vq import dead_codes, perplexity
 
@@ -119,6 +123,15 @@ def inkiest_position(model, x):
     return np.unravel_index(int(ink.argmax()), ink.shape)
 
 
+def codes_in_context(model, x, position):
+    """The code grid of image ``x`` (1, D) and N copies of it, copy v with ``position``
+    (row, col) set to code v: ``(own (rows, cols), grids (N, rows, cols))``."""
+    own = dataset_codes(model, x).reshape(code_grid(model))
+    grids = np.repeat(own[None], model.config["n_codes"], axis=0)
+    grids[:, position[0], position[1]] = np.arange(model.config["n_codes"])
+    return own, grids
+
+
 def plot_codes_in_context(model, x, path, position=None, counts=None):
     """What each code means in context: the code grid of the test digit ``x`` (D,) with one
     position set to code 0, 1, ..., N - 1 in turn, each grid decoded.
@@ -135,9 +148,7 @@ def plot_codes_in_context(model, x, path, position=None, counts=None):
     K = model.config["n_codes"]
     x = np.asarray(to_numpy(x)).reshape(1, -1)
     r, c = inkiest_position(model, x[0]) if position is None else position
-    own = dataset_codes(model, x).reshape(rows, cols)
-    grids = np.repeat(own[None], K, axis=0)
-    grids[:, r, c] = np.arange(K)
+    own, grids = codes_in_context(model, x, (r, c))
     images = np.concatenate([_images(x, side), _images(_decode(model, own[None]), side),
                              _images(_decode(model, grids), side)])
     ncols = math.ceil(math.sqrt(len(images)))
@@ -167,22 +178,65 @@ def _square(x, y, size):
     return Rectangle((x, y), size, size, fill=False, edgecolor="tab:red", linewidth=0.8)
 
 
-VQ_FIGURES = ("reconstructions.png", "samples.png", "codebook_usage.png",
+VQ_CURVES = (("recon", r"reconstruction $-\log p(x \mid z_q)$", "nats per example"),
+             ("codebook", r"codebook $|sg[z_e] - z_q|^2$", "per example"),
+             ("commitment", r"commitment $\lambda |z_e - sg[z_q]|^2$", "per example"),
+             ("perplexity", "code usage: perplexity (exp entropy)", "codes"),
+             ("dead_codes", "dead codes (never the nearest)", "codes"))
+
+
+def plot_vq_curves(metrics, path):
+    """A VQ-VAE's training per epoch, train vs test: the reconstruction, codebook and
+    commitment terms, and the codes' usage (perplexity, dead codes).
+
+    ``metrics``: the run's per-epoch rows (``train_recon``, ``test_recon``, ...,
+    ``train_dead_codes``, ``test_dead_codes``); missing values are skipped.
+    The train values are means over the epoch's batches (its usage: of the
+    codes its batches chose), the test values the model at the epoch's end.
+    """
+    metrics = list(metrics)
+    if not metrics:
+        raise ConfigError("plot_vq_curves needs at least one epoch of metrics")
+    epochs = np.array([m.get("epoch", i + 1) for i, m in enumerate(metrics)], dtype=float)
+    fig = _new_figure(16, 3.4)
+    for ax, (term, title, unit) in zip(fig.subplots(1, len(VQ_CURVES)), VQ_CURVES):
+        for split, style, label in SPLITS:
+            values = np.array([np.nan if m.get(f"{split}_{term}") is None
+                               else m[f"{split}_{term}"] for m in metrics], dtype=float)
+            if np.isfinite(values).any():
+                ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(unit)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.has_data():
+            ax.set_ylim(bottom=0)
+            ax.legend(fontsize=7)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16, top=0.88, wspace=0.35)
+    return _save(fig, path)
+
+
+VQ_FIGURES = ("reconstructions.png", "samples.png", "curves.png", "codebook_usage.png",
               "codes_in_context.png")
-"""The figures ``save_vq_figures`` writes into a run folder (samples.png only with a prior)."""
+"""The figures ``save_vq_figures`` writes into a run folder (samples.png only with a prior,
+curves.png only with metrics)."""
 
 
-def save_vq_figures(model, run_dir, x_test, prior, rng):
+def save_vq_figures(model, run_dir, x_test, prior, rng, metrics=None):
     """Every figure of a VQ-VAE run into ``run_dir``; returns the paths written.
 
-    ``prior`` None (no ``prior.npz`` yet) leaves out samples.png. The codes
-    in context are those of the first test digit.
+    ``prior`` None (no ``prior.npz`` yet) leaves out samples.png, and no
+    ``metrics`` (the run's per-epoch rows) curves.png. The codes in context
+    are those of the first test digit.
     """
     run_dir = Path(run_dir)
-    paths = [plot_vq_reconstructions(model, x_test, run_dir / VQ_FIGURES[0])]
+    reconstructions, samples, curves, usage, context = (run_dir / name for name in VQ_FIGURES)
+    paths = [plot_vq_reconstructions(model, x_test, reconstructions)]
     if prior is not None:
-        paths.append(plot_prior_samples(model, prior, run_dir / VQ_FIGURES[1], rng))
+        paths.append(plot_prior_samples(model, prior, samples, rng))
+    if metrics:
+        paths.append(plot_vq_curves(metrics, curves))
     counts = codebook_usage(model, x_test)
-    paths.append(plot_codebook_usage(counts, run_dir / VQ_FIGURES[2], len(x_test)))
-    paths.append(plot_codes_in_context(model, x_test[0], run_dir / VQ_FIGURES[3], counts=counts))
+    paths.append(plot_codebook_usage(counts, usage, len(x_test)))
+    paths.append(plot_codes_in_context(model, x_test[0], context, counts=counts))
     return paths

@@ -305,12 +305,17 @@ def test_every_vq_figure_is_written(tmp_path):
     x = images(12, 1)
     made = train_prior(dataset_codes(model, x), 6, hidden=(3,), epochs=1, batch_size=4,
                        log=lambda _: None)[0]
-    paths = vqplots.save_vq_figures(model, tmp_path, x, made, np.random.default_rng(0))
+    metrics = [{"epoch": 1, "train_recon": 9.0, "test_recon": 8.5, "train_perplexity": 3.2,
+                "test_dead_codes": 1}]
+    paths = vqplots.save_vq_figures(model, tmp_path, x, made, np.random.default_rng(0), metrics)
     assert [p.name for p in paths] == list(vqplots.VQ_FIGURES)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    paths = vqplots.save_vq_figures(model, tmp_path / "no-prior", x, None, np.random.default_rng(0))
-    assert "samples.png" not in [p.name for p in paths] and len(paths) == 3
+    paths = vqplots.save_vq_figures(model, tmp_path / "none", x, None, np.random.default_rng(0))
+    assert [p.name for p in paths] == ["reconstructions.png", "codebook_usage.png",
+                                       "codes_in_context.png"]
+    with pytest.raises(ConfigError, match="at least one epoch of metrics"):
+        vqplots.plot_vq_curves([], tmp_path / "curves.png")
 
 
 def test_the_inkiest_position_is_where_the_ink_is():
@@ -319,6 +324,17 @@ def test_the_inkiest_position_is_where_the_ink_is():
     image[5, 1] = image[4, 0] = 1.0              # the bottom-left 4 x 4 patch: row 2, col 1
     image[0, 7] = 0.9
     assert vqplots.inkiest_position(model, image.reshape(-1)) == (1, 0)
+
+
+def test_the_codes_in_context_change_one_position_to_every_code():
+    model, x = tiny_vqvae(), images(1, 2)
+    own, grids = vqplots.codes_in_context(model, x, (1, 0))
+    np.testing.assert_array_equal(own, model.encode(x)[0])
+    assert grids.shape == (6, 2, 2)
+    np.testing.assert_array_equal(grids[:, 1, 0], np.arange(6))
+    others = np.ones((2, 2), dtype=bool)
+    others[1, 0] = False
+    assert (grids[:, others] == own[others]).all()
 
 
 def test_sampled_images_are_the_decoded_sampled_codes():
