@@ -180,13 +180,9 @@ def check_vqvae(model, run):
                           "over codes is for VQ-VAE runs (npvae train --preset vqvae)")
 
 
-def training_codes(model, checkpoint, *, data_dir=None, seed=0):
-    """The codes of a run's training and test images, preprocessed as in its training:
-    ``(train_codes, test_codes)``, each (N, G).
-
-    A run trained on dynamically binarized images gets its training images
-    binarized once (the ``prior`` stream of ``seed``), as its test images were.
-    """
+def run_images(checkpoint, data_dir=None):
+    """A run's training and test images, preprocessed as in its training: ``(x_train,
+    x_test, binarize)``, ``binarize`` the run's setting (``none``, ``threshold``, ``dynamic``)."""
     from .config import TrainConfig
 
     config = TrainConfig.from_checkpoint(checkpoint)
@@ -196,53 +192,55 @@ def training_codes(model, checkpoint, *, data_dir=None, seed=0):
     if data_dir is not None:
         config.data_dir = data_dir
     data = prepare_data(config.validate())
-    x_train = data.x_train
-    if config.binarize == "dynamic":
-        x_train = binarize_dynamic(x_train, np.random.default_rng(derive_seed(seed, "prior", 2)))
-    return dataset_codes(model, x_train), dataset_codes(model, data.x_test)
+    return data.x_train, data.x_test, config.binarize
 
 
-def train_prior_for_run(run, *, data_dir=None, hidden=DEFAULTS["hidden"],
-                        epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"], batch_size=None,
-                        seed=DEFAULTS["seed"], show_progress=False, claim=True, log=print):
-    """Train the prior of VQ-VAE run ``run`` (a folder or its checkpoint) and save it as
-    ``RUN/prior.npz``: ``(prior, metrics, path)``.
+def fit_run_prior(model, run_dir, x_train, x_test, *, binarize="none", hidden=DEFAULTS["hidden"],
+                  epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"], batch_size=None,
+                  seed=DEFAULTS["seed"], show_progress=False, log=print):
+    """Fit the prior of the VQ-VAE ``model`` to the codes of its run's images and save it as
+    ``run_dir/prior.npz``: ``(prior, metrics, path)``.
 
-    The one call both ``npvae train-prior`` and the end of ``npvae train
-    --preset vqvae`` make. ``batch_size`` None: the default, or every grid
-    when the data has fewer. ``claim``: lock the run folder meanwhile
-    (``npvae.runs.RunLock``; the trainer, which holds the lock, passes
-    False). The file is written only once training has ended; a failure
-    leaves the previous prior as it was.
+    ``x_train``, ``x_test`` (N, D): the run's images as its data preparation
+    gives them; under ``binarize="dynamic"`` the training images (grey) are
+    binarized once (the ``prior`` stream of ``seed``), as the test images
+    were. ``batch_size`` None: the default, or every grid when there are
+    fewer. The file is written only once training has ended, atomically: a
+    failure leaves the previous prior as it was. The trainer calls this at
+    the end of a VQ-VAE run (``npvae.train``), ``train_prior_for_run`` for a
+    run on disk (``npvae train-prior``).
     """
+    grid, K = code_grid(model), model.config["n_codes"]
+    parameter_shapes(grid[0] * grid[1], K, hidden)   # a bad --hidden, before any work
+    if binarize == "dynamic":
+        x_train = binarize_dynamic(x_train, np.random.default_rng(derive_seed(seed, "prior", 2)))
+    train_codes, test_codes = dataset_codes(model, x_train), dataset_codes(model, x_test)
+    if batch_size is None:
+        batch_size = min(DEFAULTS["batch_size"], len(train_codes))
+    log(f"codes: {len(train_codes)} training and {len(test_codes)} test grids of "
+        f"{grid[0]}x{grid[1]} positions, {K} codes (uniform: log {K} = {math.log(K):.4f} "
+        f"nats = {math.log2(K):.3f} bits per code)")
+    prior, metrics = train_prior(train_codes, K, test_codes=test_codes, hidden=hidden,
+                                 epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                 show_progress=show_progress, describe=True, log=log)
+    state = {"epochs": epochs, "steps": metrics[-1]["steps"], "metrics": metrics,
+             "settings": dict(hidden=list(hidden), epochs=epochs, lr=lr,
+                              batch_size=batch_size, seed=seed),
+             "vqvae": {"grid": list(grid), "n_codes": K, "fingerprint": fingerprint(model)}}
+    return prior, metrics, save_prior(prior_path(run_dir), prior, state)
+
+
+def train_prior_for_run(run, *, data_dir=None, **settings):
+    """``fit_run_prior`` for the VQ-VAE run ``run`` on disk (a folder or its checkpoint),
+    on its data (or the images in ``data_dir``), its folder locked meanwhile
+    (``npvae.runs.RunLock``). ``settings``: ``fit_run_prior``'s."""
     from .runs import RunLock, open_run
 
     model, checkpoint, run_dir = open_run(run)
     check_vqvae(model, run)
-    grid, K = code_grid(model), model.config["n_codes"]
-    parameter_shapes(grid[0] * grid[1], K, hidden)   # a bad --hidden, before any work
-    lock = RunLock(run_dir) if claim else None
-    try:
-        train_codes, test_codes = training_codes(model, checkpoint, data_dir=data_dir, seed=seed)
-        if batch_size is None:
-            batch_size = min(DEFAULTS["batch_size"], len(train_codes))
-        log(f"codes: {len(train_codes)} training and {len(test_codes)} test grids of "
-            f"{grid[0]}x{grid[1]} positions, {K} codes (uniform: log {K} = {math.log(K):.4f} "
-            f"nats = {math.log2(K):.3f} bits per code)")
-        prior, metrics = train_prior(train_codes, K, test_codes=test_codes, hidden=hidden,
-                                     epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                     show_progress=show_progress,
-                                     log=log, describe=True)
-        settings = dict(hidden=list(hidden), epochs=epochs, lr=lr, batch_size=batch_size,
-                        seed=seed)
-        state = {"epochs": epochs, "steps": metrics[-1]["steps"], "metrics": metrics,
-                 "settings": settings,
-                 "vqvae": {"grid": list(grid), "n_codes": K, "fingerprint": fingerprint(model)}}
-        path = save_prior(prior_path(run_dir), prior, state)
-    finally:
-        if lock is not None:
-            lock.release()
-    return prior, metrics, path
+    with RunLock(run_dir):
+        x_train, x_test, binarize = run_images(checkpoint, data_dir)
+        return fit_run_prior(model, run_dir, x_train, x_test, binarize=binarize, **settings)
 
 
 # ---------------------------------------------------------------- the file
