@@ -167,7 +167,7 @@ def cmd_sample(args):
 
     model, checkpoint, run_dir = open_run(args.run)
     check_digit(model, args.digit)
-    if hasattr(model, "quantizer"):   # a VQ-VAE: samples come from its learned prior
+    if is_vq(model.config):   # a VQ-VAE: samples come from its learned prior
         return sample_vq(args, model, run_dir)
     name = "samples" if args.digit is None else f"samples_digit{args.digit}"
     out = check_picture_path(Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png")
@@ -186,11 +186,12 @@ def cmd_plot(args):
     metrics_path = run_dir / "metrics.csv"
     metrics = (read_metrics(metrics_path) if metrics_path.is_file()
                else checkpoint.state.get("metrics", []))
-    if hasattr(model, "quantizer"):   # a VQ-VAE: its own figures (npvae/vqplots.py)
-        return plot_vq(args, model, run_dir, x_test, metrics)
     paths = plots.save_all_figures(model, run_dir, x_test, y_test, metrics,
                                    np.random.default_rng(args.seed))
     print(plots.written(paths, run_dir))
+    if is_vq(model.config) and not any(Path(p).name == "samples.png" for p in paths):
+        print(f"no samples.png: it needs the run's learned prior; train it with: npvae "
+              f"train-prior {args.run}")
     return EXIT["ok"]
 
 
@@ -222,23 +223,6 @@ def sample_vq(args, model, run_dir):
     plot_prior_samples(model, made, out, np.random.default_rng(args.seed), n=args.n)
     print(f"{args.n} samples written to {out} (code grids drawn from the prior in "
           f"{run_dir / 'prior.npz'}, decoded)")
-    return EXIT["ok"]
-
-
-def plot_vq(args, model, run_dir, x_test, metrics):
-    """``npvae plot`` on a VQ-VAE run: ``vqplots.save_vq_figures`` (samples.png only once the
-    prior is trained)."""
-    from .plots import written
-    from .prior import open_prior, prior_path
-    from .vqplots import save_vq_figures
-
-    made = open_prior(run_dir, model)[0] if prior_path(run_dir).exists() else None
-    paths = save_vq_figures(model, run_dir, x_test, made, np.random.default_rng(args.seed),
-                            metrics)
-    print(written(paths, run_dir))
-    if made is None:
-        print(f"no samples.png: it needs the learned prior; train it with: npvae train-prior "
-              f"{args.run}")
     return EXIT["ok"]
 
 

@@ -50,6 +50,7 @@ from .errors import CheckpointError, ConfigError, DivergenceError, NpvaeError
 from .made import MADE, parameter_shapes
 from .optim import Adam
 from .randomness import derive_seed
+from .vqvae import is_vq
 
 PRIOR_NAME = "prior.npz"
 FORMAT = "npvae-prior"
@@ -102,7 +103,7 @@ def fingerprint(model):
 
 def format_row(row, epochs, n_positions):
     """The one-line summary of an epoch of the prior's training."""
-    line = (f"epoch {row['epoch']}/{epochs}  train nll {row['train_nll']:.2f} nats/grid "
+    line = (f"prior epoch {row['epoch']}/{epochs}  train nll {row['train_nll']:.2f} nats/grid "
             f"({bits_per_code(row['train_nll'], n_positions):.3f} bits/code)")
     if row.get("test_nll") is not None:
         line += (f"  test nll {row['test_nll']:.2f} nats/grid "
@@ -175,7 +176,7 @@ def prior_path(run_dir):
 
 def check_vqvae(model, run):
     """A ConfigError unless ``model`` (of run ``run``) is a VQ-VAE, whose codes a prior models."""
-    if not hasattr(model, "quantizer"):
+    if not is_vq(model.config):
         raise ConfigError(f"{run} is not a VQ-VAE run ({type(model).__name__}); a learned prior "
                           "over codes is for VQ-VAE runs (npvae train --preset vqvae)")
 
@@ -345,6 +346,12 @@ def open_prior(run_dir, model):
                               f"(trained further since?); retrain it with: npvae train-prior "
                               f"{run_dir}")
     return prior, state
+
+
+def run_prior(run_dir, model):
+    """The prior of the run in ``run_dir`` whose VQ-VAE is ``model`` (``open_prior``), or None
+    while the run has none."""
+    return open_prior(run_dir, model)[0] if prior_path(run_dir).exists() else None
 
 
 def sample_images(model, prior, n, rng):

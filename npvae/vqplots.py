@@ -10,8 +10,11 @@ and returns the path. The images are decoder means (pixel probabilities).
 - ``plot_codebook_usage``: how often each code is chosen over the test set,
   with the usage's perplexity and the dead codes;
 - ``plot_codes_in_context``: one test digit's code grid with one position set
-  to each code in turn, decoded: what each code draws at that place;
-- ``plot_vq_curves``: the training's loss terms and code usage per epoch.
+  to each code in turn, decoded: what each code draws at that place.
+
+``save_vq_figures`` writes them all into a run folder, with the training
+curves (``npvae.plots.plot_curves`` of ``plots.VQ_CURVES``); ``npvae plot``
+and the end of ``npvae train`` call it (through ``plots.save_all_figures``).
 """
 
 import math
@@ -19,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from matplotlib.ticker import MaxNLocator
-
 from .backend import to_numpy
-from .errors import ConfigError
-from .plots import SPLITS, _image_side, _images, _new_figure, _save, _show, _tile
-from .prior import code_grid, dataset_codes, sample_images
+from .plots import (VQ_CURVES, _image_side, _images, _new_figure, _save, _show, _tile,
+                    plot_curves)
+from .prior import code_grid, dataset_codes, run_prior, sample_images
 from .vq import dead_codes, perplexity
 
 
@@ -178,64 +179,29 @@ def _square(x, y, size):
     return Rectangle((x, y), size, size, fill=False, edgecolor="tab:red", linewidth=0.8)
 
 
-VQ_CURVES = (("recon", r"reconstruction $-\log p(x \mid z_q)$", "nats per example"),
-             ("codebook", r"codebook $|sg[z_e] - z_q|^2$", "per example"),
-             ("commitment", r"commitment $\lambda |z_e - sg[z_q]|^2$", "per example"),
-             ("perplexity", "code usage: perplexity (exp entropy)", "codes"),
-             ("dead_codes", "dead codes (never the nearest)", "codes"))
-
-
-def plot_vq_curves(metrics, path):
-    """A VQ-VAE's training per epoch, train vs test: the reconstruction, codebook and
-    commitment terms, and the codes' usage (perplexity, dead codes).
-
-    ``metrics``: the run's per-epoch rows (``train_recon``, ``test_recon``, ...,
-    ``train_dead_codes``, ``test_dead_codes``); missing values are skipped.
-    The train values are means over the epoch's batches (its usage: of the
-    codes its batches chose), the test values the model at the epoch's end.
-    """
-    metrics = list(metrics)
-    if not metrics:
-        raise ConfigError("plot_vq_curves needs at least one epoch of metrics")
-    epochs = np.array([m.get("epoch", i + 1) for i, m in enumerate(metrics)], dtype=float)
-    fig = _new_figure(16, 3.4)
-    for ax, (term, title, unit) in zip(fig.subplots(1, len(VQ_CURVES)), VQ_CURVES):
-        for split, style, label in SPLITS:
-            values = np.array([np.nan if m.get(f"{split}_{term}") is None
-                               else m[f"{split}_{term}"] for m in metrics], dtype=float)
-            if np.isfinite(values).any():
-                ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(unit)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if ax.has_data():
-            ax.set_ylim(bottom=0)
-            ax.legend(fontsize=7)
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16, top=0.88, wspace=0.35)
-    return _save(fig, path)
-
-
 VQ_FIGURES = ("reconstructions.png", "samples.png", "curves.png", "codebook_usage.png",
               "codes_in_context.png")
 """The figures ``save_vq_figures`` writes into a run folder (samples.png only with a prior,
 curves.png only with metrics)."""
 
 
-def save_vq_figures(model, run_dir, x_test, prior, rng, metrics=None):
+def save_vq_figures(model, run_dir, x_test, rng, metrics=None):
     """Every figure of a VQ-VAE run into ``run_dir``; returns the paths written.
 
-    ``prior`` None (no ``prior.npz`` yet) leaves out samples.png, and no
-    ``metrics`` (the run's per-epoch rows) curves.png. The codes in context
-    are those of the first test digit.
+    samples.png only once the run has its learned prior (``RUN/prior.npz``,
+    ``npvae.prior.run_prior``: a prior that is not this VQ-VAE's is an
+    error), curves.png only with ``metrics`` (the run's per-epoch rows). The
+    codes in context are those of the first test digit. ``rng`` draws the
+    samples.
     """
     run_dir = Path(run_dir)
     reconstructions, samples, curves, usage, context = (run_dir / name for name in VQ_FIGURES)
+    prior = run_prior(run_dir, model)
     paths = [plot_vq_reconstructions(model, x_test, reconstructions)]
     if prior is not None:
         paths.append(plot_prior_samples(model, prior, samples, rng))
     if metrics:
-        paths.append(plot_vq_curves(metrics, curves))
+        paths.append(plot_curves(metrics, curves, VQ_CURVES))
     counts = codebook_usage(model, x_test)
     paths.append(plot_codebook_usage(counts, usage, len(x_test)))
     paths.append(plot_codes_in_context(model, x_test[0], context, counts=counts))

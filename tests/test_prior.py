@@ -12,23 +12,29 @@ The MADE's gradients are checked in ``test_made``; here:
   one line, and a failed write leaves the previous prior whole;
 - the codes of a data set are ``encode``'s, whatever the batch size;
 - every figure is written, and the codes in context change the chosen position;
-- the command line: bad flag values and runs that are not VQ-VAEs are
-  one-line errors.
+- the command line: ``npvae train --preset vqvae`` ends with the prior and
+  every figure; ``sample`` and ``plot`` draw from the prior, and without
+  one say how to train it; ``train-prior`` replaces it, and a failed one
+  keeps the old; a resumed run retrains it; bad flag values and runs that
+  are not VQ-VAEs are one-line errors.
 """
 
+import io
 import json
 import math
+from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
 
 from npvae import cli, prior as prior_module, vqplots
+from npvae.checkpoint import model_from_checkpoint
 from npvae.errors import CheckpointError, ConfigError
-from npvae.made import MADE
+from npvae.made import MADE, log_softmax
 from npvae.prior import (bits_per_code, dataset_codes, fingerprint, load_prior, mean_nll,
                          open_prior, save_prior, train_prior)
 from npvae.vqvae import VQVAE
-from tests.helpers import error_line
+from tests.helpers import copy_run, error_line, write_tiny_mnist
 
 G, K = 6, 5   # positions and codes of the structured data
 
@@ -87,7 +93,7 @@ def test_training_is_seeded_and_logs_a_line_an_epoch():
                         log=lines.append) for s in (4, 4, 5)]
     np.testing.assert_array_equal(runs[0][0].theta, runs[1][0].theta)
     assert not np.array_equal(runs[0][0].theta, runs[2][0].theta)
-    assert len(lines) == 6 and lines[0].startswith("epoch 1/2  train nll ")
+    assert len(lines) == 6 and lines[0].startswith("prior epoch 1/2  train nll ")
     assert "bits/code" in lines[0]
 
 
@@ -124,10 +130,17 @@ def test_a_trained_prior_is_still_autoregressive(trained):
 
 
 def test_samples_follow_the_learned_structure(trained):
+    """Each sampled code is the previous one + 1 as often as the prior's own conditionals
+    p(c_t | c_<t), at the sampled codes before it, say it should be (within 4 standard
+    errors), and that is most of the time."""
     prior, _ = trained
-    codes = prior.sample(500, np.random.default_rng(0))
-    follows = (np.diff(codes, axis=1) % K == 1).mean()
-    assert follows > 0.9
+    codes = prior.sample(2000, np.random.default_rng(0))
+    nxt = (codes[:, :-1] + 1) % K
+    p = np.exp(log_softmax(prior.logits(codes).astype(np.float64)))[:, 1:]
+    expected = np.take_along_axis(p, nxt[..., None], axis=-1).mean()
+    observed = (codes[:, 1:] == nxt).mean()
+    assert abs(observed - expected) < 4 * math.sqrt(expected * (1 - expected) / nxt.size)
+    assert expected > 0.8
     assert set(np.unique(codes[:, 0])) == set(range(K))   # the first code is any of them
 
 
@@ -303,19 +316,20 @@ def test_open_prior_refuses_a_missing_mismatched_or_stale_prior(tmp_path):
 def test_every_vq_figure_is_written(tmp_path):
     model = tiny_vqvae()
     x = images(12, 1)
+    metrics = [{"epoch": 1, "train_recon": 9.0, "test_recon": 8.5, "train_perplexity": 3.2}]
+    paths = vqplots.save_vq_figures(model, tmp_path, x, np.random.default_rng(0), metrics)
+    assert [p.name for p in paths] == ["reconstructions.png", "curves.png",
+                                       "codebook_usage.png", "codes_in_context.png"]
     made = train_prior(dataset_codes(model, x), 6, hidden=(3,), epochs=1, batch_size=4,
                        log=lambda _: None)[0]
-    metrics = [{"epoch": 1, "train_recon": 9.0, "test_recon": 8.5, "train_perplexity": 3.2,
-                "test_dead_codes": 1}]
-    paths = vqplots.save_vq_figures(model, tmp_path, x, made, np.random.default_rng(0), metrics)
+    save_prior(tmp_path / "prior.npz", made, state_for(model))
+    paths = vqplots.save_vq_figures(model, tmp_path, x, np.random.default_rng(0), metrics)
     assert [p.name for p in paths] == list(vqplots.VQ_FIGURES)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    paths = vqplots.save_vq_figures(model, tmp_path / "none", x, None, np.random.default_rng(0))
-    assert [p.name for p in paths] == ["reconstructions.png", "codebook_usage.png",
-                                       "codes_in_context.png"]
-    with pytest.raises(ConfigError, match="at least one epoch of metrics"):
-        vqplots.plot_vq_curves([], tmp_path / "curves.png")
+    model.params["decoder.0.W"][0, 0, 0, 0] += 1e-3     # the prior is now another VQ-VAE's
+    with pytest.raises(CheckpointError, match="another VQ-VAE than the run's"):
+        vqplots.save_vq_figures(model, tmp_path, x, np.random.default_rng(0), metrics)
 
 
 def test_the_inkiest_position_is_where_the_ink_is():
@@ -373,3 +387,93 @@ def test_train_prior_on_a_run_that_is_not_a_vqvae(trained_run, capsys):
 def test_train_prior_on_no_run(tmp_path, capsys):
     assert cli.main(["train-prior", str(tmp_path / "nothing")]) == 2
     assert "no such run folder or checkpoint file" in error_line(capsys)
+
+
+# ---------------------------------------------------------------- the commands on a tiny VQ run
+
+VQ_FLAGS = ["--preset", "vqvae", "--hidden", "3,4", "--embedding-dim", "3", "--n-codes", "6",
+            "--batch-size", "10", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def vq_data(tmp_path_factory):
+    """48 training and 16 test images of 8 x 8 pixels: a 2 x 2 grid of codes."""
+    return write_tiny_mnist(tmp_path_factory.mktemp("vq_data"), side=8)
+
+
+@pytest.fixture(scope="module")
+def vq_run(vq_data, tmp_path_factory):
+    """A two-epoch tiny VQ-VAE run from the command line, its prior trained at the end:
+    ``(run_dir, stdout)``."""
+    run_dir = tmp_path_factory.mktemp("vq_run") / "run"
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli.main(["train", "--data-dir", str(vq_data), "--run-dir", str(run_dir),
+                         "--epochs", "2", *VQ_FLAGS]) == 0
+    return run_dir, out.getvalue()
+
+
+def test_train_of_a_vq_run_ends_with_its_prior_and_every_figure(vq_run):
+    run_dir, out = vq_run
+    assert "codes: 48 training and 16 test grids of 2x2 positions, 6 codes" in out
+    assert "prior epoch 10/10  train nll " in out
+    model, _ = model_from_checkpoint(run_dir)
+    made, state = open_prior(run_dir, model)        # the prior of this VQ-VAE
+    assert made.config["hidden"] == [512] and state["settings"]["epochs"] == 10
+    for name in vqplots.VQ_FIGURES:
+        assert (run_dir / name).is_file(), name
+
+
+def test_sample_and_plot_draw_from_the_prior(vq_run, vq_data, tmp_path, capsys):
+    run_dir = copy_run(vq_run[0], tmp_path)
+    out = tmp_path / "s.png"
+    assert cli.main(["sample", str(run_dir), "--n", "9", "--out", str(out), "--seed", "3"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"9 samples written to {out} (code grids drawn from the prior" in capsys.readouterr().out
+    (run_dir / "samples.png").unlink()
+    assert cli.main(["plot", str(run_dir), "--data-dir", str(vq_data)]) == 0
+    printed = capsys.readouterr().out
+    assert "samples.png" in printed and "codes_in_context.png" in printed
+    assert (run_dir / "samples.png").is_file()
+
+
+def test_train_prior_replaces_the_prior_and_a_failure_keeps_it(vq_run, tmp_path, capsys,
+                                                                  monkeypatch):
+    run_dir = copy_run(vq_run[0], tmp_path)
+    assert cli.main(["train-prior", str(run_dir), "--epochs", "2", "--hidden", "8", "--seed",
+                     "1", "--no-progress", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "prior: MADE(4 positions x 6 codes, hidden 8, relu, float32)" in out
+    assert "prior epoch 2/2  train nll " in out and f"prior written to {run_dir}/prior.npz" in out
+    assert load_prior(run_dir / "prior.npz")[0].config["hidden"] == [8]
+    before = (run_dir / "prior.npz").read_bytes()
+    monkeypatch.setattr(MADE, "forward", lambda self, codes: np.float32("nan"))
+    assert cli.main(["train-prior", str(run_dir), "--epochs", "1", "--no-progress"]) == 2
+    assert "the prior's loss is nan at epoch 1" in error_line(capsys)
+    assert (run_dir / "prior.npz").read_bytes() == before
+    assert cli.main(["train-prior", str(run_dir), "--hidden", "2"]) == 2
+    assert "each masked layer needs at least n_positions - 1 = 3 units" in error_line(capsys)
+    assert (run_dir / "prior.npz").read_bytes() == before
+
+
+def test_without_a_prior_sample_says_how_to_train_it_and_plot_draws_the_rest(vq_run, tmp_path,
+                                                                             capsys):
+    run_dir = copy_run(vq_run[0], tmp_path)
+    (run_dir / "prior.npz").unlink()
+    (run_dir / "samples.png").unlink()
+    assert cli.main(["sample", str(run_dir)]) == 2
+    assert f"has no prior.npz (the learned prior that samples need); train it with: npvae " \
+           f"train-prior {run_dir}" in error_line(capsys)
+    assert not (run_dir / "samples_seed0.png").exists()
+    assert cli.main(["plot", str(run_dir)]) == 0
+    assert f"no samples.png: it needs the run's learned prior; train it with: npvae " \
+           f"train-prior {run_dir}" in capsys.readouterr().out
+    assert not (run_dir / "samples.png").exists() and (run_dir / "codebook_usage.png").is_file()
+
+
+def test_a_resumed_vq_run_retrains_its_prior(vq_run, vq_data, tmp_path, capsys):
+    run_dir = copy_run(vq_run[0], tmp_path)
+    assert cli.main(["train", "--resume", str(run_dir), "--epochs", "3"]) == 0
+    model, _ = model_from_checkpoint(run_dir)
+    open_prior(run_dir, model)                      # the new VQ-VAE's (its fingerprint)
+    assert cli.main(["sample", str(run_dir)]) == 0
