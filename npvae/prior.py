@@ -56,7 +56,16 @@ PRIOR_NAME = "prior.npz"
 FORMAT = "npvae-prior"
 VERSION = 1
 DEFAULTS = dict(hidden=(512,), epochs=10, lr=1e-3, batch_size=128, seed=0)
-"""The prior's default settings: ``npvae train-prior``'s flags and ``train_prior_for_run``'s."""
+"""The prior's default settings: ``npvae train-prior``'s flags and ``fit_run_prior``'s.
+
+Sized to draw recognisable digits in minutes on a CPU. Measured after
+``npvae train --preset vqvae --epochs 3 --threads 1`` (which ends with this
+prior) on this project's 2-core development machine, shared with other jobs:
+3,214,912 parameters, 17 to 35 s an epoch by the machine's load (``npvae
+train-prior RUN --threads 1`` took 182 s in all); test NLL 58.07 nats per grid,
+1.710 bits per code (uniform: 6; the codes' frequencies alone, the test
+perplexity 23.2: log2 23.2 = 4.54), and most samples are legible digits.
+"""
 
 
 # ---------------------------------------------------------------- codes and their likelihood
