@@ -208,13 +208,17 @@ class TorchVQTrainer:
         return terms
 
     def epoch(self, order):
-        """``(mean terms (loss, recon, codebook, commitment), seconds)`` of one pass in ``order``."""
+        """``(mean (loss, recon, codebook, commitment), seconds)`` of one pass in ``order``."""
         order = self.torch.as_tensor(np.asarray(order), dtype=self.torch.int64)
         totals, start = np.zeros(4), time.perf_counter()
         for i in range(0, len(order), self.batch_size):
             x = self.x_train[order[i:i + self.batch_size]]
             totals += [t.item() * len(x) for t in self.step(x)]
         return totals / len(order), time.perf_counter() - start
+
+    def usage(self):
+        """The code counts (N,) since the last call."""
+        return self.model.reset_usage()
 
     def evaluate(self, x, batch_size=1000):
         """The mean loss terms of x (N, D) and its code usage (N,), without training."""

@@ -1,0 +1,212 @@
+"""npvae's VQ-VAE against its PyTorch replica, side by side, in one process.
+
+Both train the VQ-VAE (``npvae.vqvae.VQVAE``: Keras's example, conv 32-64
+3x3 stride 2 then a 1x1 conv to a 7 x 7 grid of F = 16 dimensions, N = 64
+codes, commitment weight 0.25, convT 64-32-1, ReLU, Bernoulli logits on [0, 1]
+pixels; Adam 1e-3, batch 128, float32) on the same MNIST arrays, in the same
+shuffled order (npvae's ``shuffle`` stream), from the same initial weights
+and codebook (npvae's, copied into ``torch.nn``), with the same number of
+threads. The PyTorch side is ``benchmarks/torch_vqvae.py``: ``nn.Conv2d`` /
+``nn.ConvTranspose2d``, autograd with the straight-through ``.detach()``,
+``torch.optim.Adam``, the moving-average codebook in torch operations, eager.
+``tests/test_vq_autograd.py`` proves in float64 that the two compute the
+same codes, losses, gradients and updates.
+
+The runs are **interleaved an epoch at a time** (npvae, then PyTorch), so a
+change in the machine's load hits both alike. npvae's step is what
+``npvae train`` takes: forward, backward, Adam's step, ``update_codebook``.
+
+Reported per epoch and side: the training means of the reconstruction,
+codebook and commitment losses (nats per example), the code usage over the
+epoch (perplexity, dead codes), the same on the first ``--n-test`` test
+digits after the epoch, and the epoch's seconds by the wall clock and by
+the process's CPU time; then npvae / PyTorch for time, reconstruction and
+perplexity, against the issue's targets (time <= 1.5x, reconstruction and
+perplexity within a few percent: 5% here). A JSON goes to
+``benchmarks/results/compare_vqvae_torch.json`` after every epoch.
+
+Usage: ``python benchmarks/compare_vqvae_torch.py --epochs 3 --n-train 20000 --threads 1
+--cpu-time``
+"""
+
+if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumPy loads
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks._common import threads_from_argv
+
+    threads_from_argv()
+
+import os
+import time
+
+import numpy as np
+
+from benchmarks import _common
+from benchmarks.torch_vqvae import TorchVQTrainer, weights_from_npvae
+
+TARGET_RATIO = 1.5        # npvae's median epoch over PyTorch's must be at most this
+TARGET_RELATIVE = 0.05    # and its reconstruction loss and perplexity within 5% of PyTorch's
+TERMS = ("loss", "recon", "codebook", "commitment")
+
+
+# ---------------------------------------------------------------- npvae's side
+
+
+class NpvaeVQRun:
+    """npvae's VQ-VAE trained an epoch at a time, as ``npvae train`` steps it."""
+
+    def __init__(self, args, x_train):
+        from npvae.optim import Adam
+        from npvae.randomness import derive_seed
+        from npvae.vqvae import VQVAE
+
+        self.args, self.x_train = args, x_train
+        self.model = VQVAE(x_train.shape[1], update=args.update, dtype="float32",
+                           seed=derive_seed(args.seed, "init"))
+        self.optimizer = Adam({"theta": self.model.theta}, {"theta": self.model.dtheta},
+                              lr=args.lr)
+
+    def order(self, epoch):
+        """The shuffle of ``epoch``: the one ``npvae train`` uses (``epoch_generators``)."""
+        from npvae.randomness import epoch_generators
+
+        return epoch_generators(self.args.seed, epoch)[0].permutation(len(self.x_train))
+
+    def step(self, x):
+        """One training step: forward, backward, Adam, the codebook's moving averages."""
+        terms = self.model.forward(x, check=False)
+        self.model.backward()
+        self.optimizer.step()
+        self.model.update_codebook()
+        return terms
+
+    def epoch(self, epoch):
+        from npvae.data import batches
+        from npvae.randomness import epoch_generators
+
+        shuffle = epoch_generators(self.args.seed, epoch)[0]
+        totals, start = np.zeros(4), time.perf_counter()
+        for index in batches(len(self.x_train), self.args.batch_size, shuffle):
+            totals += [float(v) * len(index) for v in self.step(self.x_train[index])]
+        return totals / len(self.x_train), time.perf_counter() - start
+
+    def usage(self):
+        """The code counts (N,) since the last call."""
+        return self.model.quantizer.reset_usage()
+
+    def evaluate(self, x, batch_size=1000):
+        """The mean loss terms of x and its code usage, without training (usage kept apart)."""
+        saved, totals = self.model.quantizer.reset_usage(), np.zeros(4)
+        for i in range(0, len(x), batch_size):
+            totals += [float(v) * len(x[i:i + batch_size])
+                       for v in self.model.forward(x[i:i + batch_size], check=False)]
+        usage = self.model.quantizer.reset_usage()
+        self.model.quantizer.counts += saved
+        return totals / len(x), usage
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def usage_summary(counts):
+    from npvae.vq import dead_codes, perplexity
+
+    return {"perplexity": perplexity(counts), "dead_codes": int(dead_codes(counts).size)}
+
+
+def main(argv=None):
+    parser = _common.script_parser(__doc__, epochs=3, training=True)
+    parser.add_argument("--update", choices=("gradient", "ema"), default="gradient",
+                        help="how the codebook learns (default: gradient)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--n-train", type=int, default=None,
+                        help="train on the first N training examples only (default: all)")
+    parser.add_argument("--n-test", type=int, default=10000,
+                        help="evaluate on the first N test digits after each epoch (default all)")
+    _common.add_cpu_time_argument(parser)
+    parser.set_defaults(seed=0)
+    args, torch = _common.parse_with_torch(parser, argv, "compare_vqvae_torch")
+
+    x_train, x_test = _common.mnist_arrays()
+    x_train, x_test = x_train[:args.n_train], x_test[:args.n_test]
+    ours = NpvaeVQRun(args, x_train)
+    theirs = TorchVQTrainer(x_train, ours.model.config, weights_from_npvae(ours.model),
+                            batch_size=args.batch_size, lr=args.lr)
+    sides = {"npvae": ours, "torch": theirs}
+    history = {name: [] for name in sides}
+    for epoch in range(args.epochs):
+        order = ours.order(epoch)
+        for name, side in sides.items():
+            if args.quiet_wait > 0:
+                _common.wait_for_quiet(timeout=args.quiet_wait)
+            loadavg = os.getloadavg()[0]
+            monitor = _common.OtherLoad().start()
+            cpu = time.process_time()
+            terms, seconds = side.epoch(epoch) if name == "npvae" else side.epoch(order)
+            cpu = time.process_time() - cpu
+            other = monitor.stop()
+            counts = side.usage()
+            test_terms, test_counts = side.evaluate(x_test)
+            row = {"epoch": epoch + 1, "seconds": seconds, "cpu_seconds": cpu,
+                   "loadavg": loadavg, "other_load_cpus": other,
+                   "train": {**dict(zip(TERMS, terms.tolist())), **usage_summary(counts)},
+                   "test": {**dict(zip(TERMS, test_terms.tolist())),
+                            **usage_summary(test_counts)}}
+            history[name].append(row)
+            tr, te = row["train"], row["test"]
+            print(f"epoch {epoch + 1}/{args.epochs} {name:<6} {seconds:7.2f} s ({cpu:.2f} s CPU, "
+                  f"load average {loadavg:.1f}, other CPUs {other:.2f})  train recon "
+                  f"{tr['recon']:7.3f} codebook {tr['codebook']:.4f} commitment "
+                  f"{tr['commitment']:.4f} perplexity {tr['perplexity']:5.2f} dead "
+                  f"{tr['dead_codes']:2d}  test recon {te['recon']:7.3f} perplexity "
+                  f"{te['perplexity']:5.2f}", flush=True)
+        # Written after every epoch, so a run cut short keeps the epochs it finished.
+        report(args, torch, history, final=epoch + 1 == args.epochs)
+
+
+def report(args, torch, history, final):
+    """The summary of the epochs done: printed when ``final``, always written to the JSON."""
+    clock = "cpu_seconds" if args.cpu_time else "seconds"
+    summary = {}
+    for name, rows in history.items():
+        value, clean = _common.clean_median([r[clock] for r in rows],
+                                            [r["other_load_cpus"] for r in rows], args.max_load)
+        summary[name] = {"median_epoch_seconds": value, "clean_epochs": clean,
+                         "clock": "CPU time" if args.cpu_time else "wall clock",
+                         "train": rows[-1]["train"], "test": rows[-1]["test"]}
+    ours, theirs = summary["npvae"], summary["torch"]
+    ratio = ours["median_epoch_seconds"] / theirs["median_epoch_seconds"]
+    relative = {f"{part}_{key}": ours[part][key] / theirs[part][key] - 1
+                for part in ("train", "test") for key in ("recon", "perplexity")}
+    verdict = {"epochs_done": len(history["npvae"]), "npvae_over_torch": ratio,
+               "speed_target": TARGET_RATIO, "speed_met": ratio <= TARGET_RATIO,
+               "npvae_over_torch_minus_1": relative, "relative_target": TARGET_RELATIVE,
+               "accuracy_met": all(abs(v) <= TARGET_RELATIVE for v in relative.values())}
+    name = "compare_vqvae_torch" + ("" if args.update == "gradient" else "_ema")
+    _common.write_json(name, {"args": vars(args), "machine": _common.machine_info(torch),
+                              "summary": summary, "verdict": verdict, "history": history},
+                       args.out)
+    if not final:
+        return
+    rows = [(f"{r['epoch']} {name}", r[clock], r["train"]["recon"], r["train"]["codebook"],
+             r["train"]["commitment"], r["train"]["perplexity"], r["train"]["dead_codes"],
+             r["test"]["recon"], r["test"]["perplexity"])
+            for epoch_rows in zip(*history.values()) for name, r in zip(history, epoch_rows)]
+    _common.print_table(rows, ["epoch side", "s", "recon", "codebook", "commitment",
+                               "perplexity", "dead", "test recon", "test perplexity"],
+                        title=f"\n{len(history['npvae'])} epochs on {args.n_train or 'all'} "
+                              f"digits, batch {args.batch_size}, float32, {args.update} "
+                              f"codebook, {args.threads} threads, "
+                              f"{'CPU time' if args.cpu_time else 'wall clock'}")
+    print(f"npvae / PyTorch epoch time: {ratio:.2f} (median of {ours['clean_epochs']} and "
+          f"{theirs['clean_epochs']} clean epochs; target <= {TARGET_RATIO}: "
+          f"{'met' if verdict['speed_met'] else 'MISSED'})")
+    print("npvae / PyTorch - 1: " + ", ".join(f"{k} {100 * v:+.2f}%" for k, v in relative.items())
+          + f" (target within {100 * TARGET_RELATIVE:.0f}%: "
+          f"{'met' if verdict['accuracy_met'] else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
