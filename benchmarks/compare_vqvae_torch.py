@@ -1,20 +1,24 @@
 """npvae's VQ-VAE against its PyTorch replica, side by side, in one process.
 
-Both train the VQ-VAE (``npvae.vqvae.VQVAE``: Keras's example, conv 32-64
-3x3 stride 2 then a 1x1 conv to a 7 x 7 grid of F = 16 dimensions, N = 64
-codes, commitment weight 0.25, convT 64-32-1, ReLU, Bernoulli logits on [0, 1]
-pixels; Adam 1e-3, batch 128, float32) on the same MNIST arrays, in the same
-shuffled order (npvae's ``shuffle`` stream), from the same initial weights
-and codebook (npvae's, copied into ``torch.nn``), with the same number of
+Both train the model of preset ``vqvae`` (``npvae.vqvae.VQVAE`` at Keras's
+example's sizes: conv 32-64 3x3 stride 2 then a 1x1 conv to a 7 x 7 grid of
+F = 16 dimensions, N = 64 codes, commitment weight 0.25, convT 64-32-1, ReLU,
+Bernoulli logits on [0, 1] pixels; Adam 1e-3, batch 128, float32; dead codes
+restarted every 100 steps) on the same MNIST arrays, in the same shuffled
+order (npvae's ``shuffle`` stream), from the same initial weights and
+codebook (npvae's, copied into ``torch.nn``), with the same number of
 threads. The PyTorch side is ``benchmarks/torch_vqvae.py``: ``nn.Conv2d`` /
 ``nn.ConvTranspose2d``, autograd with the straight-through ``.detach()``,
-``torch.optim.Adam``, the moving-average codebook in torch operations, eager.
+``torch.optim.Adam``, the moving-average codebook in torch operations, eager;
+it restarts dead codes after the same steps with the same generator.
 ``tests/test_vq_autograd.py`` proves in float64 that the two compute the
 same codes, losses, gradients and updates.
 
 The runs are **interleaved an epoch at a time** (npvae, then PyTorch), so a
-change in the machine's load hits both alike. npvae's step is what
-``npvae train`` takes: forward, backward, Adam's step, ``update_codebook``.
+change in the machine's load hits both alike. npvae takes the steps
+``npvae train --preset vqvae`` takes: ``npvae.train.train_step`` (forward,
+backward, Adam, ``update_codebook``) and ``npvae.vqtrain.VQRun.after_step``
+(code usage, restarts when due); its test terms are ``evaluate_vq``'s.
 
 Reported per epoch and side: the training means of the reconstruction,
 codebook and commitment losses (nats per example), the code usage over the
@@ -45,75 +49,69 @@ import numpy as np
 
 from benchmarks import _common
 from benchmarks.torch_vqvae import TorchVQTrainer, weights_from_npvae
+from npvae.vqtrain import TERMS, usage_terms
 
 TARGET_RATIO = 1.5        # npvae's median epoch over PyTorch's must be at most this
 TARGET_RELATIVE = 0.05    # and its reconstruction loss and perplexity within 5% of PyTorch's
-TERMS = ("loss", "recon", "codebook", "commitment")
 
 
 # ---------------------------------------------------------------- npvae's side
 
 
 class NpvaeVQRun:
-    """npvae's VQ-VAE trained an epoch at a time, as ``npvae train`` steps it."""
+    """npvae's ``vqvae`` preset trained an epoch at a time with the steps ``npvae train`` takes:
+    ``train_step`` (forward, backward, Adam, ``update_codebook``), then ``VQRun.after_step``
+    (the epoch's code usage; dead codes restarted every ``restart_every`` steps)."""
 
-    def __init__(self, args, x_train):
+    def __init__(self, args):
+        from npvae.config import TrainConfig
+        from npvae.cvae import model_from_config
+        from npvae.data import prepare_data
         from npvae.optim import Adam
-        from npvae.randomness import derive_seed
-        from npvae.vqvae import VQVAE
+        from npvae.vqtrain import VQRun
 
-        self.args, self.x_train = args, x_train
-        self.model = VQVAE(x_train.shape[1], update=args.update, dtype="float32",
-                           seed=derive_seed(args.seed, "init"))
+        self.config = TrainConfig.from_preset(
+            "vqvae", batch_size=args.batch_size, seed=args.seed, lr=args.lr, n_train=args.n_train,
+            n_test=args.n_test, codebook_update=args.update, restart_every=args.restart_every,
+            figures=False, progress=False).validate()
+        self.data = prepare_data(self.config)
+        self.model = model_from_config(**self.config.model_kwargs(self.data.x_train.shape[1]))
         self.optimizer = Adam({"theta": self.model.theta}, {"theta": self.model.dtheta},
-                              lr=args.lr)
+                              lr=self.config.lr)
+        self.vq, self.global_step = VQRun(self.model, self.config), 0
 
     def order(self, epoch):
         """The shuffle of ``epoch``: the one ``npvae train`` uses (``epoch_generators``)."""
         from npvae.randomness import epoch_generators
 
-        return epoch_generators(self.args.seed, epoch)[0].permutation(len(self.x_train))
-
-    def step(self, x):
-        """One training step: forward, backward, Adam, the codebook's moving averages."""
-        terms = self.model.forward(x, check=False)
-        self.model.backward()
-        self.optimizer.step()
-        self.model.update_codebook()
-        return terms
+        return epoch_generators(self.config.seed, epoch)[0].permutation(len(self.data.x_train))
 
     def epoch(self, epoch):
+        """``(mean (loss, recon, codebook, commitment), code usage (N,), seconds)``."""
         from npvae.data import batches
         from npvae.randomness import epoch_generators
+        from npvae.train import train_step
 
-        shuffle = epoch_generators(self.args.seed, epoch)[0]
-        totals, start = np.zeros(4), time.perf_counter()
-        for index in batches(len(self.x_train), self.args.batch_size, shuffle):
-            totals += [float(v) * len(index) for v in self.step(self.x_train[index])]
-        return totals / len(self.x_train), time.perf_counter() - start
+        shuffle = epoch_generators(self.config.seed, epoch)[0]
+        x, totals = self.data.x_train, np.zeros(4)
+        self.vq.start_epoch({})
+        start = time.perf_counter()
+        for index in batches(len(x), self.config.batch_size, shuffle):
+            terms = train_step(self.model, self.optimizer, x[index], check=False)
+            self.global_step += 1
+            self.vq.after_step(self.global_step)
+            totals += [float(v) * len(index) for v in terms[:4]]
+        seconds = time.perf_counter() - start
+        return totals / len(x), np.array(self.vq.usage), seconds
 
-    def usage(self):
-        """The code counts (N,) since the last call."""
-        return self.model.quantizer.reset_usage()
+    def evaluate(self):
+        """The test digits' mean terms and code usage (``npvae.evaluate.evaluate_vq``)."""
+        from npvae.evaluate import evaluate_vq
 
-    def evaluate(self, x, batch_size=1000):
-        """The mean loss terms of x and its code usage, without training (usage kept apart)."""
-        saved, totals = self.model.quantizer.reset_usage(), np.zeros(4)
-        for i in range(0, len(x), batch_size):
-            totals += [float(v) * len(x[i:i + batch_size])
-                       for v in self.model.forward(x[i:i + batch_size], check=False)]
-        usage = self.model.quantizer.reset_usage()
-        self.model.quantizer.counts += saved
-        return totals / len(x), usage
+        return evaluate_vq(self.model, self.data.x_test)
 
 
 # ---------------------------------------------------------------- the comparison
-
-
-def usage_summary(counts):
-    from npvae.vq import dead_codes, perplexity
-
-    return {"perplexity": perplexity(counts), "dead_codes": int(dead_codes(counts).size)}
 
 
 def main(argv=None):
@@ -121,6 +119,9 @@ def main(argv=None):
     parser.add_argument("--update", choices=("gradient", "ema"), default="gradient",
                         help="how the codebook learns (default: gradient)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--restart-every", type=int, default=100,
+                        help="restart dead codes every this many steps, both sides, as npvae "
+                             "train does (0: never; default 100, the preset's)")
     parser.add_argument("--n-train", type=int, default=None,
                         help="train on the first N training examples only (default: all)")
     parser.add_argument("--n-test", type=int, default=10000,
@@ -129,31 +130,31 @@ def main(argv=None):
     parser.set_defaults(seed=0)
     args, torch = _common.parse_with_torch(parser, argv, "compare_vqvae_torch")
 
-    x_train, x_test = _common.mnist_arrays()
-    x_train, x_test = x_train[:args.n_train], x_test[:args.n_test]
-    ours = NpvaeVQRun(args, x_train)
-    theirs = TorchVQTrainer(x_train, ours.model.config, weights_from_npvae(ours.model),
-                            batch_size=args.batch_size, lr=args.lr)
-    sides = {"npvae": ours, "torch": theirs}
-    history = {name: [] for name in sides}
+    ours = NpvaeVQRun(args)
+    theirs = TorchVQTrainer(ours.data.x_train, ours.model.config, weights_from_npvae(ours.model),
+                            batch_size=args.batch_size, lr=args.lr,
+                            restart_every=args.restart_every, seed=ours.config.seed)
+    history = {"npvae": [], "torch": []}
     for epoch in range(args.epochs):
         order = ours.order(epoch)
-        for name, side in sides.items():
+        for name in history:
             if args.quiet_wait > 0:
                 _common.wait_for_quiet(timeout=args.quiet_wait)
             loadavg = os.getloadavg()[0]
             monitor = _common.OtherLoad().start()
             cpu = time.process_time()
-            terms, seconds = side.epoch(epoch) if name == "npvae" else side.epoch(order)
+            terms, counts, seconds = ours.epoch(epoch) if name == "npvae" else theirs.epoch(order)
             cpu = time.process_time() - cpu
             other = monitor.stop()
-            counts = side.usage()
-            test_terms, test_counts = side.evaluate(x_test)
+            if name == "npvae":
+                test = ours.evaluate()
+            else:
+                test_terms, test_counts = theirs.evaluate(ours.data.x_test)
+                test = {**dict(zip(TERMS, test_terms.tolist())), **usage_terms(test_counts)}
             row = {"epoch": epoch + 1, "seconds": seconds, "cpu_seconds": cpu,
                    "loadavg": loadavg, "other_load_cpus": other,
-                   "train": {**dict(zip(TERMS, terms.tolist())), **usage_summary(counts)},
-                   "test": {**dict(zip(TERMS, test_terms.tolist())),
-                            **usage_summary(test_counts)}}
+                   "train": {**dict(zip(TERMS, terms.tolist())), **usage_terms(counts)},
+                   "test": test}
             history[name].append(row)
             tr, te = row["train"], row["test"]
             print(f"epoch {epoch + 1}/{args.epochs} {name:<6} {seconds:7.2f} s ({cpu:.2f} s CPU, "

@@ -22,9 +22,11 @@ set after each optimizer step by the moving averages of
 counts Laplace-smoothed), written here from the formula in torch operations.
 Dead-code restarts are npvae's: the codes unused since the last restart are
 moved onto rows of the last batch's z_e, drawn by the same NumPy Generator
-call (``rng.choice``), so both sides move the same codes to the same rows;
-under ``ema`` their moving sums and counts restart too. Adam's moments of a
-restarted code are kept, as npvae keeps them.
+call (``rng.choice``), so given one generator both sides move the same codes
+to the same rows; under ``ema`` their moving sums and counts restart too.
+Adam's moments of a restarted code are kept, as npvae keeps them. The
+trainer restarts every ``restart_every`` steps with the generator
+``npvae train`` draws for that step (``npvae.vqtrain``).
 
 ``weights_from_npvae`` copies an npvae VQ-VAE's weights (its convolutions are
 in PyTorch's layout already) and codebook, so both start from the same point.
@@ -185,43 +187,53 @@ class TorchVQTrainer:
 
     ``epoch(order)`` trains on ``x_train`` in the batches ``order`` gives (npvae's
     shuffle, so both see the same batches): per step zero_grad, forward,
-    backward, Adam's step, then the moving-average update under ``ema``.
-    Returns the epoch's mean loss terms (per example) and its seconds.
+    backward, Adam's step, the moving-average update under ``ema``, then,
+    every ``restart_every`` steps (0: never), the dead codes restarted with
+    the generator ``npvae train`` uses for that step
+    (``npvae.vqtrain.restart_generator(seed, step)``), so both sides restart
+    the same codes at the same vectors.
     """
 
-    def __init__(self, x_train, config, weights, *, batch_size=128, lr=1e-3, dtype=None):
+    def __init__(self, x_train, config, weights, *, batch_size=128, lr=1e-3, dtype=None,
+                 restart_every=0, seed=0):
         import torch
 
         self.torch, self.batch_size = torch, batch_size
+        self.restart_every, self.seed, self.global_step = restart_every, seed, 0
         self.model = TorchVQVAE(config, weights, dtype=dtype)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.x_train = torch.as_tensor(np.ascontiguousarray(x_train), dtype=self.model.dtype)
 
     def step(self, x):
         """One training step on the batch x (B, D); returns the four loss terms (tensors)."""
+        from npvae.vqtrain import restart_due, restart_generator
+
         self.optimizer.zero_grad()
         terms = self.model.forward(x)
         terms[0].backward()
         self.optimizer.step()
         if self.model.update == "ema":
             self.model.ema_update()
+        self.global_step += 1
+        if restart_due(self.restart_every, self.global_step):
+            self.model.restart_dead_codes(restart_generator(self.seed, self.global_step))
         return terms
 
     def epoch(self, order):
-        """``(mean (loss, recon, codebook, commitment), seconds)`` of one pass in ``order``."""
+        """``(mean (loss, recon, codebook, commitment), code usage (N,), seconds)`` of one pass
+        over ``x_train`` in ``order``; the usage counts the codes of every batch."""
         order = self.torch.as_tensor(np.asarray(order), dtype=self.torch.int64)
+        usage = self.torch.zeros_like(self.model.counts)
         totals, start = np.zeros(4), time.perf_counter()
         for i in range(0, len(order), self.batch_size):
             x = self.x_train[order[i:i + self.batch_size]]
             totals += [t.item() * len(x) for t in self.step(x)]
-        return totals / len(order), time.perf_counter() - start
-
-    def usage(self):
-        """The code counts (N,) since the last call."""
-        return self.model.reset_usage()
+            usage += self.torch.bincount(self.model.codes, minlength=len(usage))
+        return totals / len(order), usage.numpy(), time.perf_counter() - start
 
     def evaluate(self, x, batch_size=1000):
-        """The mean loss terms of x (N, D) and its code usage (N,), without training."""
+        """The mean loss terms of x (N, D) and its code usage (N,), without training; the
+        usage since the last restart is left as it was."""
         x = self.torch.as_tensor(np.ascontiguousarray(x), dtype=self.model.dtype)
         saved, totals = self.model.reset_usage(), np.zeros(4)
         with self.torch.no_grad():

@@ -13,11 +13,12 @@ benchmark compares the same model:
   commitment weight other than 0.25;
 - the quantizer alone, with an arbitrary upstream gradient dz_q and per-example
   weights of its two losses: dz_e and the codebook's gradient;
-- a few Adam steps of npvae (its optimizer, its ``update_codebook``) and of
-  the replica (``torch.optim.Adam``, the moving averages written from the
-  formula in torch operations) give the same weights, codebook, moving
-  counts and sums; dead-code restarts with one seed move the same codes to
-  the same vectors;
+- an epoch of npvae's ``fit`` (the steps ``npvae train`` takes, dead codes
+  restarted on its schedule) and of the replica's trainer (``torch.optim.Adam``,
+  the moving averages written from the formula in torch operations, restarts
+  with npvae's generators) give the same weights, codebook, moving counts and
+  sums; dead-code restarts with one seed move the same codes to the same
+  vectors; the replica's moving averages equal the formula written in NumPy;
 - the MADE prior: every masked layer's W and b and the categorical NLL's
   gradient (per-example weights too), and a masked layer's dx;
 - planted bugs are caught by the same comparisons: the straight-through term
@@ -32,6 +33,8 @@ import pytest
 from npvae.gradcheck import biases_off_zero, rel_error
 from npvae.made import MADE, MaskedDense, categorical_nll, categorical_nll_backward, masks
 from npvae.optim import Adam
+from npvae.randomness import epoch_generators
+from npvae.train import fit
 from npvae.vq import VectorQuantizer
 from npvae.vqvae import VQVAE
 from tests.torch_or_skip import import_torch, load_benchmark
@@ -171,46 +174,49 @@ def test_autograd_catches_planted_vq_bugs(monkeypatch, part, wrong):
 # ---------------------------------------------------------------- training steps, EMA, restarts
 
 
+def replica_state(trainer):
+    """The replica's weights and codebook as NumPy arrays, in ``weights_from_npvae``'s order."""
+    model = trainer.model
+    return [p.detach().numpy() for p in model.layer_parameters() + [model.codebook]]
+
+
 @pytest.mark.parametrize("update", ["gradient", "ema"])
-def test_adam_steps_ema_and_restarts_match_the_replica(update):
-    """Four steps of each side from the same weights on the same batches: the same codes at
-    every step, the same weights and codebook after, the same moving counts and sums (npvae's
-    ``ema_update`` against the formula in torch operations); then dead codes restarted with
-    one seed on both sides land on the same vectors."""
+def test_npvae_fit_and_the_replica_take_the_same_steps(update):
+    """An epoch of ``npvae.train.fit`` (``train_step``: forward, backward, Adam,
+    ``update_codebook``; dead codes restarted every 2 steps as ``npvae train`` does) and of
+    the replica's trainer, from the same weights on the same batches: the same weights,
+    codebook and moving counts and sums after (npvae's ``ema_update`` against the formula
+    in torch operations), and the restarts mattered (without them the codebook differs).
+    Then restarts with one generator on both sides move the same codes to the same vectors."""
     torch_vqvae = load_benchmark("torch_vqvae")
     model = VQVAE(144, (3, 4), embedding_dim=3, n_codes=12, update=update, decay=0.8,
                   dtype="float64", seed=4)
-    rng = np.random.default_rng(4)
-    batches = [batch(rng, 6) for _ in range(4)]
-    trainer = torch_vqvae.TorchVQTrainer(np.concatenate(batches), model.config,
-                                         torch_vqvae.weights_from_npvae(model), batch_size=6,
-                                         lr=1e-2, dtype=torch.float64)
-    start, codes = [a.copy() for a in torch_vqvae.weights_from_npvae(model)], []
-    optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=1e-2)
-    for x in batches:
-        model.forward(x)
-        model.backward()
-        optimizer.step()
-        model.update_codebook()
-        trainer.step(t(x))
-        codes.append(np.array_equal(model.codes.reshape(-1), trainer.model.codes.numpy()))
-    assert all(codes)
+    x = np.random.default_rng(4).random((24, 144))
+    start = [a.copy() for a in torch_vqvae.weights_from_npvae(model)]
+    trainers = [torch_vqvae.TorchVQTrainer(x, model.config, start, batch_size=6, lr=1e-2,
+                                           dtype=torch.float64, restart_every=every, seed=5)
+                for every in (2, 0)]
+    fit(model, Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=1e-2), x, epochs=1,
+        batch_size=6, seed=5, restart_every=2, log=lambda line: None)
+    order = epoch_generators(5, 0)[0].permutation(len(x))
+    usage = [trainer.epoch(order)[1] for trainer in trainers]
+    assert usage[0].sum() == len(x) * 9                 # every position of every batch
     ours = torch_vqvae.weights_from_npvae(model)
-    theirs = [p.detach().numpy() for p in trainer.model.layer_parameters()]
-    theirs.append(trainer.model.codebook.detach().numpy())
+    theirs, unrestarted = (replica_state(trainer) for trainer in trainers)
     assert max(rel_error(a, b) for a, b in zip(ours, theirs)) <= 1e-9
-    assert rel_error(ours[-1], start[-1]) > 1e-3          # the codebook did move
+    assert rel_error(ours[-1], start[-1]) > 1e-3       # the codebook did move
+    assert rel_error(ours[-1], unrestarted[-1]) > 1e-3  # and the restarts moved it
     if update == "ema":
-        buffers = model.quantizer.buffers
-        assert rel_error(buffers["ema_count"], trainer.model.ema_count.numpy()) <= 1e-12
-        assert rel_error(buffers["ema_sum"], trainer.model.ema_sum.numpy()) <= 1e-9
+        buffers, other = model.quantizer.buffers, trainers[0].model
+        assert rel_error(buffers["ema_count"], other.ema_count.numpy()) <= 1e-12
+        assert rel_error(buffers["ema_sum"], other.ema_sum.numpy()) <= 1e-9
 
     counts, dead = model.restart_dead_codes(np.random.default_rng(9))
-    their_counts, their_dead = trainer.model.restart_dead_codes(np.random.default_rng(9))
+    their_counts, their_dead = trainers[0].model.restart_dead_codes(np.random.default_rng(9))
     np.testing.assert_array_equal(counts, their_counts)
     np.testing.assert_array_equal(dead, their_dead)
-    assert dead.size >= 1                                # 12 codes, few used: some restarted
-    assert rel_error(model.quantizer.codebook, trainer.model.codebook.detach().numpy()) <= 1e-9
+    assert dead.size >= 1                              # 12 codes, few used: some restarted
+    assert rel_error(model.quantizer.codebook, replica_state(trainers[0])[-1]) <= 1e-9
 
 
 def test_the_replicas_ema_is_the_formula():
