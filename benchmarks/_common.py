@@ -323,6 +323,26 @@ class OtherLoad:
         return False
 
 
+def measured(function, quiet_wait=0.0):
+    """``(function(), facts)``: a measurement and what the machine did meanwhile.
+
+    First waits up to ``quiet_wait`` seconds for a quiet machine
+    (``wait_for_quiet``; 0: no wait). ``facts``: the load average just before
+    (``loadavg``), the process's CPU seconds (``cpu_seconds``) and the CPUs
+    other processes used meanwhile (``other_load_cpus``, ``OtherLoad``).
+    """
+    import time
+
+    if quiet_wait > 0:
+        wait_for_quiet(timeout=quiet_wait)
+    loadavg = os.getloadavg()[0]
+    monitor = OtherLoad().start()
+    cpu = time.process_time()
+    result = function()
+    cpu = time.process_time() - cpu
+    return result, {"loadavg": loadavg, "cpu_seconds": cpu, "other_load_cpus": monitor.stop()}
+
+
 def clean_median(seconds, loads, max_cpus=0.2):
     """Median of the ``seconds`` whose other load was under ``max_cpus`` (all, if none was).
 

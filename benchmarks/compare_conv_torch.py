@@ -267,18 +267,12 @@ def main(argv=None):
     for epoch in range(args.epochs):
         order = conv.order(epoch)
         for name in names:
-            if args.quiet_wait > 0:
-                _common.wait_for_quiet(timeout=args.quiet_wait)
-            loadavg = os.getloadavg()[0]
-            monitor = _common.OtherLoad().start()
-            cpu = time.process_time()
-            if name == "torch conv":
-                train_loss, seconds = trainer.epoch(order)
-            else:
-                train_loss, seconds = (conv if name == "npvae conv" else mlp).epoch(epoch)
-            cpu = time.process_time() - cpu
+            epoch_of = (lambda: trainer.epoch(order)) if name == "torch conv" else \
+                (lambda: (conv if name == "npvae conv" else mlp).epoch(epoch))
+            (train_loss, seconds), facts = _common.measured(epoch_of, args.quiet_wait)
+            cpu, loadavg = facts["cpu_seconds"], facts["loadavg"]
             h = history[name]
-            h["other_load_cpus"].append(monitor.stop())
+            h["other_load_cpus"].append(facts["other_load_cpus"])
             h["epoch_cpu_seconds"].append(cpu)
             h["loadavg"].append(loadavg)
             h["epoch_seconds"].append(seconds)

@@ -42,7 +42,6 @@ if __name__ == "__main__":  # threads first: OpenBLAS reads them once, when NumP
 
     threads_from_argv()
 
-import os
 import time
 
 import numpy as np
@@ -138,27 +137,22 @@ def main(argv=None):
     for epoch in range(args.epochs):
         order = ours.order(epoch)
         for name in history:
-            if args.quiet_wait > 0:
-                _common.wait_for_quiet(timeout=args.quiet_wait)
-            loadavg = os.getloadavg()[0]
-            monitor = _common.OtherLoad().start()
-            cpu = time.process_time()
-            terms, counts, seconds = ours.epoch(epoch) if name == "npvae" else theirs.epoch(order)
-            cpu = time.process_time() - cpu
-            other = monitor.stop()
+            epoch_of = (lambda: ours.epoch(epoch)) if name == "npvae" else \
+                (lambda: theirs.epoch(order))
+            (terms, counts, seconds), facts = _common.measured(epoch_of, args.quiet_wait)
             if name == "npvae":
                 test = ours.evaluate()
             else:
                 test_terms, test_counts = theirs.evaluate(ours.data.x_test)
                 test = {**dict(zip(TERMS, test_terms.tolist())), **usage_terms(test_counts)}
-            row = {"epoch": epoch + 1, "seconds": seconds, "cpu_seconds": cpu,
-                   "loadavg": loadavg, "other_load_cpus": other,
+            row = {"epoch": epoch + 1, "seconds": seconds, **facts,
                    "train": {**dict(zip(TERMS, terms.tolist())), **usage_terms(counts)},
                    "test": test}
             history[name].append(row)
             tr, te = row["train"], row["test"]
-            print(f"epoch {epoch + 1}/{args.epochs} {name:<6} {seconds:7.2f} s ({cpu:.2f} s CPU, "
-                  f"load average {loadavg:.1f}, other CPUs {other:.2f})  train recon "
+            print(f"epoch {epoch + 1}/{args.epochs} {name:<6} {seconds:7.2f} s "
+                  f"({facts['cpu_seconds']:.2f} s CPU, load average {facts['loadavg']:.1f}, "
+                  f"other CPUs {facts['other_load_cpus']:.2f})  train recon "
                   f"{tr['recon']:7.3f} codebook {tr['codebook']:.4f} commitment "
                   f"{tr['commitment']:.4f} perplexity {tr['perplexity']:5.2f} dead "
                   f"{tr['dead_codes']:2d}  test recon {te['recon']:7.3f} perplexity "

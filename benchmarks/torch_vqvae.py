@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 
+from benchmarks.torch_conv_vae import copy_weights
 from npvae.vq import dead_codes
 
 
@@ -94,15 +95,7 @@ class TorchVQVAE:
         if weights is None:
             weights = [p.detach().numpy() for p in self.layer_parameters()]
             weights.append(np.random.default_rng(seed).uniform(-0.05, 0.05, (N, F)))
-        tensors = list(self.layer_parameters())
-        if len(weights) != len(tensors) + 1:
-            raise ValueError(f"{len(weights)} arrays for {len(tensors)} parameters and a codebook")
-        with torch.no_grad():
-            for p, w in zip(tensors, weights):
-                if tuple(p.shape) != w.shape:
-                    raise ValueError(f"an array of shape {w.shape} for a parameter of shape "
-                                     f"{tuple(p.shape)}")
-                p.copy_(torch.as_tensor(np.ascontiguousarray(w)))
+        copy_weights(self.layer_parameters(), weights[:-1])
         self.codebook = torch.tensor(np.asarray(weights[-1]), dtype=self.dtype)
         if self.codebook.shape != (N, F):
             raise ValueError(f"a codebook of shape {tuple(self.codebook.shape)}, not {(N, F)}")
