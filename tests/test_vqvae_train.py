@@ -416,3 +416,37 @@ def test_a_vq_run_draws_its_figures_without_a_warning(data, tmp_path, capsys):
     assert (run_dir / "figures" / "reconstructions_epoch001.png").is_file()
     info = json.loads((run_dir / "config.json").read_text())
     assert info["model"]["n_codes"] == 6 and info["train"]["restart_every"] == 100
+
+
+# ---------------------------------------------------------------- a CuPy-like backend
+
+
+@pytest.mark.parametrize("update", ["gradient", "ema"])
+def test_a_vq_run_on_a_cupy_like_backend_equals_numpys(update, data, tmp_path, strict_backend):
+    """Through the stand-in GPU module (``tests/strict_xp.py``: no implicit conversion to NumPy,
+    generators whose state cannot be saved), stopped and resumed: NumPy's run, bit for bit."""
+    from npvae.backend import to_numpy
+    from npvae.train import resume
+
+    settings = dict(epochs=2, restart_every=3, codebook_update=update, binarize="dynamic")
+    reference = train(vq_config(data, **settings), tmp_path / "numpy", log=lambda line: None)
+    first = train(vq_config(data, **settings, backend=strict_backend.name, max_steps=7),
+                  tmp_path / "strict", log=lambda line: None)
+    assert not first.completed
+    second = resume(tmp_path / "strict", log=lambda line: None)
+    np.testing.assert_array_equal(to_numpy(second.model.theta), reference.model.theta)
+    for name, buffer in reference.model.buffers.items():
+        np.testing.assert_array_equal(to_numpy(second.model.buffers[name]), buffer)
+    assert numbers(second.metrics) == numbers(reference.metrics)
+
+
+# ---------------------------------------------------------------- commands for Gaussian latents
+
+
+def test_explore_and_export_refuse_a_vq_run_in_one_line(vq_run, tmp_path, capsys):
+    pytest.importorskip("safetensors")
+    assert cli.main(["explore", str(vq_run), "--out", str(tmp_path / "e.png")]) == 2
+    assert "a VQ-VAE's codes are discrete" in error_line(capsys)
+    assert cli.main(["export", str(vq_run), str(tmp_path / "x.safetensors")]) == 2
+    assert "writes the layouts of the Gaussian VAEs only" in error_line(capsys)
+    assert not any(tmp_path.iterdir())
