@@ -294,6 +294,26 @@ def test_a_wrong_checkpoint_is_a_one_line_error(change, message, vq_run, tmp_pat
     assert message in error_line(capsys)
 
 
+@pytest.mark.parametrize("usage", [None, [1, 2, 3], [1, 2, 3, 4, 5, -6], [0.5] * 6])
+def test_a_mid_epoch_checkpoint_without_its_code_usage_is_refused(usage, data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert cli.main(vq_args(data, run_dir, "--max-steps", "2")) == 0
+    meta = load_checkpoint(run_dir / "checkpoint.npz").state
+
+    def change(entries):
+        with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as z:
+            info = json.loads(z["meta"].item())
+        info["state"]["partial"]["usage"] = usage
+        entries["meta.npy"] = npy(np.array(json.dumps(info)))
+
+    assert len(meta["partial"]["usage"]) == 6
+    rewrite(run_dir / "checkpoint.npz", tmp_path / "checkpoint.npz", change)
+    (tmp_path / "checkpoint.npz").replace(run_dir / "checkpoint.npz")
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    assert "not a training checkpoint (missing or malformed: partial)" in error_line(capsys)
+
+
 def test_a_vae_checkpoint_with_a_buffer_is_refused(trained_run, tmp_path):
     bad = rewrite(trained_run / "checkpoint.npz", tmp_path / "checkpoint.npz",
                   lambda e: e.update({"buffer/quantizer.counts.npy": npy(np.zeros(6, np.int64))}))
