@@ -29,10 +29,12 @@ import pytest
 
 from npvae import cli, prior as prior_module, vqplots
 from npvae.checkpoint import model_from_checkpoint
+from npvae.data import binarize_dynamic
 from npvae.errors import CheckpointError, ConfigError
 from npvae.made import MADE, log_softmax
 from npvae.prior import (bits_per_code, dataset_codes, fingerprint, load_prior, mean_nll,
                          open_prior, save_prior, train_prior)
+from npvae.randomness import derive_seed
 from npvae.vqvae import VQVAE
 from tests.helpers import copy_run, error_line, write_tiny_mnist
 
@@ -330,6 +332,25 @@ def test_every_vq_figure_is_written(tmp_path):
     model.params["decoder.0.W"][0, 0, 0, 0] += 1e-3     # the prior is now another VQ-VAE's
     with pytest.raises(CheckpointError, match="another VQ-VAE than the run's"):
         vqplots.save_vq_figures(model, tmp_path, x, np.random.default_rng(0), metrics)
+
+
+def test_a_dynamically_binarized_run_gets_its_prior_from_one_binarization(tmp_path,
+                                                                          monkeypatch):
+    """The training images of such a run are grey; its encoder saw Bernoulli draws of them,
+    so the prior learns the codes of one draw, from the prior's own stream of the seed."""
+    model, x = tiny_vqvae(), images(30, 3)
+    seen = []
+    monkeypatch.setattr(prior_module, "train_prior",
+                        lambda codes, K, **kw: seen.append(codes) or (MADE(4, K, (3,)), [
+                            {"steps": 1, "test_nll": 1.0}]))
+    for binarize in ("none", "dynamic", "dynamic"):
+        prior_module.fit_run_prior(model, tmp_path, x, x[:5], binarize=binarize, seed=7,
+                                   log=lambda _: None)
+    draw = binarize_dynamic(x, np.random.default_rng(derive_seed(7, "prior", 2)))
+    np.testing.assert_array_equal(seen[0], dataset_codes(model, x))
+    np.testing.assert_array_equal(seen[1], dataset_codes(model, draw))
+    np.testing.assert_array_equal(seen[2], seen[1])
+    assert not np.array_equal(seen[1], seen[0])
 
 
 def test_the_inkiest_position_is_where_the_ink_is():
