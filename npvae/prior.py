@@ -45,6 +45,7 @@ from .atomic import atomic_write
 from .backend import to_numpy
 from .checkpoint import (MAX_JSON_DEPTH, MAX_META_BYTES, _depth, _header, _members, _read,
                          read_archive)
+from .checks import positive_int
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError, NpvaeError
 from .made import MADE, parameter_shapes
@@ -138,7 +139,8 @@ def train_prior(codes, n_codes, *, test_codes=None, hidden=DEFAULTS["hidden"],
     if codes.ndim != 2 or len(codes) == 0:
         raise ConfigError(f"codes must be a non-empty (grids, positions) array; got shape "
                           f"{codes.shape}")
-    if not 0 < batch_size <= len(codes):
+    epochs, batch_size = positive_int("epochs", epochs), positive_int("batch_size", batch_size)
+    if batch_size > len(codes):
         raise ConfigError(f"batch_size={batch_size} must be between 1 and the {len(codes)} "
                           "training grids")
     prior = MADE(codes.shape[1], n_codes, hidden, seed=derive_seed(seed, "prior", 0))

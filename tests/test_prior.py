@@ -100,7 +100,8 @@ def test_training_is_seeded_and_logs_a_line_an_epoch():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(batch_size=0), "batch_size=0 must be between 1 and the 60"),
+    (dict(batch_size=0), "batch_size=0 must be a positive integer"),
+    (dict(epochs=0), "epochs=0 must be a positive integer"),
     (dict(batch_size=61), "batch_size=61 must be between 1 and the 60"),
     (dict(hidden=(3,)), "at least n_positions - 1 = 5 units"),
     (dict(lr=-1.0), "lr=-1.0 must be positive"),
