@@ -499,3 +499,11 @@ def test_a_resumed_vq_run_retrains_its_prior(vq_run, vq_data, tmp_path, capsys):
     model, _ = model_from_checkpoint(run_dir)
     open_prior(run_dir, model)                      # the new VQ-VAE's (its fingerprint)
     assert cli.main(["sample", str(run_dir)]) == 0
+
+
+def test_train_prior_has_help(capsys):
+    assert cli.main(["train-prior", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: npvae train-prior" in out and "--threads N" in out and "(default 512)" in out
+    assert cli.main(["--help"]) == 0
+    assert "train-prior" in capsys.readouterr().out
