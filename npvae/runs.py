@@ -30,7 +30,7 @@ from .checks import is_int
 from .errors import CheckpointError, ConfigError, DataError, FileError
 from .vqtrain import TERMS as VQ_TERMS
 
-RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT_NAME)
+RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT_NAME, "prior.npz")   # (a VQ-VAE's prior)
 LOCK_NAME = ".npvae-lock"
 FIGURES = ("reconstructions.png", "samples.png", "curves.png", "latents.png", "manifold.png",
            "interpolation.png", "codebook_usage.png", "codes_in_context.png")

@@ -487,6 +487,10 @@ def test_without_a_prior_sample_says_how_to_train_it_and_plot_draws_the_rest(vq_
     assert f"has no prior.npz (the learned prior that samples need); train it with: npvae " \
            f"train-prior {run_dir}" in error_line(capsys)
     assert not (run_dir / "samples_seed0.png").exists()
+    assert cli.main(["sample", str(run_dir), "--out", str(run_dir / "prior.npz")]) == 2
+    assert "prior.npz is a run folder's own file; a picture never replaces it" in \
+        error_line(capsys)
+    assert not (run_dir / "prior.npz").exists()
     assert cli.main(["plot", str(run_dir)]) == 0
     assert f"no samples.png: it needs the run's learned prior; train it with: npvae " \
            f"train-prior {run_dir}" in capsys.readouterr().out
