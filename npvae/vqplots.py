@@ -42,8 +42,8 @@ def plot_prior_samples(model, prior, path, rng, n=64):
     fig = _new_figure(6, 6)
     ax = fig.add_axes([0.02, 0.02, 0.96, 0.87])
     _show(ax, _tile(_images(images, side), math.ceil(n / cols), cols))
-    rows, cols_ = code_grid(model)
-    ax.set_title(f"Samples: a {rows}x{cols_} code grid $c \\sim p(c)$ drawn from the learned "
+    rows, grid_cols = code_grid(model)
+    ax.set_title(f"Samples: a {rows}x{grid_cols} code grid $c \\sim p(c)$ drawn from the learned "
                  f"prior\n(MADE, one code at a time in raster order), decoded: decoder mean of "
                  r"$p(x \mid z_q = E[c])$", fontsize=9)
     return _save(fig, path)
