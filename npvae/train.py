@@ -328,7 +328,7 @@ class Run:
             for epoch in range(state["epoch"], cfg.epochs):
                 if not self.run_epoch(epoch):
                     return self.result(completed=False)
-        if self.vq is not None:   # a VQ-VAE: its learned prior, for sampling (npvae.prior)
+        if self.vq is not None and cfg.prior_epochs:   # a VQ-VAE's learned prior (npvae.prior)
             self.train_prior()
         self.final_figures()
         return self.result(completed=True)
@@ -497,14 +497,15 @@ class Run:
         return evaluate_elbo(self.model, x, self.config.eval_batch_size, rng, beta=1.0, y=y)
 
     def train_prior(self):
-        """The learned prior over the trained VQ-VAE's codes, ``RUN/prior.npz``, with
-        ``npvae.prior``'s default settings (``npvae train-prior RUN`` sets them)."""
+        """The learned prior over the trained VQ-VAE's codes, ``RUN/prior.npz``: the run's
+        ``prior_epochs``, ``npvae.prior``'s other defaults (``npvae train-prior RUN`` sets them)."""
         from .prior import fit_run_prior
 
         self.log(f"learned prior over the codes (the VQ-VAE is saved; to redo or change it: "
                  f"npvae train-prior {self.run_dir})")
         fit_run_prior(self.model, self.run_dir, self.data.x_train, self.data.x_test,
                       binarize=self.config.binarize, seed=self.config.seed,
+                      epochs=self.config.prior_epochs,
                       show_progress=self.config.progress, log=self.log)
 
     # -- figures (npvae.plots is imported lazily: training works without it)
