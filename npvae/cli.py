@@ -108,7 +108,8 @@ def cmd_evaluate(args):
     print(f"model: {model!r}")
     print(f"test examples: {len(x)}")
     if vq:
-        return _evaluate_vq(model, x, args.batch_size)
+        print(evaluate.vq_report(model, x, args.batch_size))
+        return EXIT["ok"]
     terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng, y=y)
     elbo = -(terms["recon"] + terms["kl"])  # beta = 1 whatever the model trained with
     print(f"test ELBO: {elbo:.4f} nats/example (recon {terms['recon']:.4f}, "
@@ -142,20 +143,6 @@ def cmd_evaluate(args):
     print(f"  {'dim':>4}  {'KL':>9}")
     for k in np.argsort(-kl, kind="stable"):
         print(f"  {'z_' + str(k + 1):>4}  {kl[k]:9.4f}")
-    return EXIT["ok"]
-
-
-def _evaluate_vq(model, x, batch_size):
-    """``npvae evaluate`` of a VQ-VAE: its loss terms and code usage on ``x`` (``evaluate_vq``)."""
-    from .evaluate import evaluate_vq
-
-    t = evaluate_vq(model, x, batch_size)
-    ema = model.config["update"] == "ema"
-    print(f"test loss: {t['loss']:.4f} nats/example (recon {t['recon']:.4f}, codebook "
-          f"{t['codebook']:.4f}{' (not in the loss: EMA updates)' if ema else ''}, "
-          f"commitment {t['commitment']:.4f})")
-    print(f"code usage: perplexity {t['perplexity']:.2f} of {model.config['n_codes']} codes; "
-          f"{t['dead_codes']} dead codes (chosen by no position of the {len(x)} examples)")
     return EXIT["ok"]
 
 
