@@ -101,7 +101,7 @@ def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None,
     """
     loss = model if objective is None else objective
     labels = {} if y is None else {"y": y}  # models without labels need not take y
-    vq = is_vq(model.config)
+    vq = is_vq(getattr(model, "config", None))  # a hand-made model (tutorial 11) has none
     noise = {} if vq else dict(rng=rng, eps=eps, beta=beta)
     terms = loss.forward(x, check=check, **noise, **labels)
     loss.backward()
