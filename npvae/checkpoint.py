@@ -4,6 +4,9 @@ Layout of the file (every entry a plain numeric or unicode array):
 
 - ``param/<name>``  each parameter of the model (``param/encoder.0.W``, ...)
 - ``optim/<key>``   each optimizer state array (``optim/m_sum.theta``, ``optim/v_sum.theta``)
+- ``buffer/<name>`` each array a model keeps beside its parameters (a VQ-VAE's
+                    ``buffer/quantizer.counts``, and under EMA updates its codebook,
+                    moving counts and sums: ``npvae.vqvae.buffer_shapes``); none for a VAE
 - ``meta``          a 0-d unicode array holding JSON::
 
       {"format": "npvae-checkpoint", "version": 2,
@@ -63,6 +66,7 @@ def save_checkpoint(path, model, optimizer, state):
     is). The write is atomic: see the module docstring.
     """
     arrays = {f"param/{k}": to_numpy(v) for k, v in model.params.items()}
+    arrays.update({f"buffer/{k}": to_numpy(v) for k, v in getattr(model, "buffers", {}).items()})
     optim_meta = None
     if optimizer is not None:
         optim_meta = _optimizer_meta(optimizer)
@@ -92,6 +96,7 @@ class Checkpoint:
     optimizer: dict = None            # {"name", "hyperparameters", "t"} or None
     optimizer_arrays: dict = field(default_factory=dict)  # "m_sum.theta" -> np.ndarray
     state: dict = field(default_factory=dict)
+    buffers: dict = field(default_factory=dict)   # name -> np.ndarray (a VQ-VAE's)
 
     def optimizer_state(self):
         """The dict ``optimizer.load_state_dict`` takes."""
@@ -132,7 +137,7 @@ def _open_file(path):
 def _members(path, archive):
     """``{key: ZipInfo}`` of the archive's ``.npy`` members, names and sizes checked.
 
-    Only ``meta``, ``param/*`` and ``optim/*`` are npvae's; a member that
+    Only ``meta``, ``param/*``, ``optim/*`` and ``buffer/*`` are npvae's; a member that
     claims to inflate beyond what deflate can do is a lie (a bomb).
     """
     infos = archive.infolist()
@@ -141,7 +146,8 @@ def _members(path, archive):
     members, unexpected = {}, []
     for info in infos:
         key = info.filename.removesuffix(".npy")
-        if (key != "meta" and not key.startswith(("param/", "optim/"))) or key in members:
+        if (key != "meta" and not key.startswith(("param/", "optim/", "buffer/"))) \
+                or key in members:
             unexpected.append(key)
             continue
         if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED,
@@ -248,10 +254,10 @@ def _invalid_config(path, err):
 
 def _expected_params(path, config):
     """``({name: shape}, dtype)`` the stored config implies, with nothing allocated."""
-    from .vae import parameter_shapes
+    from . import vae, vqvae
 
     try:
-        shapes = parameter_shapes(config)
+        shapes = (vqvae if vqvae.is_vq(config) else vae).parameter_shapes(config)
         if config.get("dtype") not in ("float32", "float64"):
             raise ConfigError(f"dtype={config.get('dtype')!r} is not float32 or float64")
     except (KeyError, TypeError, NpvaeError) as err:
@@ -285,6 +291,32 @@ def _check_param_headers(path, headers, shapes, dtype):
         if found_shape != shape or found_dtype != dtype:
             raise CheckpointError(f"{path}: parameter {k!r} is {found_dtype}{list(found_shape)}; "
                                   f"the model config needs {dtype}{list(shape)}")
+
+
+def _check_buffers(path, config, headers, arrays=None):
+    """The ``buffer/`` members against what a VQ-VAE's config implies (``vqvae.buffer_shapes``;
+    a VAE has none): their headers, or with ``arrays`` read, their values (finite, and the
+    counts, moving or not, never negative). Returns ``{name: array}`` once read."""
+    from .vqvae import buffer_shapes, is_vq
+
+    expected = buffer_shapes(config) if is_vq(config) else {}
+    found = {k[len("buffer/"):]: v for k, v in headers.items() if k.startswith("buffer/")}
+    if set(found) != set(expected):
+        raise CheckpointError(f"{path}: buffers do not match the model config (missing "
+                              f"{sorted(set(expected) - set(found))}, unexpected "
+                              f"{sorted(set(found) - set(expected))})")
+    for k, (shape, dtype) in expected.items():
+        if found[k] != (shape, dtype):
+            raise CheckpointError(f"{path}: buffer {k!r} is {found[k][1]}{list(found[k][0])}; "
+                                  f"the model config needs {dtype}{list(shape)}")
+    if arrays is None:
+        return None
+    buffers = {k: arrays[f"buffer/{k}"] for k in expected}
+    for k, a in buffers.items():
+        if not np.isfinite(a).all() or (k.endswith("count") or k.endswith("counts")) \
+                and (a < 0).any():
+            raise CheckpointError(f"{path}: buffer {k!r} holds NaN, infinite or negative values")
+    return buffers
 
 
 def _check_optimizer_headers(path, meta, headers, shapes, dtype):
@@ -364,12 +396,13 @@ def _load(path, archive):
                               f"{MAX_META_BYTES}")
     meta = _decode_meta(path, _read(archive, "meta", members["meta"]))
     config = meta["model"]
-    if isinstance(config, dict) and "architecture" not in config:
+    if isinstance(config, dict) and "architecture" not in config and "n_codes" not in config:
         config = {**config, "architecture": "mlp"}  # written before the conv architecture
     shapes, dtype = _expected_params(path, config)
     headers = {key: _header(path, archive, key, info) for key, info in members.items()
                if key != "meta"}
     _check_param_headers(path, headers, shapes, dtype)
+    _check_buffers(path, config, headers)
     optim = _check_optimizer_headers(path, meta, headers, shapes, dtype)
     # Every member's size is now what the config implies: reading them is bounded by it.
     arrays = {key: _read(archive, key, members[key]) for key in headers}
@@ -378,9 +411,10 @@ def _load(path, archive):
         if not np.isfinite(a).all():
             raise CheckpointError(f"{path}: parameter {k!r} holds NaN or infinite values")
     optim_arrays = _check_optimizer_values(path, meta, optim, arrays)
+    buffers = _check_buffers(path, config, headers, arrays)
     _reference_model(path, config)
     return Checkpoint(path=path, model_config=config, params=params, optimizer=optim,
-                      optimizer_arrays=optim_arrays, state=meta["state"])
+                      optimizer_arrays=optim_arrays, state=meta["state"], buffers=buffers)
 
 
 def load_checkpoint(path):
@@ -433,6 +467,8 @@ def restore_model(checkpoint, model):
                               "expected: " + "; ".join(diffs))
     for k, p in model.params.items():
         p[...] = model.xp.asarray(checkpoint.params[k])
+    for k, b in getattr(model, "buffers", {}).items():   # a VQ-VAE's (``_check_buffers``)
+        b[...] = model.xp.asarray(checkpoint.buffers[k])
 
 
 def restore_optimizer(checkpoint, optimizer):

@@ -19,7 +19,7 @@ saves a checkpoint first).
 Adding a command: a ``cmd_NAME(args)`` that returns an exit code, and a block
 in ``build_parser`` that adds its parser with checked flag types (``npvae.flags``).
 Adding a training setting: a field of ``TrainConfig`` and a row of
-``TRAIN_FLAGS``.
+``npvae.trainflags.TRAIN_FLAGS``.
 """
 
 import argparse
@@ -32,11 +32,9 @@ import numpy as np
 
 from . import __version__, threads
 from .activations import ACTIVATIONS
-from .backend import BACKENDS
-from .config import DTYPES, LR_SCHEDULES, RESUMABLE, TrainConfig, check_resumable
+from .config import RESUMABLE, TrainConfig, check_resumable
 from .atomic import check_picture_path
 from .cvae import check_digit, is_conditional
-from .data import BINARIZE
 from .errors import ConfigError, NpvaeError
 from .flags import choice as _choice
 from .flags import fraction, int_list as _int_list, integer as _integer, non_negative_int
@@ -47,6 +45,8 @@ from .losses import LIKELIHOODS
 from .presets import DEFAULT_PRESET, PRESETS, describe_presets
 from .progress import Interrupted, ProgressBar
 from .runs import open_run, run_test_data
+from .trainflags import TRAIN_FLAGS, add_train_flags, flag_name
+from .vqvae import is_vq
 
 EXIT = {"ok": 0, "failed": 1, "error": 2, "interrupted": 130}  # see the module docstring
 
@@ -59,92 +59,13 @@ MAX_GRADCHECK_BATCH = 10_000
 # ---------------------------------------------------------------- train
 
 
-def _flag(field, type, help, **options):
-    return field, dict(type=type, help=help, **options)
-
-
-# Every training setting's flag: (TrainConfig field, its argparse options). The choices come from
-# the modules that own them; the defaults, shown in --help, from TrainConfig and the presets. An
-# option left out (None) keeps the preset's value, so each flag overrides the preset.
-TRAIN_FLAGS = (
-    _flag("preset", _choice(PRESETS), "a starting point that the other flags override",
-          metavar="PRESET"),
-    _flag("epochs", positive_int, "number of epochs in all (with --resume: the new total)"),
-    _flag("batch_size", positive_int, "examples per step"),
-    _flag("lr", positive_number, "Adam's learning rate"),
-    _flag("lr_schedule", _choice(LR_SCHEDULES), "constant, iwae (Burda et al.: 3^i epochs at "
-          "lr*10^(-i/7), 3280 in all) or iwae-short (one epoch per stage)"),
-    _flag("adam_eps", positive_number, "Adam's epsilon"),
-    _flag("seed", non_negative_int, "seeds everything"),
-    _flag("dtype", _choice(DTYPES), "float32 or float64"),
-    _flag("backend", _choice(BACKENDS), "numpy or cupy"),
-    _flag("beta", non_negative_number, "weight of the KL term (1 = the ELBO)"),
-    _flag("warmup_epochs", non_negative_number, "raise beta linearly from 0 over this many "
-          "epochs"),
-    _flag("latent", positive_int, "latent dimensions"),
-    _flag("hidden", _int_list, "encoder hidden sizes, e.g. 400 or 128,64 (the decoder mirrors "
-          "them); with --preset conv, the convolutions' channels"),
-    _flag("activation", _choice(tuple(ACTIVATIONS)), ", ".join(ACTIVATIONS)),
-    _flag("likelihood", _choice(LIKELIHOODS), " or ".join(LIKELIHOODS)),
-    _flag("sigma", positive_number, "standard deviation of the gaussian likelihood"),
-    _flag("binarize", _choice(BINARIZE), ", ".join(BINARIZE) + " (dynamic: a fresh Bernoulli "
-          "sample of every training batch)"),
-    _flag("objective", _choice(OBJECTIVES), "elbo (the k-sample ELBO, KL in closed form), "
-          "elbo-sampled (KL sampled: Burda et al.'s VAE) or iwae (the importance-weighted bound)"),
-    _flag("k", positive_int, "samples z per example in the objective"),
-    _flag("conditional", None, "a conditional VAE: the digit label into encoder and decoder",
-          action="store_const", const=True),
-    _flag("clip", positive_number, "clip the gradient's global norm to this"),
-    _flag("validation", non_negative_int, "hold out this many training examples"),
-    _flag("n_train", positive_int, "train on the first N training examples only", metavar="N"),
-    _flag("n_test", positive_int, "evaluate on the first N test examples only", metavar="N"),
-    _flag("data_dir", _text, "folder of the four MNIST-format files (default: the MNIST "
-          "shipped with npvae)"),
-    _flag("checkpoint_every", positive_int, "epochs between checkpoints", metavar="N"),
-    _flag("max_steps", positive_int, "stop (with a checkpoint) after N steps in all",
-          metavar="N"),
-    _flag("progress", None, "no progress bar"),   # NEGATED: the flag is --no-progress
-    _flag("figures", None, "no figures"),
-)
-NEGATED = ("progress", "figures")   # settings on by default: their flag is --no-NAME
-
-
-def _flag_name(field):
-    """The command-line flag of a ``TrainConfig`` field (or of ``run_dir``, ``overwrite``)."""
-    return f"--no-{field}" if field in NEGATED else f"--{field.replace('_', '-')}"
-
-
-def _default(field, defaults):
-    """``(default X)``, or ``(default: the preset's; X in pytorch-example)`` where presets set
-    it; nothing for a setting that is off (None) by default."""
-    value = getattr(defaults, field)
-    value = ",".join(map(str, value)) if isinstance(value, tuple) else value
-    if any(field in (*p["model"], *p["training"]) for p in PRESETS.values()):
-        return f" (default: the preset's; {value} in {DEFAULT_PRESET})"
-    return "" if value is None else f" (default {value})"
-
-
-def add_train_flags(parser):
-    """``TRAIN_FLAGS`` on ``parser``; a flag not given is None (the preset's value)."""
-    defaults = TrainConfig.from_preset(DEFAULT_PRESET)
-    for field, options in TRAIN_FLAGS:
-        if field in NEGATED:
-            parser.add_argument(_flag_name(field), dest=field, action="store_false",
-                                default=True, help=options["help"])
-            continue
-        options = {k: v for k, v in options.items() if v is not None}
-        if "(default" not in options["help"]:
-            options["help"] += _default(field, defaults)
-        parser.add_argument(_flag_name(field), dest=field, **options)
-
-
 def cmd_train(args):
     from . import train as training
 
     settings = {field: getattr(args, field) for field, _ in TRAIN_FLAGS}
     if args.resume is not None:
         check_resumable({**settings, "run_dir": args.run_dir, "overwrite": args.overwrite or None},
-                        name=_flag_name)
+                        name=flag_name)
         result = training.resume(args.resume, **settings)
     else:
         config = TrainConfig.from_preset(settings.pop("preset") or DEFAULT_PRESET, **settings)
@@ -175,12 +96,19 @@ def cmd_evaluate(args):
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     y = y if is_conditional(model) else None  # a conditional model: log p(x | y)
+    vq = is_vq(model.config)
+    if args.iw_samples and vq:
+        raise ConfigError(f"--iw-samples {args.iw_samples}: a VQ-VAE has no importance-weighted "
+                          "bound on log p(x): its encoder picks each code, it samples no z, so "
+                          "there is no ELBO to tighten (evaluate reports its loss terms)")
     if args.iw_samples:
         evaluate.check_iw_work(model, args.iw_samples, len(x))   # before any output
     rng = np.random.default_rng(args.seed)
     print(f"run: {checkpoint.path}{_position(checkpoint)}")
     print(f"model: {model!r}")
     print(f"test examples: {len(x)}")
+    if vq:
+        return _evaluate_vq(model, x, args.batch_size)
     terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng, y=y)
     elbo = -(terms["recon"] + terms["kl"])  # beta = 1 whatever the model trained with
     print(f"test ELBO: {elbo:.4f} nats/example (recon {terms['recon']:.4f}, "
@@ -214,6 +142,20 @@ def cmd_evaluate(args):
     print(f"  {'dim':>4}  {'KL':>9}")
     for k in np.argsort(-kl, kind="stable"):
         print(f"  {'z_' + str(k + 1):>4}  {kl[k]:9.4f}")
+    return EXIT["ok"]
+
+
+def _evaluate_vq(model, x, batch_size):
+    """``npvae evaluate`` of a VQ-VAE: its loss terms and code usage on ``x`` (``evaluate_vq``)."""
+    from .evaluate import evaluate_vq
+
+    t = evaluate_vq(model, x, batch_size)
+    ema = model.config["update"] == "ema"
+    print(f"test loss: {t['loss']:.4f} nats/example (recon {t['recon']:.4f}, codebook "
+          f"{t['codebook']:.4f}{' (not in the loss: EMA updates)' if ema else ''}, "
+          f"commitment {t['commitment']:.4f})")
+    print(f"code usage: perplexity {t['perplexity']:.2f} of {model.config['n_codes']} codes; "
+          f"{t['dead_codes']} dead codes (chosen by no position of the {len(x)} examples)")
     return EXIT["ok"]
 
 
@@ -253,7 +195,8 @@ def cmd_plot(args):
 
 def cmd_gradcheck(args):
     from .config import N_CLASSES
-    from .gradcheck import check_architecture, format_results, quiet_until, shrink_architecture
+    from .gradcheck import (check_architecture, format_results, quiet_until, shrink_architecture,
+                            shrunk_sizes)
     from .presets import get_preset
 
     if args.run is not None:
@@ -264,6 +207,9 @@ def cmd_gradcheck(args):
     else:
         preset = get_preset(args.preset)
         base = {"x_dim": 784, **preset["model"]}
+        if base.get("architecture") == "vqvae":   # TrainConfig's names to the VQ-VAE's
+            kwargs = TrainConfig.from_preset(args.preset).validate().model_kwargs(784)
+            base = {k: v for k, v in kwargs.items() if k not in ("backend", "seed")}
         training = preset["training"]
         if training.get("conditional"):
             base["n_classes"] = N_CLASSES
@@ -284,11 +230,8 @@ def cmd_gradcheck(args):
     finally:
         bar.close()
     if args.x_dim < base["x_dim"]:
-        sizes = ("channels" if config.get("architecture") == "conv" else
-                 f"x_dim {base['x_dim']} -> {config['x_dim']}, hidden")
         print(f"gradient check of a shrunk copy of {source} (pass --x-dim {base['x_dim']} for "
-              f"full size, slowly): {sizes} {list(base['hidden'])} -> {config['hidden']}, "
-              f"latent {base['latent']} -> {config['latent']}")
+              f"full size, slowly): {shrunk_sizes(base, config)}")
     print(f"model: {model!r}, {model.theta.size} parameters; float64, batch {args.batch}, "
           f"h={h:g}, tol={tol:g}" + ("" if (objective, k) == ("elbo", 1)
                                      else f"; objective {objective}, k={k}"))
@@ -412,7 +355,7 @@ def build_parser():
                    "if taken)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
     p.add_argument("--resume", type=_text, metavar="RUN", help="continue the run in folder RUN "
-                   f"(which may change only {', '.join(map(_flag_name, RESUMABLE))})")
+                   f"(which may change only {', '.join(map(flag_name, RESUMABLE))})")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test-set ELBO, IW bound, active units, KL per dimension",

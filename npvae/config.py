@@ -12,11 +12,11 @@ Every random number of a run comes from its one ``seed``: see
 from dataclasses import dataclass, fields
 
 from .backend import get_xp
-from .checks import is_int, number, positive_int
+from .checks import is_int, number, one_of, positive_int
 from .data import BINARIZE
 from .errors import CheckpointError, ConfigError
 from .iwae import OBJECTIVES, check_decoder_rows
-from . import hvae
+from . import hvae, vq, vqvae
 from .presets import DEFAULT_PRESET, get_preset
 from .randomness import derive_seed
 
@@ -27,6 +27,25 @@ N_CLASSES = 10  # labels of a conditional run: MNIST's digits
 # The fields of ``TrainConfig`` that the model's constructor takes.
 MODEL_FIELDS = ("architecture", "hidden", "decoder_hidden", "latent", "activation", "likelihood",
                 "sigma", "init", "beta", "dtype")
+
+# The fields of a VQ-VAE (``architecture="vqvae"``, ``npvae.vqvae``) that no other model has.
+VQ_FIELDS = ("embedding_dim", "n_codes", "commitment", "codebook_update", "ema_decay",
+             "restart_every")
+# What a VQ-VAE refuses of the other models' settings, and why (None and the default: accepted).
+NOT_VQ = {"latent": (None, "its latents are the grid of embedding_dim-dimensional vectors; set "
+                           "embedding_dim and n_codes"),
+          "sigma": (None, "its likelihood is bernoulli, without a sigma"),
+          "beta": (None, "it has no KL to weigh; its commitment weight is commitment"),
+          "warmup_epochs": (0, "it has no KL to warm up"),
+          "objective": ("elbo", "it is trained on its own loss (recon + codebook + commitment), "
+                                "not on an ELBO"),
+          "k": (1, "its codes are not sampled: there are no k samples to draw"),
+          "conditional": (False, "it is not conditional")}
+DEFAULT_EMA_DECAY = 0.99   # gamma of the moving averages (the paper's appendix; Sonnet's)
+
+# The fields of ``TrainConfig`` that ``npvae.vqvae.VQVAE`` takes under the same names.
+VQ_MODEL_FIELDS = ("hidden", "decoder_hidden", "embedding_dim", "n_codes", "activation",
+                   "likelihood", "init", "dtype")
 
 # The settings a resumed run may change, because none of them changes the numbers. Every
 # other setting comes from the checkpoint: ``check_resumable`` is the one rule.
@@ -67,6 +86,15 @@ class TrainConfig:
     throughout), ``iwae`` (Burda et al.: stage i = 0..7 lasts 3^i epochs at
     lr 10^(-i/7), 3,280 epochs in all) or ``iwae-short`` (the same eight
     learning rates, one epoch each). ``adam_eps``: Adam's epsilon.
+
+    A VQ-VAE (``architecture="vqvae"``, preset ``vqvae``; ``npvae.vqvae``)
+    takes ``hidden`` as its convolutions' channels and the ``VQ_FIELDS``:
+    ``embedding_dim`` (F) and ``n_codes`` (N) of the codebook, ``commitment``
+    (the commitment loss's weight, the paper's beta), ``codebook_update``
+    (``gradient`` or ``ema``), ``ema_decay`` (``ema`` only; default 0.99) and
+    ``restart_every`` (every that many steps, the codes no position chose
+    since the last restart move onto encoder outputs; 0: never). Those are
+    None for the other models, and a VQ-VAE refuses their settings (``NOT_VQ``).
     """
 
     preset: str = DEFAULT_PRESET
@@ -102,6 +130,12 @@ class TrainConfig:
     conditional: bool = False
     lr_schedule: str = "constant"
     adam_eps: float = 1e-8
+    embedding_dim: int = None
+    n_codes: int = None
+    commitment: float = None
+    codebook_update: str = None
+    ema_decay: float = None
+    restart_every: int = None
 
     @classmethod
     def from_preset(cls, name=DEFAULT_PRESET, **overrides):
@@ -147,7 +181,8 @@ class TrainConfig:
         get_preset(self.preset)
         if self.dtype not in DTYPES:  # (the model also takes NumPy types)
             raise ConfigError(f"dtype={self.dtype!r} is unknown; choose one of {', '.join(DTYPES)}")
-        model = hvae.check_model_arguments(None, **{k: getattr(self, k) for k in MODEL_FIELDS})
+        model = check_vq_settings(self) or hvae.check_model_arguments(
+            None, **{k: getattr(self, k) for k in MODEL_FIELDS})
         if hvae.is_hierarchical(self) and self.conditional:
             raise ConfigError("conditional=True needs one stochastic layer: a model with "
                               "several is not conditional")
@@ -200,12 +235,21 @@ class TrainConfig:
             end += 3**stage if self.lr_schedule == "iwae" else 1
         return self.lr * 10 ** (-stage / 7)
 
+    def is_vq(self):
+        """Whether the run trains a VQ-VAE (``npvae.vqvae``)."""
+        return self.architecture == "vqvae"
+
     def k_sample_objective(self):
         """``(objective, k)`` of a run; None when it is the model's own loss (elbo, k = 1)."""
         return None if (self.objective, self.k) == ("elbo", 1) else (self.objective, self.k)
 
     def model_kwargs(self, x_dim):
         """Arguments for ``npvae.VAE``: the model fields, ``x_dim``, the backend and the seed."""
+        if self.is_vq():
+            return dict(x_dim=x_dim, **{k: getattr(self, k) for k in VQ_MODEL_FIELDS},
+                        beta=self.commitment, update=self.codebook_update,
+                        **({} if self.ema_decay is None else {"decay": self.ema_decay}),
+                        backend=self.backend, seed=derive_seed(self.seed, "init"))
         conditional = {"n_classes": N_CLASSES} if self.conditional else {}
         return dict(x_dim=x_dim, **{k: getattr(self, k) for k in MODEL_FIELDS}, **conditional,
                     backend=self.backend, seed=derive_seed(self.seed, "init"))
@@ -220,3 +264,41 @@ class TrainConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update({k: v for k, v in changes.items() if v is not None})
         return TrainConfig(**values)
+
+
+def check_vq_settings(config):
+    """A ``TrainConfig``'s settings as ``TrainConfig.validate`` checks them: the VQ-VAE's model
+    arguments (``npvae.vqvae.check_arguments``) and the ``VQ_FIELDS``, normalised (``ema_decay``
+    set to its default under EMA updates), or a one-line ConfigError. Without
+    ``architecture="vqvae"``, a ConfigError for any VQ field that is set."""
+    if not config.is_vq():
+        for name in VQ_FIELDS:
+            if getattr(config, name) is not None:
+                raise ConfigError(f"{name}={getattr(config, name)!r} is a VQ-VAE setting (preset "
+                                  f"vqvae); the {config.architecture} VAE has no codebook")
+        return None
+    for name, (accepted, why) in NOT_VQ.items():
+        value = getattr(config, name)
+        if value is not None and value != accepted:
+            raise ConfigError(f"{name}={value!r} does not apply to a VQ-VAE: {why}")
+    missing = [name for name in VQ_FIELDS if name != "ema_decay" and getattr(config, name) is None]
+    if missing:
+        raise ConfigError(f"a VQ-VAE needs {', '.join(missing)} (preset vqvae sets them)")
+    number("commitment", config.commitment)
+    one_of("codebook_update", config.codebook_update, vq.UPDATES)
+    if config.ema_decay is not None and number("ema_decay", config.ema_decay) >= 1:
+        raise ConfigError(f"ema_decay={config.ema_decay!r} must be in [0, 1)")
+    if not is_int(config.restart_every) or config.restart_every < 0:
+        raise ConfigError(f"restart_every={config.restart_every!r} must be a non-negative integer "
+                          "(steps between dead-code restarts; 0 = never)")
+    if config.codebook_update == "ema" and config.ema_decay is None:
+        config.ema_decay = DEFAULT_EMA_DECAY
+    elif config.codebook_update != "ema" and config.ema_decay is not None:
+        raise ConfigError(f"ema_decay={config.ema_decay!r} applies to codebook_update='ema' only "
+                          f"(this run's is {config.codebook_update!r})")
+    return vqvae.check_arguments(
+        None, config.hidden, decoder_hidden=config.decoder_hidden,
+        embedding_dim=config.embedding_dim, n_codes=config.n_codes, beta=config.commitment,
+        update=config.codebook_update, decay=DEFAULT_EMA_DECAY if config.ema_decay is None
+        else config.ema_decay, activation=config.activation, likelihood=config.likelihood,
+        init=config.init, dtype=config.dtype)

@@ -185,9 +185,13 @@ def set_condition(model, y, batch=None):
 def model_from_config(**config):
     """The model a ``config`` describes (``VAE.config``, plus ``backend`` and ``seed``): a CVAE
     when it has ``n_classes``, an ``npvae.hvae.HVAE`` when ``latent`` lists several stochastic
-    layers, else a plain VAE. Training, checkpoints and runs build with it."""
+    layers, an ``npvae.vqvae.VQVAE`` when it has ``n_codes``, else a plain VAE. Training,
+    checkpoints and runs build with it."""
     from .hvae import HVAE, is_hierarchical
+    from .vqvae import VQVAE, is_vq
 
+    if is_vq(config):
+        return VQVAE(**config)
     if is_hierarchical(config):
         if config.pop("n_classes", None) is not None:
             raise ConfigError("a model with several stochastic layers is not conditional: drop "

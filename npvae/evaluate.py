@@ -209,6 +209,36 @@ def evaluate_elbo(model, x, batch_size=1000, rng=None, beta=None, *, kl="analyti
     return dict(loss=recon + beta * kl_mean, recon=recon, kl=kl_mean)
 
 
+def evaluate_vq(model, x, batch_size=1000):
+    """A VQ-VAE's terms over a data set (``npvae.vqvae``): a dict of host numbers,
+
+        recon      = mean_i -log p(x_i | z_q,i)       codebook = mean_i |sg[z_e,i] - z_q,i|^2
+        commitment = mean_i lambda |z_e,i - sg[z_q,i]|^2
+        loss       = recon + commitment (+ codebook, unless the codebook learns by EMA)
+        perplexity = exp(entropy) of the codes chosen over the set; dead_codes = codes never chosen
+
+    in nats per example, as ``VQVAE.forward`` computes them (nothing is drawn:
+    the codes are the nearest). The quantizer's usage counts since the last
+    dead-code restart are left as they were. Shapes: x (N, D).
+    """
+    from .vqtrain import usage_terms
+
+    q = model.quantizer
+    before = q.reset_usage()
+    sums = dict.fromkeys(("loss", "recon", "codebook", "commitment"), 0.0)
+    n = 0
+    try:
+        for xb in _batches(model, x, batch_size):
+            terms = model.forward(xb, check=False)
+            for name in sums:
+                sums[name] += float(to_numpy(getattr(terms, name))) * xb.shape[0]
+            n += xb.shape[0]
+        counts = q.reset_usage()
+    finally:
+        q.counts[...] = model.xp.asarray(before)
+    return {**{name: total / n for name, total in sums.items()}, **usage_terms(counts)}
+
+
 # ------------------------------------------------------------------ the importance-weighted bound
 
 

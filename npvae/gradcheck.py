@@ -304,8 +304,11 @@ def shrink_architecture(config, x_dim):
     the same factor (at least 2 each); its latents are capped at 4 too.
     """
     from .hvae import check_model_arguments
+    from .vqvae import is_vq
 
     config = dict(config)
+    if is_vq(config):
+        return _shrink_vq(config, x_dim)
     check_model_arguments(**{k: config[k] for k in MODEL_ARGUMENTS if k in config})  # first
     full = config["x_dim"]
     x_dim = min(x_dim, full)
@@ -327,6 +330,34 @@ def shrink_architecture(config, x_dim):
             return config
     config["x_dim"] = x_dim
     return config
+
+
+def _shrink_vq(config, x_dim):
+    """``shrink_architecture`` of a VQ-VAE (``VQVAE.config``): its pixels kept, its channels
+    scaled as a conv model's (at least 2), F capped at 4 and N at 8."""
+    from .vqvae import check_arguments
+
+    for key in ("latent", "sigma", "architecture"):
+        if key in config:
+            raise ConfigError(f"{key}={config[key]!r} does not apply to a VQ-VAE (its sizes are "
+                              "hidden, embedding_dim and n_codes)")
+    config = check_arguments(**config)
+    if x_dim < config["x_dim"]:
+        scale = x_dim / config["x_dim"]
+        for key in ("hidden", "decoder_hidden"):
+            config[key] = [max(2, round(n * scale)) for n in config[key]]
+        config.update(embedding_dim=min(config["embedding_dim"], 4),
+                      n_codes=min(config["n_codes"], 8))
+    return config
+
+
+def shrunk_sizes(full, config):
+    """What ``shrink_architecture`` changed from ``full`` to ``config``, for the check's report."""
+    sizes = ("channels" if full.get("architecture") == "conv" or "n_codes" in full else
+             f"x_dim {full['x_dim']} -> {config['x_dim']}, hidden")
+    sizes += f" {list(full['hidden'])} -> {list(config['hidden'])}"
+    keys = ("embedding_dim", "n_codes") if "n_codes" in full else ("latent",)
+    return sizes + "".join(f", {key} {full[key]} -> {config[key]}" for key in keys)
 
 
 def biases_off_zero(model, rng, scale=0.1):
@@ -362,14 +393,29 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     from .cvae import model_from_config, is_conditional
     from .hvae import k_sample_objective
     from .iwae import check_step
+    from . import vqvae
 
     h = check_step_size(h)
-    n = sum(int(np.prod(s)) for s in parameter_shapes(config).values())
+    vq = vqvae.is_vq(config)
+    if vq and (objective, k) != ("elbo", 1):
+        raise ConfigError(f"objective={objective!r}, k={k}: a VQ-VAE is checked on its own loss "
+                          "(recon + codebook + commitment); it has no ELBO to take k samples of")
+    shapes = vqvae.parameter_shapes(config) if vq else parameter_shapes(config)
+    n = sum(int(np.prod(s)) for s in shapes.values())
     if n > MAX_CHECKED_PARAMETERS:
         raise ConfigError(f"a gradient check of {n:,} parameters takes {2 * n:,} evaluations of "
                           f"the loss, more than a check of {MAX_CHECKED_PARAMETERS:,} parameters can "
                           "finish: lower the hidden sizes or --x-dim")
     model = model_from_config(**{**config, "dtype": "float64"}, seed=seed)   # (at most 8 MB)
+    if vq:   # the codes held at the nearest; vqvae.check_gradients says what each is checked on
+        rng = np.random.default_rng(seed)
+        biases_off_zero(model, rng)
+        x = rng.random((batch, model.x_dim))
+        # Every code restarted at an encoder output: z_q of z_e's size rather than the initial
+        # +-0.05, which leaves the decoder's first units all on one side of their kinks.
+        q = model.quantizer
+        q.restart_dead_codes(np.zeros(q.n_codes), model.encoder.forward(x), rng)
+        return model, vqvae.check_gradients(model, x, h, tol)
     own = (objective, k) == ("elbo", 1)
     loss = None if own else k_sample_objective(model, k, objective)
     check_step(model, k, batch)

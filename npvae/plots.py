@@ -32,6 +32,7 @@ from .backend import to_numpy
 from .cvae import check_digit, is_conditional
 from .errors import ConfigError
 from .evaluate import encode_means
+from .vqvae import is_vq
 
 DPI = 100
 """Dots per inch of every saved figure: a figure of w x h inches is w*DPI x h*DPI pixels."""
@@ -136,14 +137,18 @@ def plot_reconstructions(model, x, path, n=10, y=None):
     side = _image_side(model.x_dim)
     x = x[:n]
     y = None if y is None or not is_conditional(model) else to_numpy(y)[:n]
-    recon = _decode(model, _encode_mu(model, x, y), y)
+    if is_vq(model.config):   # a VQ-VAE: the decoder at the nearest codes (npvae.vqvae)
+        recon = model.decode(model.encode(model.check_input(model.xp.asarray(x))))
+        title = "Reconstructions: decode(codes(x)), the decoder mean at the nearest codes"
+    else:
+        recon = _decode(model, _encode_mu(model, x, y), y)
+        title = "Reconstructions: decode(mu(x)), the decoder mean at z = mu (no sampling)"
     canvas = _tile(np.concatenate([_images(x, side), _images(recon, side)]), 2, len(x))
     fig = _new_figure(max(4.0, 0.8 * len(x)), 2.4)
     ax = fig.add_axes([0.08, 0.02, 0.9, 0.8])
     _show(ax, canvas)
     ax.set_yticks([side / 2, side * 1.5 + 1], labels=["input", "recon"])
-    ax.set_title("Reconstructions: decode(mu(x)), the decoder mean at z = mu (no sampling)",
-                 fontsize=9)
+    ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
@@ -222,10 +227,13 @@ def plot_analogies(model, x, y, path, n=6):
 
 CURVES = (("loss", "loss (the negative ELBO when beta = 1)"), ("recon", r"reconstruction $-\log p(x \mid z)$"),
           ("kl", r"$\mathrm{KL}(q(z \mid x)\,\Vert\,p(z))$"))
+VQ_CURVES = (("loss", "loss (recon + codebook + commitment)"),
+             ("recon", r"reconstruction $-\log p(x \mid z_q)$"),
+             ("perplexity", "code perplexity (exp of the codes' entropy)"))
 SPLITS = (("train", "-", "train (mean over the epoch's batches)"), ("test", "--", "test (the model at the epoch's end)"))
 
 
-def plot_curves(metrics, path):
+def plot_curves(metrics, path, curves=CURVES):
     """Training curves: loss, reconstruction and KL, train vs test, against epoch.
 
     The train value of an epoch is the mean over its batches, while the
@@ -244,13 +252,13 @@ def plot_curves(metrics, path):
     epochs = np.array([m.get("epoch", i + 1) for i, m in enumerate(metrics)], dtype=float)
     fig = _new_figure(12, 3.6)
     axes = fig.subplots(1, 3)
-    for ax, (term, title) in zip(axes, CURVES):
+    for ax, (term, title) in zip(axes, curves):
         for split, style, label in SPLITS:
             values = np.array([np.nan if m.get(f"{split}_{term}") is None else m[f"{split}_{term}"]
                                for m in metrics], dtype=float)
             if np.isfinite(values).any():
                 ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
-        if term == "kl" and ax.has_data():
+        if term in ("kl", "perplexity") and ax.has_data():
             ax.set_ylim(bottom=0)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
@@ -423,12 +431,15 @@ def _interpolation_pair(x, y):
 
 def save_epoch_figures(model, run_dir, epoch, x_test, y_test, rng):
     """The figures of one epoch (from 0) of a run: ``run_dir/figures/`` holds
-    ``reconstructions_epochNNN.png`` and ``samples_epochNNN.png`` (NNN = epoch + 1)."""
+    ``reconstructions_epochNNN.png`` and ``samples_epochNNN.png`` (NNN = epoch + 1; a VQ-VAE's
+    reconstructions only)."""
     folder = Path(run_dir) / "figures"
     make_folder(folder)
-    return [plot_reconstructions(model, x_test, folder / f"reconstructions_epoch{epoch + 1:03d}.png",
-                                 y=y_test),
-            plot_samples(model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)]
+    name = f"reconstructions_epoch{epoch + 1:03d}.png"
+    paths = [plot_reconstructions(model, x_test, folder / name, y=y_test)]
+    if is_vq(model.config):   # (a VQ-VAE samples through its learned prior: npvae.vqplots)
+        return paths
+    return paths + [plot_samples(model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)]
 
 
 def written(paths, folder):
@@ -442,12 +453,17 @@ def save_all_figures(model, run_dir, x_test, y_test, metrics, rng):
     reconstructions.png, samples.png, curves.png (if ``metrics``),
     latents.png, manifold.png (only if latent == 2) and interpolation.png
     (two test digits of different classes); for a conditional model,
-    digits.png (a row per digit) and analogies.png in place of the last two.
+    digits.png (a row per digit) and analogies.png in place of the last two;
+    for a VQ-VAE, reconstructions.png and curves.png (recon and perplexity).
     ``rng`` draws the samples.
     """
     _image_side(model.x_dim)  # refuse before writing anything
     run_dir = Path(run_dir)
     make_folder(run_dir)
+    if is_vq(model.config):   # reconstructions and curves (its own figures: npvae.vqplots)
+        paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png")]
+        return paths + ([plot_curves(metrics, run_dir / "curves.png", VQ_CURVES)] if metrics
+                        else [])
     paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png", y=y_test),
              plot_samples(model, run_dir / "samples.png", rng)]
     if metrics:

@@ -33,6 +33,18 @@ summed over pixels and latents and averaged over the batch (nats per example).
   ``--lr-schedule iwae --epochs 3280``.
   ``--k`` changes the number of samples.
 - ``cvae`` is ``pytorch-example`` made conditional on the digit label.
+- ``vqvae`` is van den Oord, Vinyals and Kavukcuoglu's VQ-VAE (2017) at the
+  sizes of Keras's VQ-VAE example (``npvae.vqvae``): two 3 x 3 stride-2
+  convolutions of 32 and 64 channels and a 1 x 1 one to a 7 x 7 grid of
+  F = 16-dimensional vectors, each replaced by the nearest of N = 64 codes;
+  transposed convolutions of 64 and 32 channels and one of 1 back to the
+  pixels; ReLU, Bernoulli logits on [0, 1] pixels (as ``conv``), Glorot
+  initialisation (Keras's), commitment weight 0.25, the codebook learned by
+  the codebook loss's gradient (the paper's main form; ``--codebook-update
+  ema`` for the moving averages), Adam 1e-3, batch 128. One addition to the
+  paper: codes that no position chose in the last 100 steps are restarted
+  at encoder outputs (``--restart-every 0`` turns that off and shows codes
+  dying).
 - ``burda2-vae`` and ``burda2-iwae`` are Table 1's two-stochastic-layer models
   (``npvae.hvae``): 784-200-200-100 (h1) -100-100-50 (h2), tanh, the
   generative path mirrored, k = 5, trained as ``burda-vae`` / ``burda-iwae``.
@@ -105,6 +117,17 @@ PRESETS = {
                        "on the importance-weighted bound",
         "model": dict(BURDA_TWO_LAYERS),
         "training": dict(BURDA_TABLE_1, objective="iwae"),
+    },
+    "vqvae": {
+        "description": "van den Oord et al.'s VQ-VAE at Keras's sizes: conv 32-64 (3x3, stride 2) "
+                       "to a 7x7 grid of 16-dim vectors, 64 codes, commitment 0.25, codebook by "
+                       "gradient, dead codes restarted every 100 steps, convT 64-32-1, ReLU, "
+                       "Bernoulli on [0,1] pixels, Adam 1e-3, batch 128",
+        "model": dict(architecture="vqvae", hidden=(32, 64), decoder_hidden=None, latent=None,
+                      activation="relu", likelihood="bernoulli", sigma=None, init="glorot",
+                      beta=None, embedding_dim=16, n_codes=64, commitment=0.25,
+                      codebook_update="gradient", ema_decay=None, restart_every=100),
+        "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none"),
     },
     "cvae": {
         "description": "a conditional VAE: pytorch-example with the digit label, one-hot, "

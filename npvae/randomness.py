@@ -4,7 +4,8 @@ Every generator is derived from the run's ``seed`` (``derive_seed``:
 ``np.random.SeedSequence(seed, spawn_key=(stream, ...))``), one independent
 stream per use (``STREAMS``): the initial weights, the validation split, the
 shuffle, the reparameterization noise, the dynamic binarization, the
-evaluation noise, the one binarization of the test set and the figures. The
+evaluation noise, the one binarization of the test set, the figures and a
+VQ-VAE's dead-code restarts (one generator per restart, ``npvae.vqtrain``). The
 global RNG is never used.
 
 The shuffle, noise and binarization generators are derived afresh for every
@@ -24,7 +25,7 @@ from .errors import CheckpointError
 
 # One independent random stream per use; see the module docstring.
 STREAMS = {"init": 0, "split": 1, "shuffle": 2, "noise": 3, "binarize": 4, "eval": 5,
-           "test_binarize": 6, "figures": 7}
+           "test_binarize": 6, "figures": 7, "restart": 8}
 
 
 def derive_seed(seed, stream, *index):

@@ -28,6 +28,7 @@ from .atomic import atomic_write_text, make_folder
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
 from .checks import is_int
 from .errors import CheckpointError, ConfigError, DataError, FileError
+from .vqtrain import TERMS as VQ_TERMS
 
 RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT_NAME)
 LOCK_NAME = ".npvae-lock"
@@ -312,16 +313,25 @@ def repair_metrics(run_dir, metrics):
         _remove(path)
 
 
-def metrics_row(epoch, global_step, beta, sums, test, val=None):
-    """The metrics row of ``epoch`` (from 0): the train means of the epoch's ``sums``, the
-    ``test`` (and ``val``) loss terms, its time and speed."""
+ELBO_TERMS = ("loss", "recon", "kl")
+"""The loss terms of a VAE's step, summed over an epoch (a VQ-VAE's: ``npvae.vqtrain.TERMS``)."""
+
+
+def new_sums(terms=ELBO_TERMS):
+    """The partial sums of an epoch not begun: examples, each of the loss ``terms``, seconds."""
+    return {"n": 0, **{term: 0.0 for term in terms}, "seconds": 0.0}
+
+
+def metrics_row(epoch, global_step, beta, sums, test, val=None, train_extra=None):
+    """The metrics row of ``epoch`` (from 0): the train means of the epoch's ``sums`` (and
+    ``train_extra``, e.g. a VQ-VAE's code usage), the ``test`` (and ``val``) terms, its time
+    and speed. ``beta`` None (a VQ-VAE: no KL to weigh) leaves its column out."""
     n = sums["n"]
-    row = {"epoch": epoch + 1, "step": global_step, "beta": beta,
-           "train_loss": sums["loss"] / n, "train_recon": sums["recon"] / n,
-           "train_kl": sums["kl"] / n,
-           "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"]}
-    if val is not None:
-        row.update(val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"])
+    row = {"epoch": epoch + 1, "step": global_step, **({} if beta is None else {"beta": beta})}
+    row.update({f"train_{k}": v / n for k, v in sums.items() if k not in ("n", "seconds")})
+    row.update({f"train_{k}": v for k, v in (train_extra or {}).items()})
+    for split, values in (("test", test), ("val", val)):
+        row.update({f"{split}_{k}": v for k, v in (values or {}).items()})
     row.update(seconds=round(sums["seconds"], 3),
                examples_per_s=round(n / max(sums["seconds"], 1e-9), 1))
     return row
@@ -329,6 +339,8 @@ def metrics_row(epoch, global_step, beta, sums, test, val=None):
 
 def format_row(row, epochs):
     """The one-line summary of an epoch's metrics row."""
+    if "train_kl" not in row:
+        return _format_vq_row(row, epochs)
     line = (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
             f"(recon {row['train_recon']:.4f}, kl {row['train_kl']:.4f})  "
             f"test loss {row['test_loss']:.4f} (recon {row['test_recon']:.4f}, "
@@ -336,6 +348,18 @@ def format_row(row, epochs):
     if "val_loss" in row:
         line += f"  val loss {row['val_loss']:.4f}"
     return line + f"  {row['seconds']:.1f} s, {row['examples_per_s']:.0f} examples/s"
+
+
+def _format_vq_row(row, epochs):
+    """``format_row`` of a VQ-VAE's epoch: each split's loss, its three terms and code usage."""
+    def split(name):
+        return (f"{name} loss {row[f'{name}_loss']:.4f} (recon {row[f'{name}_recon']:.4f}, "
+                f"codebook {row[f'{name}_codebook']:.4f}, commitment "
+                f"{row[f'{name}_commitment']:.4f}; perplexity {row[f'{name}_perplexity']:.1f}, "
+                f"{row[f'{name}_dead_codes']} dead codes)")
+    splits = [split(name) for name in ("train", "test", "val") if f"{name}_loss" in row]
+    return (f"epoch {row['epoch']}/{epochs}  " + "  ".join(splits)
+            + f"  {row['seconds']:.1f} s, {row['examples_per_s']:.0f} examples/s")
 
 
 def new_state(config, data):
@@ -347,6 +371,12 @@ def new_state(config, data):
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
         math.isfinite(value)
+
+
+def _usage(usage, train_config):
+    """Whether a VQ run's partial ``usage`` is its N code counts, non-negative integers."""
+    return (isinstance(usage, list) and len(usage) == train_config.get("n_codes")
+            and all(is_int(c) and c >= 0 for c in usage))
 
 
 def check_state(path, state):
@@ -379,10 +409,13 @@ def check_state(path, state):
             problems.append("data or train_config (the data size and batch size)")
     if state.get("step_in_epoch"):
         partial, rng = state.get("partial"), state.get("rng")
-        if not (isinstance(partial, dict)
-                and {"n", "loss", "recon", "kl", "seconds"} <= set(partial)
+        vq = isinstance(state.get("train_config"), dict) and \
+            state["train_config"].get("architecture") == "vqvae"
+        sums = [*(VQ_TERMS if vq else ELBO_TERMS), "seconds"]
+        if not (isinstance(partial, dict) and {"n", *sums} <= set(partial)
                 and is_int(partial["n"]) and partial["n"] >= 0
-                and all(_number(partial[k]) for k in ("loss", "recon", "kl", "seconds"))):
+                and all(_number(partial[k]) for k in sums)
+                and (not vq or _usage(partial.get("usage"), state["train_config"]))):
             problems.append("partial")
         if not (isinstance(rng, dict) and isinstance(rng.get("shuffle_epoch_start"), dict)):
             problems.append("rng")

@@ -8,24 +8,29 @@ on cores that other processes need, and a product cannot finish until its
 slowest thread gets a core. (Measured in ``benchmarks/threads_under_load.py``;
 the README's speed section has the table.)
 
-So the thread count is yours to choose, in this order:
+So npvae uses ONE thread unless told otherwise, in this order:
 
 1. ``--threads N`` on ``npvae train``, ``evaluate`` and ``gradcheck``
    (``set_threads``);
 2. the environment variable ``NPVAE_THREADS=N``;
 3. ``auto`` for either: the CPUs idle now, ``default_threads()`` (CPUs less
    the one-minute load average, rounded, at least 1);
-4. otherwise BLAS's own choice, one thread per CPU (or the BLAS variable
-   you set, ``OPENBLAS_NUM_THREADS`` etc.), as NumPy alone would do.
+4. a BLAS variable you set yourself (``OPENBLAS_NUM_THREADS`` etc.) is
+   left alone;
+5. otherwise ``DEFAULT_THREADS``, one.
 
-Why not ``auto`` by default: the thread count changes how OpenBLAS splits a
-product, and so the last bits of float32 results (a two-epoch ``fit``
-prints 158.8526 with two threads and 158.8525 with one). A default that
-followed the machine's load would make a run's numbers depend on what else
-was running, and the numbers this project quotes (README, tutorials, their
-tests) were made with one thread per CPU. So the default stays that, and a
-command started from a terminal on a busy machine (fewer CPUs idle than
-threads) says so on stderr, with what to try (``busy_hint``).
+Why one by default (measured by ``benchmarks/threads_under_load.py``, the
+table in README's speed section): on a busy machine one thread is never
+the slow choice (two threads made a training step 2 to 15 times slower
+there), on a quiet 2-core machine it costs about 1.3x against two threads,
+and it makes a run's numbers the same on every machine with the same CPU
+kernels, whatever its core count or load: the thread count changes how
+OpenBLAS splits a product, and so the last bits of float32 results (a
+two-epoch ``fit`` prints 158.8525 with one thread and 158.8526 with two).
+A default that followed the load (``auto``) would make the numbers depend
+on what else was running. On a quiet machine with cores to spare, ask for
+them: ``--threads auto``. A command started from a terminal with more
+threads than idle CPUs says so on stderr, with what to try (``busy_hint``).
 
 BLAS reads its variables once, when NumPy loads, so ``configure`` (called by
 ``import npvae``) sets them when NumPy is not loaded yet; once it is,
@@ -39,6 +44,8 @@ import os
 import sys
 
 ENVIRONMENT = "NPVAE_THREADS"
+DEFAULT_THREADS = 1
+"""Threads when neither ``--threads``, ``NPVAE_THREADS`` nor a BLAS variable says otherwise."""
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenBLAS's entry points under the names NumPy's and SciPy's wheels build it with.
 _SET = ("openblas_set_num_threads", "openblas_set_num_threads64_",
@@ -135,12 +142,15 @@ def set_threads(threads):
 
 
 def configure():
-    """Apply ``NPVAE_THREADS`` if set; return the count, or None (BLAS decides). Called by
-    ``import npvae``, before NumPy loads."""
+    """Apply ``NPVAE_THREADS`` if set, else ``DEFAULT_THREADS`` unless a BLAS variable is set;
+    return the count, or None (a BLAS variable decides). Called by ``import npvae``, before
+    NumPy loads."""
     value = os.environ.get(ENVIRONMENT)
-    if value is None:
+    if value is not None:
+        return set_threads(parse_threads(value, ENVIRONMENT))
+    if any(os.environ.get(name) for name in BLAS_VARIABLES):
         return None
-    return set_threads(parse_threads(value, ENVIRONMENT))
+    return set_threads(DEFAULT_THREADS)
 
 
 def busy_hint(threads=None, idle=None):
@@ -175,7 +185,8 @@ def add_threads_flag(subparsers, commands=("train", "evaluate", "gradcheck")):
         parser.add_argument(
             "--threads", type=threads_argument, default=None, metavar="N",
             help="threads for the matrix products, or auto: the CPUs idle now (default: "
-                 "NPVAE_THREADS, else one per CPU; on a busy machine try --threads 1)")
+                 "NPVAE_THREADS, else a BLAS variable you set, else 1; on a quiet machine with "
+                 "cores to spare try --threads auto)")
         parser.set_defaults(func=_applying_threads(parser.get_default("func")))
 
 
@@ -183,7 +194,7 @@ def _applying_threads(command):
     def run(args):
         if args.threads is not None:
             set_threads(args.threads)
-        elif ENVIRONMENT not in os.environ and sys.stderr.isatty():  # a hint for a person
+        if sys.stderr.isatty():  # a hint for a person
             hint = busy_hint()
             if hint:
                 print(hint, file=sys.stderr)

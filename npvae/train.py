@@ -53,20 +53,25 @@ from .config import TrainConfig
 from .cvae import check_labels, model_from_config
 from .data import batches, binarize_dynamic, prepare_data
 from .errors import CheckpointError, ConfigError, DivergenceError
-from .evaluate import evaluate_elbo
+from .evaluate import evaluate_elbo, evaluate_vq
 from .hvae import k_sample_objective
 from .iwae import check_step
 from .optim import Adam, clip_grad_norm
 from .progress import Interrupted
 from .randomness import (derive_seed, epoch_generators, resume_generators, saved_states,
                          step_draws, stream)
-from .runs import (check_state, claim_existing_run, claim_run_dir, format_row, metrics_row,
-                   new_state, open_checkpoint, repair_metrics, write_config, write_metrics)
+from .runs import (ELBO_TERMS, check_state, claim_existing_run, claim_run_dir, format_row,
+                   metrics_row, new_state, new_sums, open_checkpoint, repair_metrics, write_config,
+                   write_metrics)
 from .vae import VAE
+from .vqtrain import TERMS as VQ_TERMS, VQRun, after_step as vq_after_step
+from .vqvae import is_vq
 
 StepTerms = namedtuple("StepTerms", ["loss", "recon", "kl", "grad_norm"])
 StepTerms.__doc__ = ("A step's loss and its two terms (nats per example, 0-d arrays) and the "
                      "gradient's global norm before clipping (None without clipping).")
+VQStepTerms = namedtuple("VQStepTerms", ["loss", "recon", "codebook", "commitment", "grad_norm"])
+VQStepTerms.__doc__ = "A VQ-VAE's step: its loss, three terms (``VQLossTerms``) and gradient norm."
 
 
 # ---------------------------------------------------------------- the step and the loop
@@ -84,34 +89,51 @@ def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None,
     ``y``: the labels (B,) of a conditional model. ``objective``: a loss in
     place of the model's own, e.g. ``npvae.iwae.KSampleObjective`` (k samples
     per example; ``eps`` then has shape (k, B, Z)).
+
+    A VQ-VAE (``npvae.vqvae``) draws no noise and has no KL (``rng``, ``eps``
+    and ``beta`` are unused); after the optimizer's step its codebook takes
+    its moving-average update (``update_codebook``, EMA updates only). It
+    returns a ``VQStepTerms``.
     """
     loss = model if objective is None else objective
     labels = {} if y is None else {"y": y}  # models without labels need not take y
-    terms = loss.forward(x, rng=rng, eps=eps, beta=beta, check=check, **labels)
+    vq = is_vq(model.config)
+    noise = {} if vq else dict(rng=rng, eps=eps, beta=beta)
+    terms = loss.forward(x, check=check, **noise, **labels)
     loss.backward()
     grad_norm = clip_grad_norm(optimizer.grads, clip) if clip else None
     optimizer.step()
+    if vq:
+        model.update_codebook()
+        return VQStepTerms(*terms, grad_norm)
     return StepTerms(terms.loss, terms.recon, terms.kl, grad_norm)
 
 
 def fit(model, optimizer, x, *, epochs=1, batch_size=128, seed=0, beta=None, clip=None,
-        log=print):
+        log=print, restart_every=0):
     """The plain training loop: ``epochs`` passes over ``x`` (N, D) in shuffled minibatches.
 
     Each epoch shuffles with its own generator and draws the noise from
     another (``epoch_generators``), so ``fit`` takes exactly the steps that
     ``train`` takes for the same seed, model and optimizer (without warm-up,
-    binarization or validation, which ``train`` adds). Returns the mean
-    training loss of each epoch (nats per example).
+    binarization or validation, which ``train`` adds). A VQ-VAE's dead codes
+    are restarted every ``restart_every`` steps as ``train`` does
+    (``npvae.vqtrain.after_step``; 0: never). Returns the mean training loss
+    of each epoch (nats per example).
     """
     x = model.check_input(x)  # once: the steps skip the check
-    history = []
+    if restart_every and not is_vq(model.config):
+        raise ConfigError(f"restart_every={restart_every!r}: only a VQ-VAE has codes to restart")
+    history, step = [], 0
     for epoch in range(epochs):
         shuffle, noise, _ = epoch_generators(seed, epoch, model.xp)
         total = 0.0
         for index in batches(len(x), batch_size, shuffle):
             terms = train_step(model, optimizer, x[index], rng=noise, beta=beta, clip=clip,
                                check=False)
+            step += 1
+            if restart_every:
+                vq_after_step(model, seed, restart_every, step)
             total += float(terms.loss) * len(index)
         history.append(total / len(x))
         log(f"epoch {epoch + 1}/{epochs}  train loss {history[-1]:.4f}")
@@ -176,7 +198,8 @@ def check_before_claiming(config, data, model):
                         ("validation", data.y_val)):
             if y is not None:
                 check_labels(y, model.n_classes, f"the {name} labels")
-    check_step(model, config.k, config.batch_size)
+    if not config.is_vq():   # (a VQ-VAE takes no k samples)
+        check_step(model, config.k, config.batch_size)
 
 
 def _adam(model, config):
@@ -240,6 +263,19 @@ def _identity(path):
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def divergence(config, path, saved_at, where, term, value):
+    """The ``DivergenceError`` of a loss ``term`` that turned ``value`` (NaN or infinite) at
+    ``where``: what was kept of the checkpoint at ``path`` (``saved_at``: (epoch, global step)
+    of the one on disk, or None), and what to try."""
+    if saved_at is not None:
+        kept = f"the last good checkpoint {path} (global step {saved_at[1]}) is kept untouched"
+    else:
+        kept = "no checkpoint had been written yet"
+    clip = f"a smaller --clip (now {config.clip})" if config.clip else "--clip (e.g. --clip 10)"
+    return DivergenceError(f"training diverged at {where}: the {term} is {value}; {kept}; try a "
+                           f"lower --lr (now {config.lr:g}) or {clip}")
+
+
 class Run:
     """``fit``'s loop with a run's bookkeeping around it.
 
@@ -265,6 +301,7 @@ class Run:
         self.stop_requested = False
         kind = config.k_sample_objective()
         self.objective = None if kind is None else k_sample_objective(model, kind[1], kind[0])
+        self.vq = VQRun(model, config) if config.is_vq() else None   # npvae.vqtrain
         # (epoch, global_step) of the checkpoint on disk, if any: divergence keeps it.
         self.saved_at = ((state["epoch"], state["global_step"])
                          if (self.run_dir / CHECKPOINT_NAME).is_file() else None)
@@ -294,8 +331,9 @@ class Run:
         """Train one epoch (or its rest); False if stopped at ``max_steps``."""
         cfg, state, xp = self.config, self.state, self.xp
         first, shuffle, noise, binarize = self.epoch_start(epoch)
-        sums = (dict(state["partial"]) if first else
-                {"n": 0, "loss": 0.0, "recon": 0.0, "kl": 0.0, "seconds": 0.0})
+        sums = dict(state["partial"]) if first else new_sums(VQ_TERMS if self.vq else ELBO_TERMS)
+        if self.vq is not None:
+            self.vq.start_epoch(sums)
         shuffle_start = shuffle.bit_generator.state
         steps = itertools.islice(batches(self.n, cfg.batch_size, shuffle), first, None)
         pending, started, stop, reached = [], time.perf_counter(), None, first
@@ -314,6 +352,8 @@ class Run:
                                    beta=self.beta_at(state["global_step"]), clip=cfg.clip,
                                    y=y, objective=self.objective)
                 state["global_step"] += 1
+                if self.vq is not None:  # code usage; dead-code restarts on their schedule
+                    self.vq.after_step(state["global_step"])
                 pending.append((len(x), epoch, reached, state["global_step"], terms))
                 if len(pending) >= self.flush_every:
                     self.flush(pending, sums, bar)
@@ -328,6 +368,8 @@ class Run:
         sums["seconds"] += time.perf_counter() - started
         if stop == "interrupted" or reached < self.steps_per_epoch:
             # Stopped inside the epoch: save the exact position.
+            if self.vq is not None:
+                self.vq.save_usage(sums)
             state.update(epoch=epoch, step_in_epoch=reached, partial=dict(sums),
                          rng=saved_states(shuffle_start, noise, binarize, xp))
             self.save()
@@ -381,8 +423,9 @@ class Run:
         if not first:
             return (0, *epoch_generators(seed, epoch, self.xp, binarize))
         k = None if self.objective is None else self.config.k
+        width = getattr(self.model, "noise_dim", None)   # hvae: every layer's; VQ-VAE: 0
         draws = step_draws(first, self.n, self.config.batch_size, self.model.x_dim,
-                           getattr(self.model, "noise_dim", self.model.latent), k)  # hvae: every layer's
+                           self.model.latent if width is None else width, k)
         return (first, *resume_generators(seed, epoch, self.xp, binarize,
                                           self.state.get("rng") or {}, draws, self.model.dtype,
                                           self.run_dir / CHECKPOINT_NAME))
@@ -392,35 +435,29 @@ class Run:
         if not pending:
             return
         xp = self.xp
-        host = to_numpy(xp.stack([xp.stack([t for t in (terms.recon, terms.kl, terms.loss,
-                                                         terms.grad_norm) if t is not None])
+        # The terms (recon, kl or codebook, commitment), the loss, the gradient norm if taken.
+        names = [*pending[0][-1]._fields[1:-1], "loss", "grad_norm"]
+        host = to_numpy(xp.stack([xp.stack([getattr(terms, name) for name in names
+                                            if getattr(terms, name) is not None])
                                   for *_, terms in pending])).astype(np.float64)
         for (b, epoch, step, global_step, _), row in zip(pending, host):
-            for name, value in zip(("recon", "kl", "loss", "gradient norm"), row):
+            for name, value in zip(names, row):
                 if not math.isfinite(value):
-                    self.diverged(epoch, step, global_step, name, value)
+                    self.diverged(epoch, step, global_step, name.replace("grad_norm",
+                                                                         "gradient norm"), value)
             sums["n"] += b
-            sums["recon"] += b * float(row[0])
-            sums["kl"] += b * float(row[1])
-            sums["loss"] += b * float(row[2])
+            for name, value in zip(names[:-1], row):
+                sums[name] += b * float(value)
         if bar is not None:
             bar.update(len(pending))
             bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", refresh=False)
         pending.clear()
 
     def diverged(self, epoch, step, global_step, term, value):
-        path = self.run_dir / CHECKPOINT_NAME
-        if self.saved_at is not None:
-            kept = (f"the last good checkpoint {path} (global step {self.saved_at[1]}) is kept "
-                    "untouched")
-        else:
-            kept = "no checkpoint had been written yet"
-        clip = (f"a smaller --clip (now {self.config.clip})" if self.config.clip
-                else "--clip (e.g. --clip 10)")
-        raise DivergenceError(
-            f"training diverged at epoch {epoch + 1}, step {step} of {self.steps_per_epoch} "
-            f"(global step {global_step}): the {term} is {value}; {kept}; try a lower --lr "
-            f"(now {self.config.lr:g}) or {clip}")
+        where = (f"epoch {epoch + 1}, step {step} of {self.steps_per_epoch} (global step "
+                 f"{global_step})")
+        raise divergence(self.config, self.run_dir / CHECKPOINT_NAME, self.saved_at, where, term,
+                         value)
 
     def save(self):
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.model, self.optimizer, self.state)
@@ -428,19 +465,15 @@ class Run:
 
     def end_epoch(self, epoch, sums):
         cfg, state = self.config, self.state
-        seed = derive_seed(cfg.seed, "eval")
-        test = evaluate_elbo(self.model, self.x_test, cfg.eval_batch_size,
-                             default_rng(seed, self.xp), beta=1.0, y=self.y_test)
-        val = (None if self.x_val is None
-               else evaluate_elbo(self.model, self.x_val, cfg.eval_batch_size,
-                                  default_rng(seed, self.xp), beta=1.0, y=self.y_val))
+        test = self.evaluate(self.x_test, self.y_test)
+        val = None if self.x_val is None else self.evaluate(self.x_val, self.y_val)
         for name, values in (("test", test), ("validation", val)):
             for term, value in (values or {}).items():
                 if not math.isfinite(value):
                     self.diverged(epoch, self.steps_per_epoch, state["global_step"],
                                   f"{name} {term}", value)
         row = metrics_row(epoch, state["global_step"], self.beta_at(state["global_step"] - 1),
-                          sums, test, val)
+                          sums, test, val, None if self.vq is None else self.vq.train_usage())
         state["metrics"].append(row)
         state.update(epoch=epoch + 1, step_in_epoch=0, partial=None, rng=None)
         # The checkpoint first: it is the truth a resume repairs metrics.csv from.
@@ -449,6 +482,13 @@ class Run:
         write_metrics(self.run_dir / "metrics.csv", state["metrics"])
         self.log(format_row(row, cfg.epochs))
         self.epoch_figures(epoch)
+
+    def evaluate(self, x, y):
+        """A data set's terms at an epoch's end: the ELBO's (beta 1, seeded noise), a VQ-VAE's."""
+        if self.vq is not None:
+            return evaluate_vq(self.model, x, self.config.eval_batch_size)
+        rng = default_rng(derive_seed(self.config.seed, "eval"), self.xp)
+        return evaluate_elbo(self.model, x, self.config.eval_batch_size, rng, beta=1.0, y=y)
 
     # -- figures (npvae.plots is imported lazily: training works without it)
 

@@ -34,11 +34,11 @@ import numpy as np
 
 from .activations import ACTIVATIONS, sigmoid
 from .backend import get_xp
-from .checks import MODEL_DTYPES, number, one_of, positive_int, sizes
+from .checks import MODEL_DTYPES, number, one_of, parameter_count, positive_int, sizes
 from .conv import Conv2D, ConvTranspose2D, Reshape
 from .errors import ConfigError
-from .gradcheck import DEFAULT_H, DEFAULT_TOL, CheckResult, noise_floor, numerical_gradient, \
-    rel_error
+from .gradcheck import DEFAULT_H, DEFAULT_TOL, CheckResult, central_differences, noise_floor, \
+    rel_error, relu_sides
 from .layers import INITS, Sequential, default_init, flatten_parameters
 from .losses import bernoulli_nll, bernoulli_nll_backward
 from .vae import VAE
@@ -53,8 +53,11 @@ VQLossTerms.__doc__ = "The batch loss and its three terms, in nats per example (
 def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embedding_dim=16,
                     n_codes=64, beta=0.25, update="gradient", decay=0.99, epsilon=1e-5,
                     activation="relu", likelihood="bernoulli", init=None, dtype="float32"):
-    """The VQ-VAE's arguments checked and normalised: its ``config``, or a one-line ConfigError."""
-    x_dim = positive_int("x_dim", x_dim)
+    """The VQ-VAE's arguments checked and normalised: its ``config``, or a one-line ConfigError.
+
+    ``x_dim=None`` (``TrainConfig.validate``, before the data is loaded) skips the image-size check.
+    """
+    x_dim = None if x_dim is None else positive_int("x_dim", x_dim)
     hidden = sizes("hidden", hidden)
     if not hidden:
         raise ConfigError("hidden=[] leaves the VQ-VAE without a convolution; give its "
@@ -64,8 +67,8 @@ def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embeddin
     if len(decoder_hidden) != len(hidden):
         raise ConfigError(f"decoder_hidden={decoder_hidden!r} must hold {len(hidden)} channel "
                           f"counts, one per upsampling transposed convolution of hidden={hidden!r}")
-    side = math.isqrt(x_dim)
-    if side * side != x_dim or side % 2 ** len(hidden):
+    side = None if x_dim is None else math.isqrt(x_dim)
+    if side is not None and (side * side != x_dim or side % 2 ** len(hidden)):
         raise ConfigError(f"the VQ-VAE needs square images whose side divides by "
                           f"2^{len(hidden)} (one halving per entry of hidden={hidden!r}); got "
                           f"x_dim={x_dim}")
@@ -84,6 +87,49 @@ def check_arguments(x_dim=784, hidden=(32, 64), *, decoder_hidden=None, embeddin
                 update=update, decay=decay, epsilon=number("epsilon", epsilon, positive=True),
                 activation=activation, likelihood=likelihood, init=init,
                 dtype=np.dtype(dtype).name)
+
+
+def is_vq(config):
+    """Whether a model config (a dict, e.g. ``VQVAE.config``) is a VQ-VAE's: it has ``n_codes``."""
+    return isinstance(config, dict) and "n_codes" in config
+
+
+def parameter_shapes(config):
+    """Every parameter's name and shape for a ``VQVAE.config``, without allocating anything.
+
+    Layer indices are ``build_stacks``'s: the encoder's convolutions at 1, 3, ...
+    (W (c_out, c_in, 3, 3)) and its 1 x 1 convolution to F at 2n + 1; the
+    decoder's transposed convolutions at 0, 2, ..., 2n (W (c_in, c_out, 3, 3));
+    ``quantizer.codebook`` (N, F) under gradient updates only.
+    """
+    c = check_arguments(**config)
+    shapes, channels = {}, 1
+    for i, out in enumerate(c["hidden"]):
+        shapes.update({f"encoder.{2 * i + 1}.W": (out, channels, 3, 3),
+                       f"encoder.{2 * i + 1}.b": (out,)})
+        channels = out
+    last, F = 2 * len(c["hidden"]) + 1, c["embedding_dim"]
+    shapes.update({f"encoder.{last}.W": (F, channels, 1, 1), f"encoder.{last}.b": (F,)})
+    channels = F
+    for i, out in enumerate([*c["decoder_hidden"], 1]):
+        shapes.update({f"decoder.{2 * i}.W": (channels, out, 3, 3), f"decoder.{2 * i}.b": (out,)})
+        channels = out
+    if c["update"] == "gradient":
+        shapes["quantizer.codebook"] = (c["n_codes"], F)
+    parameter_count(sum(math.prod(s) for s in shapes.values()))
+    return shapes
+
+
+def buffer_shapes(config):
+    """``{name: (shape, dtype)}`` of the arrays a VQ-VAE keeps beside its parameters
+    (``VQVAE.buffers``): the usage counts (N,) int64, and under EMA updates the codebook
+    (N, F), its moving counts (N,) and sums (N, F) in the model's dtype."""
+    N, F, dtype = config["n_codes"], config["embedding_dim"], np.dtype(config["dtype"])
+    shapes = {"quantizer.counts": ((N,), np.dtype(np.int64))}
+    if config["update"] == "ema":
+        shapes.update({"quantizer.codebook": ((N, F), dtype), "quantizer.ema_count": ((N,), dtype),
+                       "quantizer.ema_sum": ((N, F), dtype)})
+    return shapes
 
 
 def build_stacks(config, *, rng, dtype, xp):
@@ -152,6 +198,8 @@ class VQVAE:
         self.theta, self.dtheta = flatten_parameters(
             self.encoder.layers + self.decoder.layers + [self.quantizer], xp)
 
+    noise_dim = 0   # a VQ-VAE draws no noise: its codes are the nearest, not sampled
+
     nll = staticmethod(bernoulli_nll)
     nll_backward = staticmethod(bernoulli_nll_backward)
     output_mean = staticmethod(sigmoid)
@@ -169,6 +217,14 @@ class VQVAE:
     def grads(self):
         """Every gradient, with the same names as ``params``."""
         return self._named("grads")
+
+    @property
+    def buffers(self):
+        """The arrays beside the parameters that training changes and a checkpoint keeps
+        (``buffer_shapes``): ``quantizer.counts``, the codes' usage since the last dead-code
+        restart, and under EMA updates ``quantizer.codebook``, ``.ema_count``, ``.ema_sum``."""
+        q = self.quantizer
+        return {"quantizer.counts": q.counts, **{f"quantizer.{k}": v for k, v in q.buffers.items()}}
 
     check_input = VAE.check_input
 
@@ -243,9 +299,13 @@ def check_gradients(model, x, h=DEFAULT_H, tol=DEFAULT_TOL):
       commitment with the codes' vectors constant.
 
     Returns one ``CheckResult`` per parameter. The floor of the relative
-    error is ``noise_floor`` of the three terms' magnitudes.
+    error is ``noise_floor`` of the three terms' magnitudes. Entries whose
+    +-h step moves a ReLU input across 0 are skipped and counted, as
+    ``npvae.gradcheck.check_model`` does.
     """
     terms = model.forward(x)
+    sides = relu_sides(model)
+    base = None if sides is None else [a.copy() for a in sides()]
     model.backward()
     analytic = {k: g.copy() for k, g in model.grads.items()}
     codes, z_q = model.codes.copy(), model.z_q.copy()
@@ -265,6 +325,10 @@ def check_gradients(model, x, h=DEFAULT_H, tol=DEFAULT_TOL):
         return float(recon + model.quantizer.beta * ((z_e - z_q) ** 2).sum() / x.shape[0])
 
     of = {"decoder": loss, "quantizer": codebook_loss, "encoder": straight_through}
-    return [CheckResult(name, rel_error(analytic[name],
-                                        numerical_gradient(of[name.split(".")[0]], p, h), floor),
-                        tol) for name, p in model.params.items()]
+    results = []
+    for name, p in model.params.items():
+        numeric, crossed = central_differences(of[name.split(".")[0]], p, h, sides, base)
+        kept = ~crossed
+        results.append(CheckResult(name, rel_error(analytic[name][kept], numeric[kept], floor),
+                                   tol, int(crossed.sum()), int(p.size)))
+    return results

@@ -1,8 +1,8 @@
 """Threads for the matrix products: ``--threads``, ``NPVAE_THREADS`` and the default.
 
 - ``auto`` is the CPUs idle now (CPUs less the load average, at least 1);
-  without a setting npvae leaves BLAS its own count (one per CPU), so a
-  run's float32 digits do not depend on the machine's load;
+  without a setting npvae uses one thread (not BLAS's one per CPU), so a
+  run's float32 digits depend neither on the machine's load nor on its cores;
 - a busy machine gets a one-line hint naming what to try;
 - ``set_threads`` changes the thread count of NumPy's loaded OpenBLAS (read
   back from OpenBLAS itself), in a fresh process;
@@ -53,15 +53,25 @@ def test_auto_parses_to_the_idle_cpus_and_the_hint_names_them():
     assert threads.busy_hint(threads=1, idle=1) is None
 
 
-def test_without_a_setting_blas_keeps_its_own_count():
-    """No NPVAE_THREADS: import npvae leaves OpenBLAS as NumPy alone starts it (whatever the
-    load), so results do not depend on the machine's load."""
+STANDALONE = ("import importlib.util, sys\n"
+              "spec = importlib.util.spec_from_file_location('t', {path!r})\n"
+              "t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)\n")
+"""Loads npvae/threads.py alone (without ``import npvae``), to read OpenBLAS's own count."""
+
+
+def test_without_a_setting_npvae_uses_one_thread():
+    """No NPVAE_THREADS, no BLAS variable: ``import npvae`` sets one thread, whatever NumPy
+    alone would start (one per CPU) and whatever the load; also when NumPy came first."""
     needs_openblas()
-    alone = run_python("import numpy; from npvae.threads import blas_threads; "
-                       "print(blas_threads())")
-    with_npvae = run_python("import npvae; from npvae.threads import blas_threads; "
-                            "print(blas_threads())")
-    assert with_npvae.stdout.split() == alone.stdout.split() != [], with_npvae.stderr
+    standalone = STANDALONE.format(path=os.path.join(REPO, "npvae", "threads.py"))
+    alone = run_python(standalone + "import numpy; print(t.blas_threads())")
+    assert alone.returncode == 0, alone.stderr
+    if (os.cpu_count() or 1) > 1:   # else NumPy alone also starts one: nothing to tell apart
+        assert int(alone.stdout) > threads.DEFAULT_THREADS == 1
+    for first in ("import npvae, numpy", "import numpy, npvae"):
+        result = run_python(first + "; import os; from npvae import threads; "
+                            "print(threads.blas_threads(), os.environ['OPENBLAS_NUM_THREADS'])")
+        assert result.stdout.split() == ["1", "1"], (first, result.stderr)
 
 
 def test_set_threads_changes_the_loaded_openblas():
