@@ -27,9 +27,12 @@
 #
 # **How long it runs.** The maths on small float64 models takes seconds. The
 # collapse experiment quantizes MNIST's $4 \times 4$ patches with four
-# codebook updates, 400 steps each, and the prior trains for 800 steps on the codes of 10,000
-# digits: a few minutes on a busy 2-core machine. `NPVAE_QUICK=1` (the test
-# suite): 60 steps each, a prior of 100 steps on 2,000 digits, under a minute.
+# codebook updates, 400 steps each; the `vqvae` preset trains for 3 epochs on
+# 10,000 digits; its prior trains for 800 steps on their codes: a few
+# minutes on a busy 2-core machine. `NPVAE_QUICK=1` (the test suite): 60
+# steps each, one epoch on 1,000 digits, a prior of 100 steps, about a minute.
+# The run folder goes to `tutorials/runs/17_vqvae`; the quick mode writes it
+# to a temporary folder, which it removes at the end.
 
 # %%
 import sys
@@ -53,9 +56,9 @@ from npvae.vqvae import VQVAE, check_gradients  # noqa: E402
 
 tutorial = Tutorial("17_vqvae")  # its mode, its folders, and inline figures in a notebook
 if QUICK:
-    N_DIGITS, VQ_STEPS, PRIOR_STEPS = 2_000, 60, 100
+    N_DIGITS, N_TEST, VQ_STEPS, VQ_EPOCHS, PRIOR_STEPS = 1_000, 200, 60, 1, 100
 else:
-    N_DIGITS, VQ_STEPS, PRIOR_STEPS = 10_000, 400, 800
+    N_DIGITS, N_TEST, VQ_STEPS, VQ_EPOCHS, PRIOR_STEPS = 10_000, 1_000, 400, 3, 800
 print("mode:", "quick" if QUICK else "default")  # no full version: NPVAE_FULL=1 runs the default
 started = time.perf_counter()
 
@@ -265,11 +268,6 @@ def patches(x):
     return x.reshape(len(x), 7, 4, 7, 4).transpose(0, 2, 4, 1, 3).reshape(len(x), 16, 7, 7)
 
 
-def unpatch(z):
-    """The inverse of ``patches``: (B, 16, 7, 7) -> (B, 784)."""
-    return z.reshape(len(z), 4, 4, 7, 7).transpose(0, 3, 1, 4, 2).reshape(len(z), 784)
-
-
 def train_codebook(update, restart, steps=VQ_STEPS, seed=0):
     """A 64-code quantizer fitted to the patches: (quantizer, [(step, perplexity, dead, loss)])."""
     rng = np.random.default_rng(seed)
@@ -335,6 +333,42 @@ tutorial.savefig(fig, "17_codebook_usage.png")
 # remedies apply; npvae offers both (`update="ema"`, and restarts of dead
 # codes).
 #
+# ## The whole model
+#
+# The `vqvae` preset is that model at the sizes of Keras's VQ-VAE example:
+# two stride-2 convolutions (32 and 64 channels) and a 1 x 1 one to the
+# $7 \times 7$ grid of 16-dimensional vectors, 64 codes, commitment weight
+# 0.25, the codebook trained by its loss's gradient, dead codes restarted
+# every 100 steps, transposed convolutions back to Bernoulli logits, Adam
+# $10^{-3}$, batches of 128. npvae's trainer runs its step (forward,
+# backward, Adam; then the codebook's update and the restarts on their
+# schedule) and reports, per epoch, the three loss terms in nats per digit
+# and the code usage, on the training batches and on the test digits. Here
+# `VQ_EPOCHS` epochs on the first `N_DIGITS` training digits; the command
+# line trains the preset's 10 epochs on all of MNIST:
+#
+#     npvae train --preset vqvae --run-dir runs/vqvae
+
+# %%
+from npvae.train import TrainConfig, train  # noqa: E402
+
+config = TrainConfig.from_preset("vqvae", n_train=N_DIGITS, n_test=N_TEST, epochs=VQ_EPOCHS,
+                                 progress=False, figures=False)
+trained = train(config, tutorial.runs / "17_vqvae", overwrite=True,
+                log=lambda line: print(line) if line.startswith("epoch") else None)
+vqvae = trained.model
+last = trained.metrics[-1]
+print(f"after {last['step']} steps: test recon {last['test_recon']:.1f} nats per digit, "
+      f"test perplexity {last['test_perplexity']:.1f} of 64, {last['test_dead_codes']} dead codes")
+
+# %% [markdown]
+# Each epoch line gives the three terms on the training batches and on the
+# test digits, and the code usage: the perplexity, and the codes no position
+# chose in the epoch. They are the codebook's health: a run whose dead codes
+# climb while its perplexity falls is collapsing. `npvae train --preset vqvae
+# --restart-every 0` trains without the restarts; `--codebook-update ema`
+# with the moving averages.
+#
 # ## The prior, and sampling
 #
 # A VQ-VAE is not a generative model until its codes have a distribution:
@@ -363,16 +397,16 @@ tutorial.savefig(fig, "17_codebook_usage.png")
 # On larger grids (32 x 32 codes) the argument turns around: the dense
 # layers grow with the square of the grid, and convolutions win.
 #
-# Here, the prior over the codes of the fixed-encoder quantizer trained with
-# EMA and restarts above: a MADE with one hidden layer of 512 units, Adam at
+# Here, the prior over the codes of the VQ-VAE just trained, on its
+# training digits: a MADE with one hidden layer of 512 units, Adam at
 # $10^{-3}$, batches of 64 code grids, then its negative log-likelihood on
-# the codes of 1,000 test digits against the uniform prior's
-# $49 \log 64$ nats.
+# the codes of 1,000 test digits against the uniform prior's $49 \log 64$
+# nats.
 
 # %%
-vq = runs["ema + restarts"][0]
-train_codes = vq.nearest(patches(images)).reshape(len(images), 49)
-test_codes = vq.nearest(patches(to_unit_interval(mnist.x_test[:1000]))).reshape(1000, 49)
+train_codes = vqvae.encode(images).reshape(len(images), 49)
+test_images = to_unit_interval(mnist.x_test[:1000])
+test_codes = vqvae.encode(test_images).reshape(1000, 49)
 prior = MADE(49, 64, hidden=(512,), seed=0)
 optimizer = Adam(prior.params, prior.grads, lr=1e-3)
 rng = np.random.default_rng(3)
@@ -387,33 +421,32 @@ uniform = 49 * np.log(64)
 print(f"test -log p(codes): {test_nll:.1f} nats per digit; the uniform prior: {uniform:.1f}")
 
 # %% [markdown]
-# Sampling draws the 49 codes one position at a time (`MADE.sample`), and
-# the quantizer's "decoder" here puts each code's 16 pixels back in its
-# patch. Top: test digits; middle: the same, quantized (every patch replaced
-# by its code's); bottom: code grids drawn from the prior.
+# Sampling draws the 49 codes one position at a time (`MADE.sample`), and the
+# VQ-VAE's decoder turns each grid into pixel probabilities
+# (`VQVAE.decode`). Top: test digits; middle: their reconstructions, the
+# decoder's output for their codes; bottom: code grids drawn from the prior,
+# decoded.
 
 # %%
-digits = to_unit_interval(mnist.x_test[:10])
-quantized = unpatch(vq.lookup(vq.nearest(patches(digits))))
+digits = test_images[:10]
+reconstructions = vqvae.decode(vqvae.encode(digits))
 drawn = prior.sample(10, np.random.default_rng(4))
-samples = unpatch(vq.lookup(drawn.reshape(10, 7, 7)))
+samples = vqvae.decode(drawn.reshape(10, 7, 7))
 fig, axes = plt.subplots(3, 10, figsize=(10, 3.3))
-for row, (images_row, title) in enumerate([(digits, "test digits"), (quantized, "quantized (64 codes)"),
-                                          (samples, "drawn from the prior")]):
+for row, (images_row, title) in enumerate([(digits, "test digits"), (reconstructions, "reconstructed"),
+                                          (samples, "drawn from the prior, decoded")]):
     for col in range(10):
-        axes[row, col].imshow(np.clip(images_row[col], 0, 1).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        axes[row, col].imshow(np.asarray(images_row[col]).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
         axes[row, col].axis("off")
     axes[row, 0].set_title(title, fontsize=8, loc="left")
 fig.tight_layout()
 tutorial.savefig(fig, "17_prior_samples.png")
 
 # %% [markdown]
-# The quantized digits keep their shape with 64 codes of 16 pixels. The
-# samples are strokes and blobs, not yet digits: a few hundred steps are
-# little for 49 conditionals of 64 codes each, and the test log-likelihood
-# printed above says how far the prior still is from the codes of real
-# digits (though far ahead of the uniform prior). The grid is the VQ-VAE's; in the full model a learned decoder,
-# not a patch, turns each code into pixels in context.
+# The reconstructions keep each digit's shape. The samples are strokes and
+# loops, not yet digits: both the VQ-VAE and its prior trained briefly here,
+# and the test log-likelihood printed above says how far the prior still is
+# from the codes of real digits (though far ahead of the uniform prior).
 #
 # ## Check
 #
@@ -421,7 +454,8 @@ tutorial.savefig(fig, "17_prior_samples.png")
 # exactly, the true gradient through the argmin is zero, every gradient of
 # the small VQ-VAE passes central differences, the two losses pull in
 # opposite directions, restarts leave fewer dead codes than either update
-# alone, and the prior beats the uniform one on test codes.
+# alone, the `vqvae` preset trains, and its prior beats the uniform one on
+# test codes.
 
 # %%
 print(f"total time {time.perf_counter() - started:.1f} s")
@@ -432,10 +466,12 @@ assert np.allclose(cosines, -1, rtol=0, atol=1e-12) and np.allclose(ratios, 4, r
 last_dead = {name: history[-1][2] for name, (_, history) in runs.items()}
 assert max(last_dead["gradient + restarts"], last_dead["ema + restarts"]) < min(last_dead["gradient"],
                                                                               last_dead["ema"]), last_dead
+assert all(np.isfinite(last[k]) for k in ("test_recon", "test_codebook", "test_commitment"))
 assert np.isfinite(test_nll) and test_nll < uniform
 print("check passed: straight-through dz_e equals the decoder's dz_q and the true gradient is 0, "
       f"the VQ-VAE's {len(results)} gradients match central differences, restarts leave fewer dead "
-      f"codes ({last_dead}), and the prior beats the uniform one ({test_nll:.1f} < {uniform:.1f} nats)")
+      f"codes ({last_dead}), the vqvae preset trains (test recon {last['test_recon']:.1f}), and its "
+      f"prior beats the uniform one ({test_nll:.1f} < {uniform:.1f} nats)")
 tutorial.finish()  # the quick mode's temporary folder goes
 
 # %% [markdown]
