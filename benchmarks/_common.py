@@ -101,6 +101,31 @@ def add_training_arguments(parser):
     return parser
 
 
+def add_cpu_time_argument(parser):
+    """``--cpu-time``: time by the process's CPU time, not the wall clock (``--threads 1``)."""
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with the process's CPU time, not the wall clock (needs "
+                             "--threads 1): on a shared machine, what other processes' load "
+                             "does not inflate")
+    return parser
+
+
+def check_cpu_time(parser, args):
+    """``--cpu-time`` with more than one thread is an error: a second BLAS thread's spinning
+    while it waits for a core counts as CPU time."""
+    if args.cpu_time and args.threads != 1:
+        parser.error("--cpu-time needs --threads 1 (a second BLAS thread's spinning counts as "
+                     "CPU time)")
+
+
+def parse_with_torch(parser, argv, name):
+    """``(args, torch)``: the arguments parsed, ``--cpu-time`` checked (``check_cpu_time``),
+    PyTorch at ``--threads`` (``torch_for``: without it the script says so and exits 0)."""
+    args = parser.parse_args(argv)
+    check_cpu_time(parser, args)
+    return args, torch_for(name, args.threads)
+
+
 def import_torch(threads=None):
     """PyTorch, with its intra-op threads set, or None when it is not installed."""
     try:
@@ -109,6 +134,15 @@ def import_torch(threads=None):
         return None
     if threads is not None:
         torch.set_num_threads(threads)
+    return torch
+
+
+def torch_for(name, threads):
+    """PyTorch with ``threads`` intra-op threads; without it, say that ``name`` was skipped
+    and exit with status 0 (``skip_without_torch``)."""
+    torch = import_torch(threads)
+    if torch is None:
+        skip_without_torch(name)
     return torch
 
 
@@ -287,6 +321,26 @@ class OtherLoad:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def measured(function, quiet_wait=0.0):
+    """``(function(), facts)``: a measurement and what the machine did meanwhile.
+
+    First waits up to ``quiet_wait`` seconds for a quiet machine
+    (``wait_for_quiet``; 0: no wait). ``facts``: the load average just before
+    (``loadavg``), the process's CPU seconds (``cpu_seconds``) and the CPUs
+    other processes used meanwhile (``other_load_cpus``, ``OtherLoad``).
+    """
+    import time
+
+    if quiet_wait > 0:
+        wait_for_quiet(timeout=quiet_wait)
+    loadavg = os.getloadavg()[0]
+    monitor = OtherLoad().start()
+    cpu = time.process_time()
+    result = function()
+    cpu = time.process_time() - cpu
+    return result, {"loadavg": loadavg, "cpu_seconds": cpu, "other_load_cpus": monitor.stop()}
 
 
 def clean_median(seconds, loads, max_cpus=0.2):

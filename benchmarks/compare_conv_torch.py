@@ -236,18 +236,9 @@ def main(argv=None):
                         help="steps in the profile of npvae's conv step (default 50)")
     parser.add_argument("--figure", type=Path, default=None,
                         help="save samples of npvae's conv model after the last epoch here")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="take the medians and the ratio from each epoch's CPU time (the "
-                             "process's, which waiting for a core does not inflate); needs "
-                             "--threads 1")
+    _common.add_cpu_time_argument(parser)
     parser.set_defaults(seed=0)
-    args = parser.parse_args(argv)
-    if args.cpu_time and args.threads != 1:
-        parser.error("--cpu-time needs --threads 1 (a second BLAS thread's spinning counts as "
-                     "CPU time)")
-    torch = _common.import_torch(args.threads)
-    if torch is None:
-        _common.skip_without_torch("compare_conv_torch")
+    args, torch = _common.parse_with_torch(parser, argv, "compare_conv_torch")
 
     # The profile and the memory first, on copies, so the timed runs start from the same point.
     probe = NpvaeRun("conv", args)
@@ -276,18 +267,12 @@ def main(argv=None):
     for epoch in range(args.epochs):
         order = conv.order(epoch)
         for name in names:
-            if args.quiet_wait > 0:
-                _common.wait_for_quiet(timeout=args.quiet_wait)
-            loadavg = os.getloadavg()[0]
-            monitor = _common.OtherLoad().start()
-            cpu = time.process_time()
-            if name == "torch conv":
-                train_loss, seconds = trainer.epoch(order)
-            else:
-                train_loss, seconds = (conv if name == "npvae conv" else mlp).epoch(epoch)
-            cpu = time.process_time() - cpu
+            epoch_of = (lambda: trainer.epoch(order)) if name == "torch conv" else \
+                (lambda: (conv if name == "npvae conv" else mlp).epoch(epoch))
+            (train_loss, seconds), facts = _common.measured(epoch_of, args.quiet_wait)
+            cpu, loadavg = facts["cpu_seconds"], facts["loadavg"]
             h = history[name]
-            h["other_load_cpus"].append(monitor.stop())
+            h["other_load_cpus"].append(facts["other_load_cpus"])
             h["epoch_cpu_seconds"].append(cpu)
             h["loadavg"].append(loadavg)
             h["epoch_seconds"].append(seconds)

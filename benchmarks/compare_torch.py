@@ -172,9 +172,7 @@ def main(argv=None):
     parser.add_argument("--no-dataloader", dest="dataloader", action="store_false",
                         help="skip the run with the example's own DataLoader")
     args = parser.parse_args(argv)
-    torch = _common.import_torch(args.threads)
-    if torch is None:
-        _common.skip_without_torch("compare_torch")
+    torch = _common.torch_for("compare_torch", args.threads)
     runs = run_all(args, torch)
     summary = summarise(runs, args.max_load)
 

@@ -248,18 +248,10 @@ def main(argv=None):
     parser.add_argument("--torch-chunks", default="10,50,100",
                         help="chunks tried for the PyTorch side; the fastest is used")
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise of both sides")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time with the process's CPU time, not the wall clock (needs "
-                             "--threads 1): on a shared machine, what other processes' load "
-                             "does not inflate")
-    args = parser.parse_args(argv)
-    if args.cpu_time and args.threads != 1:
-        parser.error("--cpu-time needs --threads 1 (a second BLAS thread's spinning counts as CPU time)")
+    _common.add_cpu_time_argument(parser)
+    args, torch = _common.parse_with_torch(parser, argv, "iw_bound_torch")
     global CLOCK
     CLOCK = time.process_time if args.cpu_time else time.perf_counter
-    torch = _common.import_torch(args.threads)
-    if torch is None:
-        _common.skip_without_torch("iw_bound_torch")
 
     model, run = load_or_train(args.run, args.epochs)
     net = make_model(weights_from_npvae(model), hidden=model.config["hidden"][0]).eval()

@@ -319,10 +319,7 @@ def main(argv=None):
                         help="examples timed per point and side (at least 3 steps)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per side")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time with the process's CPU time, not the wall clock (needs "
-                             "--threads 1): on a shared machine, what other processes' load "
-                             "does not inflate")
+    _common.add_cpu_time_argument(parser)
     parser.add_argument("--figure", default=str(_common.RESULTS / "scaling.png"))
     parser.add_argument("--replot", type=Path, metavar="JSON",
                         help="only redraw the figure from a results file")
@@ -333,9 +330,7 @@ def main(argv=None):
                         help="conv steps per point with --threads-axis (default 8)")
     args = parser.parse_args(argv)
     if args.threads_axis:
-        torch = _common.import_torch()
-        if torch is None:
-            _common.skip_without_torch("scaling")
+        torch = _common.torch_for("scaling", None)
         print("load average at start:", os.getloadavg(), flush=True)
         counts, points = threads_axis(args, torch)
         rows = [(m, t, *(1e3 * next(p["step_seconds"] for p in points if p["model"] == m
@@ -363,11 +358,8 @@ def main(argv=None):
         results = json.loads(args.replot.read_text())
         figure(results["points"], args.figure, figure_note(results["args"]))
         return
-    if args.cpu_time and args.threads != 1:
-        parser.error("--cpu-time needs --threads 1 (a second BLAS thread's spinning counts as CPU time)")
-    torch = _common.import_torch(args.threads)
-    if torch is None:
-        _common.skip_without_torch("scaling")
+    _common.check_cpu_time(parser, args)
+    torch = _common.torch_for("scaling", args.threads)
     x_train, _ = _common.mnist_arrays()
     print("load average at start:", os.getloadavg(), flush=True)
     points = []

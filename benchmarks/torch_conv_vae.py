@@ -54,16 +54,22 @@ def make_model(hidden=(32, 64), decoder_hidden=None, latent=20, side=28, weights
     if dtype is not None:
         model = model.to(dtype)
     if weights is not None:
-        tensors = list(model.parameters())
-        if len(tensors) != len(weights):
-            raise ValueError(f"{len(weights)} arrays for {len(tensors)} parameters")
-        with torch.no_grad():
-            for p, w in zip(tensors, weights):
-                if tuple(p.shape) != w.shape:
-                    raise ValueError(f"an array of shape {w.shape} for a parameter of shape "
-                                     f"{tuple(p.shape)}")
-                p.copy_(torch.as_tensor(np.ascontiguousarray(w), dtype=p.dtype))
+        copy_weights(list(model.parameters()), weights)
     return model
+
+
+def copy_weights(tensors, weights):
+    """Copy the arrays ``weights`` into the parameters ``tensors``, one each, same shapes."""
+    import torch
+
+    if len(tensors) != len(weights):
+        raise ValueError(f"{len(weights)} arrays for {len(tensors)} parameters")
+    with torch.no_grad():
+        for p, w in zip(tensors, weights):
+            if tuple(p.shape) != w.shape:
+                raise ValueError(f"an array of shape {w.shape} for a parameter of shape "
+                                 f"{tuple(p.shape)}")
+            p.copy_(torch.as_tensor(np.ascontiguousarray(w), dtype=p.dtype))
 
 
 def weights_from_npvae(vae):

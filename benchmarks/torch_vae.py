@@ -326,9 +326,7 @@ def main(argv=None):
     parser.add_argument("--loader", choices=("arrays", "dataloader"), default="arrays",
                         help="index the arrays (default) or use the example's DataLoader")
     args = parser.parse_args(argv)
-    torch = _common.import_torch(args.threads)
-    if torch is None:
-        _common.skip_without_torch("torch_vae")
+    torch = _common.torch_for("torch_vae", args.threads)
     x_train, x_test = _common.mnist_arrays()
     h = train_torch(x_train, x_test, args.epochs, args.batch_size, args.seed,
                     flush_denormal=args.flush_denormal, loader=args.loader)

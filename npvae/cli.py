@@ -248,6 +248,9 @@ def cmd_explore(args):
     if args.out:
         check_picture_path(args.out)   # before the work: never over a run's files or a folder
     model, checkpoint, _ = open_run(args.run)
+    if is_vq(model.config):
+        raise ConfigError(f"{args.run}: a VQ-VAE run; npvae explore moves through a continuous "
+                          "latent space, and a VQ-VAE's codes are discrete")
     x_test, y_test = run_test_data(checkpoint, args.data_dir)
     message = open_explorer(model, x_test[:args.n], y_test[:args.n], n_sliders=args.sliders,
                             digit=args.digit, out=args.out)

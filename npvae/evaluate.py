@@ -41,6 +41,7 @@ from .losses import (
 )
 from .reparam import reparameterize
 from .vae import decoder_width
+from .vqtrain import usage_terms
 
 DEFAULT_SEED = 0
 """Seed of the generator used when ``rng`` is None, so that evaluating the
@@ -221,8 +222,6 @@ def evaluate_vq(model, x, batch_size=1000):
     the codes are the nearest). The quantizer's usage counts since the last
     dead-code restart are left as they were. Shapes: x (N, D).
     """
-    from .vqtrain import usage_terms
-
     q = model.quantizer
     before = q.reset_usage()
     sums = dict.fromkeys(("loss", "recon", "codebook", "commitment"), 0.0)

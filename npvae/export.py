@@ -187,6 +187,9 @@ def export_run(run, path, overwrite=False):
         raise ConfigError(f"{path} already exists; pass --overwrite to replace it")
     model, checkpoint = model_from_checkpoint(run)
     config = model.config
+    if "n_codes" in config:   # (npvae.vqvae)
+        raise ConfigError(f"{run}: a VQ-VAE run; npvae export writes the layouts of the Gaussian "
+                          "VAEs only")
     metadata = {"format": "pt", "npvae.format": FORMAT, "npvae.version": str(VERSION),
                 "npvae.npvae_version": __version__, "npvae.layout": layout(config),
                 "npvae.model": json.dumps(config)}

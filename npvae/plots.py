@@ -227,7 +227,7 @@ def plot_analogies(model, x, y, path, n=6):
 
 CURVES = (("loss", "loss (the negative ELBO when beta = 1)"), ("recon", r"reconstruction $-\log p(x \mid z)$"),
           ("kl", r"$\mathrm{KL}(q(z \mid x)\,\Vert\,p(z))$"))
-VQ_CURVES = (("loss", "loss (recon + codebook + commitment)"),
+VQ_CURVES = (("loss", "loss: recon + commitment (+ codebook, unless EMA)"),
              ("recon", r"reconstruction $-\log p(x \mid z_q)$"),
              ("perplexity", "code perplexity (exp of the codes' entropy)"))
 SPLITS = (("train", "-", "train (mean over the epoch's batches)"), ("test", "--", "test (the model at the epoch's end)"))
@@ -263,7 +263,7 @@ def plot_curves(metrics, path, curves=CURVES):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("nats per example")
+        ax.set_ylabel("effective number of codes" if term == "perplexity" else "nats per example")
         if ax.has_data():
             ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.9, wspace=0.3)

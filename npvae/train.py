@@ -18,6 +18,10 @@ Ctrl-C. ``train(config, run_dir)`` starts a run from a ``TrainConfig``
 epochs give exactly the numbers of 10 epochs, bit for bit, even when the
 first run was stopped in the middle of an epoch.
 
+A VQ-VAE (``npvae.vqvae``) takes the same step, without noise or KL, and its
+codebook's moving-average update after the optimizer's (EMA updates only);
+the run adds its dead-code restarts and code usage (``npvae.vqtrain``).
+
 Randomness. Each epoch draws its shuffle, reparameterization noise and
 dynamic binarization from generators derived from (seed, epoch) alone; a
 checkpoint taken mid-epoch stores their states. ``npvae.randomness`` says how.

@@ -49,6 +49,9 @@ class StrictArray:
     def __float__(self):
         return float(self.a)
 
+    def __int__(self):  # (CuPy's 0-d arrays convert, as NumPy's)
+        return int(self.a)
+
     def __bool__(self):
         return bool(self.a)
 
@@ -67,7 +70,8 @@ class StrictArray:
             return _wrap(getattr(self.a, name)(*_unwrap(args), **kwargs))
         return method
 
-    for _name in ("reshape", "transpose", "ravel", "sum", "mean", "astype", "copy", "max", "min", "var", "all", "any"):
+    for _name in ("reshape", "transpose", "ravel", "sum", "mean", "astype", "copy", "max", "min", "var", "all", "any",
+                  "argmin"):
         locals()[_name] = _method(_name)
 
     def _binary(name):
@@ -128,7 +132,8 @@ def make_module():
                  "minimum", "where", "multiply", "divide", "add", "subtract", "concatenate",
                  "zeros", "zeros_like", "empty", "empty_like", "ones", "full", "asarray", "vdot",
                  "isfinite", "all", "any", "sum", "arange", "stack", "clip", "logaddexp",
-                 "square", "log", "negative", "transpose", "ascontiguousarray"):
+                 "square", "log", "negative", "transpose", "ascontiguousarray",
+                 "moveaxis", "bincount", "broadcast_to"):
         setattr(xp, name, _function(name))
     xp.finfo, xp.float32, xp.float64, xp.ndarray = np.finfo, np.float32, np.float64, StrictArray
     xp.random = types.SimpleNamespace(default_rng=_Generator)

@@ -294,6 +294,26 @@ def test_a_wrong_checkpoint_is_a_one_line_error(change, message, vq_run, tmp_pat
     assert message in error_line(capsys)
 
 
+@pytest.mark.parametrize("usage", [None, [1, 2, 3], [1, 2, 3, 4, 5, -6], [0.5] * 6])
+def test_a_mid_epoch_checkpoint_without_its_code_usage_is_refused(usage, data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert cli.main(vq_args(data, run_dir, "--max-steps", "2")) == 0
+    meta = load_checkpoint(run_dir / "checkpoint.npz").state
+
+    def change(entries):
+        with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as z:
+            info = json.loads(z["meta"].item())
+        info["state"]["partial"]["usage"] = usage
+        entries["meta.npy"] = npy(np.array(json.dumps(info)))
+
+    assert len(meta["partial"]["usage"]) == 6
+    rewrite(run_dir / "checkpoint.npz", tmp_path / "checkpoint.npz", change)
+    (tmp_path / "checkpoint.npz").replace(run_dir / "checkpoint.npz")
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    assert "not a training checkpoint (missing or malformed: partial)" in error_line(capsys)
+
+
 def test_a_vae_checkpoint_with_a_buffer_is_refused(trained_run, tmp_path):
     bad = rewrite(trained_run / "checkpoint.npz", tmp_path / "checkpoint.npz",
                   lambda e: e.update({"buffer/quantizer.counts.npy": npy(np.zeros(6, np.int64))}))
@@ -416,3 +436,37 @@ def test_a_vq_run_draws_its_figures_without_a_warning(data, tmp_path, capsys):
     assert (run_dir / "figures" / "reconstructions_epoch001.png").is_file()
     info = json.loads((run_dir / "config.json").read_text())
     assert info["model"]["n_codes"] == 6 and info["train"]["restart_every"] == 100
+
+
+# ---------------------------------------------------------------- a CuPy-like backend
+
+
+@pytest.mark.parametrize("update", ["gradient", "ema"])
+def test_a_vq_run_on_a_cupy_like_backend_equals_numpys(update, data, tmp_path, strict_backend):
+    """Through the stand-in GPU module (``tests/strict_xp.py``: no implicit conversion to NumPy,
+    generators whose state cannot be saved), stopped and resumed: NumPy's run, bit for bit."""
+    from npvae.backend import to_numpy
+    from npvae.train import resume
+
+    settings = dict(epochs=2, restart_every=3, codebook_update=update, binarize="dynamic")
+    reference = train(vq_config(data, **settings), tmp_path / "numpy", log=lambda line: None)
+    first = train(vq_config(data, **settings, backend=strict_backend.name, max_steps=7),
+                  tmp_path / "strict", log=lambda line: None)
+    assert not first.completed
+    second = resume(tmp_path / "strict", log=lambda line: None)
+    np.testing.assert_array_equal(to_numpy(second.model.theta), reference.model.theta)
+    for name, buffer in reference.model.buffers.items():
+        np.testing.assert_array_equal(to_numpy(second.model.buffers[name]), buffer)
+    assert numbers(second.metrics) == numbers(reference.metrics)
+
+
+# ---------------------------------------------------------------- commands for Gaussian latents
+
+
+def test_explore_and_export_refuse_a_vq_run_in_one_line(vq_run, tmp_path, capsys):
+    pytest.importorskip("safetensors")
+    assert cli.main(["explore", str(vq_run), "--out", str(tmp_path / "e.png")]) == 2
+    assert "a VQ-VAE's codes are discrete" in error_line(capsys)
+    assert cli.main(["export", str(vq_run), str(tmp_path / "x.safetensors")]) == 2
+    assert "writes the layouts of the Gaussian VAEs only" in error_line(capsys)
+    assert not any(tmp_path.iterdir())
