@@ -432,26 +432,37 @@ def load_checkpoint(path):
     member's ``.npy`` header are read first, and every member must declare
     exactly the size the stored config implies, before any data is inflated.
     """
+    return read_archive(path, _load)
+
+
+def read_archive(path, load, kind="checkpoint"):
+    """``load(path, archive)`` on the ``.npz`` archive at ``path``, opened safely.
+
+    The file must be a regular file (``_open_file``) and a zip archive (not a
+    lone ``.npy`` array); any read error while ``load`` reads it is a one-line
+    ``CheckpointError`` naming ``path`` and what it should have been, an npvae
+    ``kind`` (``checkpoint``; ``prior file`` for ``npvae.prior``).
+    """
     path = Path(path)
     with _open_file(path) as f:
         start = f.read(6)
         if start == b"\x93NUMPY":
-            raise CheckpointError(f"{path}: not an npvae checkpoint (a single .npy array, "
+            raise CheckpointError(f"{path}: not an npvae {kind} (a single .npy array, "
                                   "not an .npz archive)")
         f.seek(0)
         try:
             archive = zipfile.ZipFile(f)
         except _READ_ERRORS as err:
             if start.startswith(b"PK"):  # a zip archive, cut short or damaged
-                raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({err})") from err
-            raise CheckpointError(f"{path}: not an npvae checkpoint (not a zip archive)") from err
+                raise CheckpointError(f"{path}: truncated or corrupt {kind} ({err})") from err
+            raise CheckpointError(f"{path}: not an npvae {kind} (not a zip archive)") from err
         with archive:
             try:
-                return _load(path, archive)
+                return load(path, archive)
             except CheckpointError:
                 raise
             except _READ_ERRORS as err:
-                raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({err})") from err
+                raise CheckpointError(f"{path}: truncated or corrupt {kind} ({err})") from err
 
 
 def restore_model(checkpoint, model):

@@ -108,7 +108,8 @@ def cmd_evaluate(args):
     print(f"model: {model!r}")
     print(f"test examples: {len(x)}")
     if vq:
-        return _evaluate_vq(model, x, args.batch_size)
+        print(evaluate.vq_report(model, x, args.batch_size))
+        return EXIT["ok"]
     terms = evaluate.evaluate_elbo(model, x, batch_size=args.batch_size, rng=rng, y=y)
     elbo = -(terms["recon"] + terms["kl"])  # beta = 1 whatever the model trained with
     print(f"test ELBO: {elbo:.4f} nats/example (recon {terms['recon']:.4f}, "
@@ -145,20 +146,6 @@ def cmd_evaluate(args):
     return EXIT["ok"]
 
 
-def _evaluate_vq(model, x, batch_size):
-    """``npvae evaluate`` of a VQ-VAE: its loss terms and code usage on ``x`` (``evaluate_vq``)."""
-    from .evaluate import evaluate_vq
-
-    t = evaluate_vq(model, x, batch_size)
-    ema = model.config["update"] == "ema"
-    print(f"test loss: {t['loss']:.4f} nats/example (recon {t['recon']:.4f}, codebook "
-          f"{t['codebook']:.4f}{' (not in the loss: EMA updates)' if ema else ''}, "
-          f"commitment {t['commitment']:.4f})")
-    print(f"code usage: perplexity {t['perplexity']:.2f} of {model.config['n_codes']} codes; "
-          f"{t['dead_codes']} dead codes (chosen by no position of the {len(x)} examples)")
-    return EXIT["ok"]
-
-
 # ---------------------------------------------------------------- sample and plot
 
 
@@ -167,6 +154,8 @@ def cmd_sample(args):
 
     model, checkpoint, run_dir = open_run(args.run)
     check_digit(model, args.digit)
+    if is_vq(model.config):   # a VQ-VAE: samples come from its learned prior
+        return sample_vq(args, model, run_dir)
     name = "samples" if args.digit is None else f"samples_digit{args.digit}"
     out = check_picture_path(Path(args.out) if args.out else run_dir / f"{name}_seed{args.seed}.png")
     plots.plot_samples(model, out, np.random.default_rng(args.seed), n=args.n, digit=args.digit)
@@ -187,7 +176,67 @@ def cmd_plot(args):
     paths = plots.save_all_figures(model, run_dir, x_test, y_test, metrics,
                                    np.random.default_rng(args.seed))
     print(plots.written(paths, run_dir))
+    if is_vq(model.config) and not any(Path(p).name == "samples.png" for p in paths):
+        print(f"no samples.png: it needs the run's learned prior; train it with: npvae "
+              f"train-prior {args.run}")
     return EXIT["ok"]
+
+
+# ---------------------------------------------------------------- a VQ-VAE's learned prior and
+# figures (npvae/prior.py, npvae/vqplots.py)
+
+
+def cmd_train_prior(args):
+    from . import prior
+
+    made, metrics, path = prior.train_prior_for_run(
+        args.run, data_dir=args.data_dir, hidden=args.hidden, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, seed=args.seed, show_progress=not args.no_progress)
+    nll = metrics[-1]["test_nll"]
+    print(f"prior written to {path} (test nll {nll:.2f} nats per grid, "
+          f"{prior.bits_per_code(nll, made.n_positions):.3f} bits per code); draw digits with: "
+          f"npvae sample {args.run}")
+    return EXIT["ok"]
+
+
+def sample_vq(args, model, run_dir):
+    """``npvae sample`` on a VQ-VAE run: code grids from RUN/prior.npz, decoded."""
+    from .prior import open_prior
+    from .vqplots import plot_prior_samples
+
+    out = check_picture_path(Path(args.out) if args.out
+                             else run_dir / f"samples_seed{args.seed}.png")
+    made, _ = open_prior(run_dir, model)
+    plot_prior_samples(model, made, out, np.random.default_rng(args.seed), n=args.n)
+    print(f"{args.n} samples written to {out} (code grids drawn from the prior in "
+          f"{run_dir / 'prior.npz'}, decoded)")
+    return EXIT["ok"]
+
+
+def add_prior_parser(sub):
+    """``npvae train-prior RUN``: the learned prior of a VQ-VAE run (npvae/prior.py)."""
+    from .prior import DEFAULTS
+
+    p = sub.add_parser("train-prior", help="train the learned prior over a VQ-VAE run's codes",
+                       description="Fit a MADE to the code grids of the run's images, "
+                       "printing -log p(codes) per epoch; RUN/prior.npz is written once "
+                       "training ends, and npvae sample RUN then draws new digits.")
+    p.add_argument("run", type=_text, metavar="RUN", help="VQ-VAE run folder or checkpoint file")
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"],
+                   help=f"passes over the training codes (default {DEFAULTS['epochs']})")
+    p.add_argument("--hidden", type=_int_list, default=DEFAULTS["hidden"],
+                   help="the masked hidden layers' widths, each at least the grid's positions "
+                   f"- 1 (default {','.join(map(str, DEFAULTS['hidden']))})")
+    p.add_argument("--lr", type=positive_number, default=DEFAULTS["lr"],
+                   help=f"Adam's learning rate (default {DEFAULTS['lr']:g})")
+    p.add_argument("--batch-size", type=positive_int, help="code grids per step (default "
+                   f"{DEFAULTS['batch_size']}, or all of them if fewer)")
+    p.add_argument("--seed", type=non_negative_int, default=DEFAULTS["seed"],
+                   help="seeds the prior's weights and shuffles")
+    p.add_argument("--data-dir", type=_text, help="the data folder, if not the run's")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
+    p.set_defaults(func=cmd_train_prior)
+    threads.add_threads_flag(sub, ("train-prior",))
 
 
 # ---------------------------------------------------------------- gradcheck
@@ -382,7 +431,8 @@ def build_parser():
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="decode samples from the prior into a PNG grid",
-                       description="Draw z ~ N(0, I) and show the decoder's means.")
+                       description="Draw z ~ N(0, I) and show the decoder's means (a VQ-VAE "
+                       "run: code grids drawn from its learned prior, RUN/prior.npz, decoded).")
     p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
     p.add_argument("--n", type=_integer(1, MAX_SAMPLES), default=64,
                    help=f"number of samples (default 64, at most {MAX_SAMPLES:,})")
@@ -395,7 +445,8 @@ def build_parser():
     p = sub.add_parser("plot", help="draw every figure of a run",
                        description="Reconstructions, samples, learning curves, latent means, "
                        "manifold (2-D latents) and interpolations, from the checkpoint and "
-                       "metrics.csv, into the run folder.")
+                       "metrics.csv, into the run folder. A VQ-VAE run: reconstructions with "
+                       "their codes, samples from its prior, codebook usage, codes in context.")
     p.add_argument("run", type=_text, metavar="RUN", help="run folder or checkpoint file")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seeds the figures' randomness")
@@ -457,6 +508,7 @@ def build_parser():
 
     add_exercises_parser(sub)
     add_export_parsers(sub)
+    add_prior_parser(sub)
     threads.add_threads_flag(sub)  # --threads N on train, evaluate, gradcheck: npvae/threads.py
     return parser
 

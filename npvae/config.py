@@ -30,7 +30,7 @@ MODEL_FIELDS = ("architecture", "hidden", "decoder_hidden", "latent", "activatio
 
 # The fields of a VQ-VAE (``architecture="vqvae"``, ``npvae.vqvae``) that no other model has.
 VQ_FIELDS = ("embedding_dim", "n_codes", "commitment", "codebook_update", "ema_decay",
-             "restart_every")
+             "restart_every", "prior_epochs")
 # What a VQ-VAE refuses of the other models' settings, and why (None and the default: accepted).
 NOT_VQ = {"latent": (None, "its latents are the grid of embedding_dim-dimensional vectors; set "
                            "embedding_dim and n_codes"),
@@ -42,6 +42,7 @@ NOT_VQ = {"latent": (None, "its latents are the grid of embedding_dim-dimensiona
           "k": (1, "its codes are not sampled: there are no k samples to draw"),
           "conditional": (False, "it is not conditional")}
 DEFAULT_EMA_DECAY = 0.99   # gamma of the moving averages (the paper's appendix; Sonnet's)
+DEFAULT_PRIOR_EPOCHS = 10  # the learned prior's, as npvae.prior.DEFAULTS (a test checks they agree)
 
 # The fields of ``TrainConfig`` that ``npvae.vqvae.VQVAE`` takes under the same names.
 VQ_MODEL_FIELDS = ("hidden", "decoder_hidden", "embedding_dim", "n_codes", "activation",
@@ -49,7 +50,8 @@ VQ_MODEL_FIELDS = ("hidden", "decoder_hidden", "embedding_dim", "n_codes", "acti
 
 # The settings a resumed run may change, because none of them changes the numbers. Every
 # other setting comes from the checkpoint: ``check_resumable`` is the one rule.
-RESUMABLE = ("epochs", "figures", "progress", "max_steps", "data_dir", "checkpoint_every")
+RESUMABLE = ("epochs", "figures", "progress", "max_steps", "data_dir", "checkpoint_every",
+             "prior_epochs")
 
 
 def check_resumable(changes, name=str):
@@ -93,7 +95,10 @@ class TrainConfig:
     (the commitment loss's weight, the paper's beta), ``codebook_update``
     (``gradient`` or ``ema``), ``ema_decay`` (``ema`` only; default 0.99) and
     ``restart_every`` (every that many steps, the codes no position chose
-    since the last restart move onto encoder outputs; 0: never). Those are
+    since the last restart move onto encoder outputs; 0: never) and
+    ``prior_epochs`` (the learned prior's epochs once the VQ-VAE is trained,
+    ``npvae.prior``; default 10; 0: no prior, ``npvae train-prior RUN``
+    trains one later). Those are
     None for the other models, and a VQ-VAE refuses their settings (``NOT_VQ``).
     """
 
@@ -136,6 +141,7 @@ class TrainConfig:
     codebook_update: str = None
     ema_decay: float = None
     restart_every: int = None
+    prior_epochs: int = None
 
     @classmethod
     def from_preset(cls, name=DEFAULT_PRESET, **overrides):
@@ -281,7 +287,8 @@ def check_vq_settings(config):
         value = getattr(config, name)
         if value is not None and value != accepted:
             raise ConfigError(f"{name}={value!r} does not apply to a VQ-VAE: {why}")
-    missing = [name for name in VQ_FIELDS if name != "ema_decay" and getattr(config, name) is None]
+    missing = [name for name in VQ_FIELDS if name not in ("ema_decay", "prior_epochs")
+               and getattr(config, name) is None]
     if missing:
         raise ConfigError(f"a VQ-VAE needs {', '.join(missing)} (preset vqvae sets them)")
     number("commitment", config.commitment)
@@ -291,6 +298,11 @@ def check_vq_settings(config):
     if not is_int(config.restart_every) or config.restart_every < 0:
         raise ConfigError(f"restart_every={config.restart_every!r} must be a non-negative integer "
                           "(steps between dead-code restarts; 0 = never)")
+    if config.prior_epochs is None:
+        config.prior_epochs = DEFAULT_PRIOR_EPOCHS
+    elif not is_int(config.prior_epochs) or config.prior_epochs < 0:
+        raise ConfigError(f"prior_epochs={config.prior_epochs!r} must be a non-negative integer "
+                          "(epochs of the learned prior after the VQ-VAE; 0 = none)")
     if config.codebook_update == "ema" and config.ema_decay is None:
         config.ema_decay = DEFAULT_EMA_DECAY
     elif config.codebook_update != "ema" and config.ema_decay is not None:

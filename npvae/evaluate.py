@@ -238,6 +238,18 @@ def evaluate_vq(model, x, batch_size=1000):
     return {**{name: total / n for name, total in sums.items()}, **usage_terms(counts)}
 
 
+def vq_report(model, x, batch_size=1000):
+    """What ``npvae evaluate`` prints of a VQ-VAE: ``evaluate_vq``'s terms and code usage on x
+    (N, D), two lines."""
+    t = evaluate_vq(model, x, batch_size)
+    ema = model.config["update"] == "ema"
+    return (f"test loss: {t['loss']:.4f} nats/example (recon {t['recon']:.4f}, codebook "
+            f"{t['codebook']:.4f}{' (not in the loss: EMA updates)' if ema else ''}, "
+            f"commitment {t['commitment']:.4f})\n"
+            f"code usage: perplexity {t['perplexity']:.2f} of {model.config['n_codes']} codes; "
+            f"{t['dead_codes']} dead codes (chosen by no position of the {len(x)} examples)")
+
+
 # ------------------------------------------------------------------ the importance-weighted bound
 
 

@@ -25,13 +25,15 @@ draws the positions one by one, G passes.
 Derivation: ``tutorials/derivations.md``, section "Masked autoregressive prior".
 """
 
+import math
+
 import numpy as np
 
 from .activations import ACTIVATIONS
 from .backend import get_xp, to_numpy, xp_of
-from .checks import positive_int, sizes
+from .checks import MODEL_DTYPES, one_of, parameter_count, positive_int, sizes
 from .errors import ConfigError
-from .layers import Dense, Sequential, default_init, flatten_parameters
+from .layers import INITS, MLP, Dense, Sequential, default_init, flatten_parameters
 
 
 def log_softmax(logits):
@@ -84,6 +86,24 @@ def masks(n_positions, n_codes, hidden):
     return [m.astype(np.float64) for m in found]
 
 
+def parameter_shapes(n_positions, n_codes, hidden):
+    """``{"0.W": (G N, H_1), "0.b": (H_1,), ..., }``: the names and shapes of a ``MADE``'s
+    parameters, without allocating anything.
+
+    A ConfigError for sizes that are not positive integers, a hidden layer of
+    fewer than G - 1 units (a degree would have no unit), or a model beyond
+    ``checks.max_parameters()``.
+    """
+    n_positions, n_codes = positive_int("n_positions", n_positions), positive_int("n_codes", n_codes)
+    hidden = sizes("hidden", hidden)
+    if any(h < n_positions - 1 for h in hidden):
+        raise ConfigError(f"hidden={hidden!r}: each masked layer needs at least "
+                          f"n_positions - 1 = {n_positions - 1} units")
+    shapes = MLP.shapes([n_positions * n_codes, *hidden, n_positions * n_codes])
+    parameter_count(sum(math.prod(s) for s in shapes.values()))
+    return shapes
+
+
 class MaskedDense(Dense):
     """A dense layer whose weight is multiplied by a fixed 0/1 mask M: out = x (W * M) + b.
 
@@ -133,12 +153,13 @@ class MADE:
 
     def __init__(self, n_positions=49, n_codes=64, hidden=(512,), *, activation="relu",
                  init=None, dtype="float32", backend="numpy", seed=0):
-        self.n_positions = positive_int("n_positions", n_positions)
-        self.n_codes = positive_int("n_codes", n_codes)
+        parameter_shapes(n_positions, n_codes, hidden)   # every size checked, before allocating
+        for name, value, choices in [("activation", activation, ACTIVATIONS),
+                                     ("init", init, (None, *INITS)),
+                                     ("dtype", dtype, MODEL_DTYPES)]:
+            one_of(name, value, choices)
+        self.n_positions, self.n_codes = int(n_positions), int(n_codes)
         hidden = sizes("hidden", hidden)
-        if any(h < self.n_positions - 1 for h in hidden):
-            raise ConfigError(f"hidden={hidden!r}: each masked layer needs at least "
-                              f"n_positions - 1 = {self.n_positions - 1} units")
         init = default_init(activation) if init is None else init
         self.config = dict(n_positions=self.n_positions, n_codes=self.n_codes, hidden=hidden,
                            activation=activation, init=init, dtype=np.dtype(dtype).name)

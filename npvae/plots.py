@@ -137,12 +137,8 @@ def plot_reconstructions(model, x, path, n=10, y=None):
     side = _image_side(model.x_dim)
     x = x[:n]
     y = None if y is None or not is_conditional(model) else to_numpy(y)[:n]
-    if is_vq(model.config):   # a VQ-VAE: the decoder at the nearest codes (npvae.vqvae)
-        recon = model.decode(model.encode(model.check_input(model.xp.asarray(x))))
-        title = "Reconstructions: decode(codes(x)), the decoder mean at the nearest codes"
-    else:
-        recon = _decode(model, _encode_mu(model, x, y), y)
-        title = "Reconstructions: decode(mu(x)), the decoder mean at z = mu (no sampling)"
+    recon = _decode(model, _encode_mu(model, x, y), y)
+    title = "Reconstructions: decode(mu(x)), the decoder mean at z = mu (no sampling)"
     canvas = _tile(np.concatenate([_images(x, side), _images(recon, side)]), 2, len(x))
     fig = _new_figure(max(4.0, 0.8 * len(x)), 2.4)
     ax = fig.add_axes([0.08, 0.02, 0.9, 0.8])
@@ -436,10 +432,12 @@ def save_epoch_figures(model, run_dir, epoch, x_test, y_test, rng):
     folder = Path(run_dir) / "figures"
     make_folder(folder)
     name = f"reconstructions_epoch{epoch + 1:03d}.png"
-    paths = [plot_reconstructions(model, x_test, folder / name, y=y_test)]
     if is_vq(model.config):   # (a VQ-VAE samples through its learned prior: npvae.vqplots)
-        return paths
-    return paths + [plot_samples(model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)]
+        from .vqplots import plot_vq_reconstructions
+
+        return [plot_vq_reconstructions(model, x_test, folder / name)]
+    return [plot_reconstructions(model, x_test, folder / name, y=y_test),
+            plot_samples(model, folder / f"samples_epoch{epoch + 1:03d}.png", rng)]
 
 
 def written(paths, folder):
@@ -454,16 +452,16 @@ def save_all_figures(model, run_dir, x_test, y_test, metrics, rng):
     latents.png, manifold.png (only if latent == 2) and interpolation.png
     (two test digits of different classes); for a conditional model,
     digits.png (a row per digit) and analogies.png in place of the last two;
-    for a VQ-VAE, reconstructions.png and curves.png (recon and perplexity).
-    ``rng`` draws the samples.
+    for a VQ-VAE, ``npvae.vqplots.save_vq_figures``' (samples.png once its
+    prior is trained). ``rng`` draws the samples.
     """
     _image_side(model.x_dim)  # refuse before writing anything
     run_dir = Path(run_dir)
     make_folder(run_dir)
-    if is_vq(model.config):   # reconstructions and curves (its own figures: npvae.vqplots)
-        paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png")]
-        return paths + ([plot_curves(metrics, run_dir / "curves.png", VQ_CURVES)] if metrics
-                        else [])
+    if is_vq(model.config):   # its own figures, samples from its prior (npvae.vqplots)
+        from .vqplots import save_vq_figures
+
+        return save_vq_figures(model, run_dir, x_test, rng, metrics)
     paths = [plot_reconstructions(model, x_test, run_dir / "reconstructions.png", y=y_test),
              plot_samples(model, run_dir / "samples.png", rng)]
     if metrics:

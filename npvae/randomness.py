@@ -4,9 +4,9 @@ Every generator is derived from the run's ``seed`` (``derive_seed``:
 ``np.random.SeedSequence(seed, spawn_key=(stream, ...))``), one independent
 stream per use (``STREAMS``): the initial weights, the validation split, the
 shuffle, the reparameterization noise, the dynamic binarization, the
-evaluation noise, the one binarization of the test set, the figures and a
-VQ-VAE's dead-code restarts (one generator per restart, ``npvae.vqtrain``). The
-global RNG is never used.
+evaluation noise, the one binarization of the test set, the figures, a VQ-VAE's
+dead-code restarts (one generator per restart, ``npvae.vqtrain``) and its learned
+prior (``npvae.prior``). The global RNG is never used.
 
 The shuffle, noise and binarization generators are derived afresh for every
 epoch (``epoch_generators``), so an epoch's random numbers depend on (seed,
@@ -25,7 +25,7 @@ from .errors import CheckpointError
 
 # One independent random stream per use; see the module docstring.
 STREAMS = {"init": 0, "split": 1, "shuffle": 2, "noise": 3, "binarize": 4, "eval": 5,
-           "test_binarize": 6, "figures": 7, "restart": 8}
+           "test_binarize": 6, "figures": 7, "restart": 8, "prior": 9}
 
 
 def derive_seed(seed, stream, *index):

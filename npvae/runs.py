@@ -30,13 +30,13 @@ from .checks import is_int
 from .errors import CheckpointError, ConfigError, DataError, FileError
 from .vqtrain import TERMS as VQ_TERMS
 
-RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT_NAME)
+RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT_NAME, "prior.npz")   # (a VQ-VAE's prior)
 LOCK_NAME = ".npvae-lock"
 FIGURES = ("reconstructions.png", "samples.png", "curves.png", "latents.png", "manifold.png",
-           "interpolation.png")
+           "interpolation.png", "codebook_usage.png", "codes_in_context.png")
 # What --overwrite may remove: npvae's own files and nothing else (a user's photo.png stays).
-OWN_FILES = re.compile(r"(config\.json|metrics\.csv|checkpoint\.npz|samples_seed\d+\.png|"
-                       + "|".join(re.escape(name) for name in FIGURES) + ")")
+OWN_FILES = re.compile(r"(config\.json|metrics\.csv|checkpoint\.npz|prior\.npz|"
+                       r"samples_seed\d+\.png|" + "|".join(re.escape(name) for name in FIGURES) + ")")
 OWN_FIGURES = re.compile(r"(reconstructions|samples)_epoch\d+\.png")       # in figures/
 # atomic_write's temporary files: "." + the target's name + "." + mkstemp's 8 letters + ".tmp"
 TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")

@@ -280,6 +280,11 @@ def divergence(config, path, saved_at, where, term, value):
                            f"lower --lr (now {config.lr:g}) or {clip}")
 
 
+def _on_device(xp, array):
+    """``array`` on the model's device, or None."""
+    return None if array is None else xp.asarray(array)
+
+
 class Run:
     """``fit``'s loop with a run's bookkeeping around it.
 
@@ -316,18 +321,17 @@ class Run:
         self.x_train = xp.asarray(self.data.x_train)
         self.x_test = xp.asarray(self.data.x_test)
         # Labels travel with the images (same shuffle) for a conditional model only.
-        labels = self.config.conditional
-        self.y_train = xp.asarray(self.data.y_train) if labels else None
-        self.y_test = xp.asarray(self.data.y_test) if labels else None
-        self.y_val = (xp.asarray(self.data.y_val)
-                      if labels and self.data.y_val is not None else None)
-        self.x_val = None if self.data.x_val is None else xp.asarray(self.data.x_val)
+        labels = (self.data.y_train, self.data.y_test, self.data.y_val) if cfg.conditional else ()
+        self.y_train, self.y_test, self.y_val = (_on_device(xp, y) for y in labels or (None,) * 3)
+        self.x_val = _on_device(xp, self.data.x_val)
         # NaN and inf are caught by flush(), which names the step and the term.
         with progress.deferred_interrupts(self), \
                 np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(state["epoch"], cfg.epochs):
                 if not self.run_epoch(epoch):
                     return self.result(completed=False)
+        if self.vq is not None and cfg.prior_epochs:   # a VQ-VAE's learned prior (npvae.prior)
+            self.vq.fit_prior(self.run_dir, self.data, cfg, self.log)
         self.final_figures()
         return self.result(completed=True)
 

@@ -68,6 +68,9 @@ TRAIN_FLAGS = (
     _flag("restart_every", non_negative_int, "VQ-VAE: every N steps, move the codes no "
           "position chose since the last restart onto encoder outputs; 0 = never (default 100 "
           "in vqvae)", metavar="N"),
+    _flag("prior_epochs", non_negative_int, "VQ-VAE: epochs of the learned prior trained once "
+          "the VQ-VAE is (default 10; 0 = none: train it later with npvae train-prior RUN)",
+          metavar="N"),
     _flag("clip", positive_number, "clip the gradient's global norm to this"),
     _flag("validation", non_negative_int, "hold out this many training examples"),
     _flag("n_train", positive_int, "train on the first N training examples only", metavar="N"),

@@ -87,3 +87,14 @@ class VQRun:
     def train_usage(self):
         """The epoch's training perplexity and dead codes (``usage_terms``)."""
         return usage_terms(to_numpy(self.usage))
+
+    def fit_prior(self, run_dir, data, config, log):
+        """The learned prior over the trained VQ-VAE's codes, ``run_dir/prior.npz``: the run's
+        ``prior_epochs``, ``npvae.prior``'s other defaults (``npvae train-prior RUN`` sets them)."""
+        from .prior import fit_run_prior
+
+        log(f"learned prior over the codes (the VQ-VAE is saved; to redo or change it: "
+            f"npvae train-prior {run_dir})")
+        fit_run_prior(self.model, run_dir, data.x_train, data.x_test, binarize=config.binarize,
+                      seed=config.seed, epochs=config.prior_epochs,
+                      show_progress=config.progress, log=log)

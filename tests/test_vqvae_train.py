@@ -386,6 +386,8 @@ def test_gradcheck_refuses_what_a_vq_vae_has_not(args, message, capsys):
     (["--codebook-update", "sgd"], "argument --codebook-update: 'sgd' is not one of gradient, ema"),
     (["--ema-decay", "1"], "argument --ema-decay: '1' is not a number in [0, 1)"),
     (["--restart-every", "-1"], "argument --restart-every: '-1' is not a non-negative integer"),
+    (["--prior-epochs", "-1"], "argument --prior-epochs: '-1' is not a non-negative integer"),
+    (["--prior-epochs", "two"], "argument --prior-epochs: 'two' is not a non-negative integer"),
     (["--ema-decay", "0.9"], "ema_decay=0.9 applies to codebook_update='ema' only"),
     (["--latent", "8"], "latent=8 does not apply to a VQ-VAE"),
     (["--beta", "0.25"], "beta=0.25 does not apply to a VQ-VAE: it has no KL to weigh; its "
@@ -408,6 +410,7 @@ def test_bad_vq_settings_are_one_line_errors(args, message, data, tmp_path, caps
 @pytest.mark.parametrize("preset", ["pytorch-example", "conv", "burda2-iwae"])
 @pytest.mark.parametrize("args, name", [(["--n-codes", "8"], "n_codes=8"),
                                         (["--restart-every", "5"], "restart_every=5"),
+                                        (["--prior-epochs", "0"], "prior_epochs=0"),
                                         (["--codebook-update", "ema"], "codebook_update='ema'")])
 def test_vq_settings_on_other_models_are_one_line_errors(preset, args, name, data, tmp_path,
                                                          capsys):
@@ -416,6 +419,18 @@ def test_vq_settings_on_other_models_are_one_line_errors(preset, args, name, dat
                      str(run_dir), *args]) == 2
     assert f"{name} is a VQ-VAE setting (preset vqvae)" in error_line(capsys)
     assert not run_dir.exists()
+
+
+def test_the_prior_epochs_are_the_priors_default_and_zero_trains_no_prior(data, tmp_path):
+    from npvae.prior import DEFAULTS
+
+    assert vq_config(data).validate().prior_epochs == DEFAULTS["epochs"]
+    run_dir = tmp_path / "run"
+    assert cli.main(vq_args(data, run_dir, "--prior-epochs", "0")) == 0
+    assert (run_dir / "checkpoint.npz").is_file() and not (run_dir / "prior.npz").exists()
+    assert cli.main(["train", "--resume", str(run_dir), "--epochs", "3", "--prior-epochs",
+                     "1"]) == 0     # a resume may ask for it
+    assert (run_dir / "prior.npz").is_file()
 
 
 def test_a_resumed_vq_run_keeps_its_vq_settings(vq_run, tmp_path, capsys):
