@@ -28,9 +28,9 @@
 # **How long it runs.** The maths on small float64 models takes seconds. The
 # collapse experiment quantizes MNIST's $4 \times 4$ patches with four
 # codebook updates, 400 steps each; the `vqvae` preset trains for 3 epochs on
-# 10,000 digits; its prior trains for 800 steps on their codes: a few
-# minutes on a busy 2-core machine. `NPVAE_QUICK=1` (the test suite): 60
-# steps each, one epoch on 1,000 digits, a prior of 100 steps, about a minute.
+# 10,000 digits, and its prior for 10 epochs on their codes: a few minutes
+# on a busy 2-core machine. `NPVAE_QUICK=1` (the test suite): 60 steps each,
+# one epoch on 1,000 digits, a prior of 5 epochs, about a minute.
 # The run folder goes to `tutorials/runs/17_vqvae`; the quick mode writes it
 # to a temporary folder, which it removes at the end.
 
@@ -48,7 +48,6 @@ sys.path.insert(0, str(next((p for p in (here, *here.parents) if (p / "npvae").i
 
 from npvae.data import load_mnist, to_unit_interval  # noqa: E402
 from npvae.gradcheck import biases_off_zero, numerical_gradient  # noqa: E402
-from npvae.made import MADE  # noqa: E402
 from npvae.optim import Adam  # noqa: E402
 from npvae.tutorial import QUICK, Tutorial  # noqa: E402
 from npvae.vq import VectorQuantizer, dead_codes, perplexity  # noqa: E402
@@ -56,9 +55,9 @@ from npvae.vqvae import VQVAE, check_gradients  # noqa: E402
 
 tutorial = Tutorial("17_vqvae")  # its mode, its folders, and inline figures in a notebook
 if QUICK:
-    N_DIGITS, N_TEST, VQ_STEPS, VQ_EPOCHS, PRIOR_STEPS = 1_000, 200, 60, 1, 100
+    N_DIGITS, N_TEST, VQ_STEPS, VQ_EPOCHS, PRIOR_EPOCHS = 1_000, 200, 60, 1, 5
 else:
-    N_DIGITS, N_TEST, VQ_STEPS, VQ_EPOCHS, PRIOR_STEPS = 10_000, 1_000, 400, 3, 800
+    N_DIGITS, N_TEST, VQ_STEPS, VQ_EPOCHS, PRIOR_EPOCHS = 10_000, 1_000, 400, 3, 10
 print("mode:", "quick" if QUICK else "default")  # no full version: NPVAE_FULL=1 runs the default
 started = time.perf_counter()
 
@@ -344,8 +343,9 @@ tutorial.savefig(fig, "17_codebook_usage.png")
 # backward, Adam; then the codebook's update and the restarts on their
 # schedule) and reports, per epoch, the three loss terms in nats per digit
 # and the code usage, on the training batches and on the test digits. Here
-# `VQ_EPOCHS` epochs on the first `N_DIGITS` training digits; the command
-# line trains the preset's 10 epochs on all of MNIST:
+# `VQ_EPOCHS` epochs on the first `N_DIGITS` training digits (and its first
+# `N_TEST` test digits); the command line trains the preset's 10 epochs on
+# all of MNIST, then its prior (next section):
 #
 #     npvae train --preset vqvae --run-dir runs/vqvae
 
@@ -353,7 +353,7 @@ tutorial.savefig(fig, "17_codebook_usage.png")
 from npvae.train import TrainConfig, train  # noqa: E402
 
 config = TrainConfig.from_preset("vqvae", n_train=N_DIGITS, n_test=N_TEST, epochs=VQ_EPOCHS,
-                                 progress=False, figures=False)
+                                 prior_epochs=0, progress=False, figures=False)   # its prior: below
 trained = train(config, tutorial.runs / "17_vqvae", overwrite=True,
                 log=lambda line: print(line) if line.startswith("epoch") else None)
 vqvae = trained.model
@@ -397,26 +397,20 @@ print(f"after {last['step']} steps: test recon {last['test_recon']:.1f} nats per
 # On larger grids (32 x 32 codes) the argument turns around: the dense
 # layers grow with the square of the grid, and convolutions win.
 #
-# Here, the prior over the codes of the VQ-VAE just trained, on its
-# training digits: a MADE with one hidden layer of 512 units, Adam at
-# $10^{-3}$, batches of 64 code grids, then its negative log-likelihood on
-# the codes of 1,000 test digits against the uniform prior's $49 \log 64$
-# nats.
+# Here, the prior over the codes of the VQ-VAE just trained, as `npvae
+# train-prior RUN` fits it (`npvae.prior`; the trainer does the same at the
+# end of a run unless `--prior-epochs 0`): the codes of the run's training
+# digits, a MADE with one hidden layer of 512 units, Adam at $10^{-3}$,
+# batches of 128 grids, `PRIOR_EPOCHS` epochs, and after each its negative
+# log-likelihood on the codes of the run's test digits, against the uniform
+# prior's $49 \log 64$ nats (6 bits per code).
 
 # %%
-train_codes = vqvae.encode(images).reshape(len(images), 49)
-test_images = to_unit_interval(mnist.x_test[:1000])
-test_codes = vqvae.encode(test_images).reshape(1000, 49)
-prior = MADE(49, 64, hidden=(512,), seed=0)
-optimizer = Adam(prior.params, prior.grads, lr=1e-3)
-rng = np.random.default_rng(3)
-for step in range(1, PRIOR_STEPS + 1):
-    loss = prior.forward(train_codes[rng.integers(0, len(train_codes), 64)])
-    prior.backward()
-    optimizer.step()
-    if step % max(1, PRIOR_STEPS // 5) == 0:
-        print(f"step {step:5d}: -log p(codes) = {float(loss):6.1f} nats (a batch)")
-test_nll = float(-prior.log_prob(test_codes).mean())
+from npvae.prior import sample_images, train_prior_for_run  # noqa: E402
+
+prior, prior_metrics, _ = train_prior_for_run(trained.run_dir, epochs=PRIOR_EPOCHS,
+                                              log=lambda line: print(line) if "epoch" in line else None)
+test_nll = prior_metrics[-1]["test_nll"]
 uniform = 49 * np.log(64)
 print(f"test -log p(codes): {test_nll:.1f} nats per digit; the uniform prior: {uniform:.1f}")
 
@@ -428,10 +422,9 @@ print(f"test -log p(codes): {test_nll:.1f} nats per digit; the uniform prior: {u
 # decoded.
 
 # %%
-digits = test_images[:10]
+digits = to_unit_interval(mnist.x_test[:10])
 reconstructions = vqvae.decode(vqvae.encode(digits))
-drawn = prior.sample(10, np.random.default_rng(4))
-samples = vqvae.decode(drawn.reshape(10, 7, 7))
+_, samples = sample_images(vqvae, prior, 10, np.random.default_rng(4))
 fig, axes = plt.subplots(3, 10, figsize=(10, 3.3))
 for row, (images_row, title) in enumerate([(digits, "test digits"), (reconstructions, "reconstructed"),
                                           (samples, "drawn from the prior, decoded")]):
@@ -444,7 +437,7 @@ tutorial.savefig(fig, "17_prior_samples.png")
 
 # %% [markdown]
 # The reconstructions keep each digit's shape. The samples are strokes and
-# loops, not yet digits: both the VQ-VAE and its prior trained briefly here,
+# loops, a few of them digit-like: both the VQ-VAE and its prior trained briefly here,
 # and the test log-likelihood printed above says how far the prior still is
 # from the codes of real digits (though far ahead of the uniform prior).
 #
