@@ -437,9 +437,14 @@ tutorial.savefig(fig, "17_prior_samples.png")
 
 # %% [markdown]
 # The reconstructions keep each digit's shape. The samples are strokes and
-# loops, a few of them digit-like: both the VQ-VAE and its prior trained briefly here,
-# and the test log-likelihood printed above says how far the prior still is
-# from the codes of real digits (though far ahead of the uniform prior).
+# loops, a few of them digit-like: both the VQ-VAE and its prior trained
+# briefly here, and the test log-likelihood printed above says how far the
+# prior still is from the codes of real digits (though far ahead of the
+# uniform prior). For a run of the command line:
+#
+#     npvae train-prior runs/vqvae --epochs 20   # its prior again, trained longer
+#     npvae sample runs/vqvae                    # code grids from the prior, decoded
+#     npvae plot runs/vqvae                      # reconstructions, samples, code usage, codes in context
 #
 # ## Check
 #
