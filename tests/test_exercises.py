@@ -398,6 +398,25 @@ CASE = {
                                         "standard deviation exp(plogvar / 2)"], []),
     "hvae_missing_1_over_b.py": ("hvae", 1, ["dh1                          WRONG                lacks the 1/B of "
                                              "the batch mean on the second layer's terms (B = 4)"], []),
+    # vector quantization and the masked layer (tutorial 17): the argmin's axis, the straight-through
+    # path, the stop-gradients, the factor 2, repeated codes, the mask on dW; and a right answer
+    "17_quantize_argmin_last_axis.py": ("quantize", 1, ["codes                        WRONG                is the "
+                                                        "argmin over the wrong axis (over the grid's columns)"], []),
+    "17_quantize_grad_to_codebook.py": ("quantize", 1, ["dz_e                         WRONG                is all "
+                                                        "zeros: that is the true derivative",
+                                                        "dcodebook                    WRONG                sends the "
+                                                        "decoder's gradient to the codebook"], []),
+    "17_vq_losses_no_stop_gradient.py": ("vq_losses", 1, ["dcodebook                    WRONG                adds "
+                                                          "the commitment loss's gradient"],
+                                         ["dz_e                         WRONG"]),
+    "17_vq_losses_factor_2.py": ("vq_losses", 1, ["dz_e                         WRONG                lacks the 2 of "
+                                                  "d|a|^2 / da = 2 a"], ["dcodebook                    WRONG"]),
+    "17_vq_losses_fancy_index.py": ("vq_losses", 1, ["dcodebook                    WRONG                keeps one "
+                                                     "row per code", "np.add.at"], []),
+    "17_vq_losses_right.py": ("vq_losses", 0, ["vq_losses (tests/exercise_cases/17_vq_losses_right.py): ok"],
+                              [WRONG]),
+    "17_masked_dense_dw_unmasked.py": ("masked_dense", 1, ["dW                           WRONG                lacks "
+                                                           "the mask on dW"], ["dx                           WRONG"]),
 }
 
 
@@ -506,6 +525,15 @@ def test_file_is_recognised_by_its_functions(tmp_path, capsys):
     assert "tanh (" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name,shorter", [("leaky_relu", "relu"), ("masked_dense", "dense")])
+def test_file_is_recognised_by_its_name_before_a_shorter_name_it_ends_with(tmp_path, capsys, name, shorter):
+    path = write_exercise(tmp_path, name)
+    assert main(["exercises", "check", "--file", str(path)]) == 0
+    assert main(["exercises", "check", "--file", str(path.rename(tmp_path / f"my_{name}.py"))]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"{name} (") == 2 and f"\n{shorter} (" not in out, out
+
+
 def test_python_m_npvae_exercises_is_the_npvae_command(tmp_path):
     write_exercise(tmp_path, "sigmoid")
     code, out = check("sigmoid", "--dir", tmp_path)
@@ -537,3 +565,23 @@ def test_the_hvae_graders_paths_add_up_to_npvaes_two_layer_backward():
     np.testing.assert_allclose(dh1_x + path_a + path_b, dh1, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(ref_dh2, dh2, rtol=1e-12, atol=1e-15)
     assert np.abs(path_a).min() > 0 and np.abs(path_b).max() > 1e-3 * np.abs(dh1).max()
+
+
+def test_the_vq_graders_two_halves_add_up_to_npvaes_quantizer_backward():
+    """The quantize exercise's backward (the decoder's path) plus the vq_losses exercise's (the two
+    losses), as their shown solutions compute them, are npvae's whole quantizer backward."""
+    from npvae.exercises import vq
+
+    q, z_e = vq.quantizer_case()
+    z_q, codes, _ = q.forward(z_e)
+    dz_q = np.random.default_rng(0).standard_normal(z_e.shape)
+    dz_e = q.backward(dz_q, 1.0 / B)
+    namespace = {"np": np}
+    exec(fill("def quantize_backward(dz_q, codes, codebook):\n    raise NotImplementedError\n\n"
+              "def vq_losses_backward(z_e, z_q, codes, codebook, beta):\n    raise NotImplementedError\n",
+              {**EXERCISES["quantize"].solution, **EXERCISES["vq_losses"].solution}), namespace)
+    st_dz_e, st_dcodebook = namespace["quantize_backward"](dz_q, codes, q.codebook)
+    loss_dz_e, loss_dcodebook = namespace["vq_losses_backward"](z_e, z_q, codes, q.codebook, vq.BETA)
+    np.testing.assert_allclose(st_dz_e + loss_dz_e, dz_e, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(st_dcodebook + loss_dcodebook, q.grads["codebook"], rtol=1e-12, atol=1e-15)
+    assert np.abs(loss_dcodebook).min() > 0 and np.abs(loss_dz_e).min() > 0

@@ -24,7 +24,7 @@ The package: ``judging`` (a tensor's verdict and diagnosis, ``Attempt``,
 ``Exercise``), ``isolation`` (the child process), one grader module per
 tutorial or two (``layers``: 01-02, ``losses``: 03-04, ``reparam``: 05,
 ``adam``: 06, ``vae``: 07, ``iwae``: 10 and 14, ``conv``: 12,
-``conditional``: 15, ``hvae``: 16), ``catalogue`` (``EXERCISES``, in
+``conditional``: 15, ``hvae``: 16, ``vq``: 17), ``catalogue`` (``EXERCISES``, in
 tutorial order) and ``grading`` (files, printing, the exit code). The command's parser is in
 ``npvae/cli.py``.
 

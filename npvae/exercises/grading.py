@@ -69,10 +69,15 @@ def _shown(path):
 
 
 def exercise_of_file(path):
-    """The exercise a file is for: by its name, else by the functions it defines."""
-    for ex in EXERCISES.values():
-        if path.name == ex.file or path.stem.endswith(ex.name):
-            return ex
+    """The exercise a file is for: by its name, else by the functions it defines.
+
+    Its exact file name first, then the longest exercise name its stem ends
+    with (``02_leaky_relu`` ends with ``relu`` too, ``17_masked_dense`` with ``dense``).
+    """
+    named = [ex for ex in EXERCISES.values() if path.name == ex.file] or sorted(
+        (ex for ex in EXERCISES.values() if path.stem.endswith(ex.name)), key=lambda ex: -len(ex.name))
+    if named:
+        return named[0]
     try:
         defined = {n.name for n in ast.parse(path.read_text(encoding="utf-8")).body
                    if isinstance(n, ast.FunctionDef)}
