@@ -72,12 +72,6 @@ perplexity 23.2: log2 23.2 = 4.54), and most samples are legible digits.
 # ---------------------------------------------------------------- codes and their likelihood
 
 
-def code_grid(model):
-    """The (rows, cols) of a VQ-VAE's code grid: the image side halved once per convolution."""
-    g = math.isqrt(model.config["x_dim"]) // 2 ** len(model.config["hidden"])
-    return g, g
-
-
 def dataset_codes(model, x, batch_size=1000):
     """The codes of every example of x (N, D), encoded in batches: (N, G) int64 on the host."""
     x = model.check_input(model.xp.asarray(x))
@@ -222,7 +216,7 @@ def fit_run_prior(model, run_dir, x_train, x_test, *, binarize="none", hidden=DE
     the end of a VQ-VAE run (``npvae.train``), ``train_prior_for_run`` for a
     run on disk (``npvae train-prior``).
     """
-    grid, K = code_grid(model), model.config["n_codes"]
+    grid, K = model.grid, model.config["n_codes"]
     parameter_shapes(grid[0] * grid[1], K, hidden)   # a bad --hidden, before any work
     if binarize == "dynamic":
         x_train = binarize_dynamic(x_train, np.random.default_rng(derive_seed(seed, "prior", 2)))
@@ -345,7 +339,7 @@ def open_prior(run_dir, model):
         raise ConfigError(f"{run_dir} has no {PRIOR_NAME} (the learned prior that samples "
                           f"need); train it with: npvae train-prior {run_dir}")
     prior, state = load_prior(path)
-    grid, K = code_grid(model), model.config["n_codes"]
+    grid, K = model.grid, model.config["n_codes"]
     if prior.n_positions != grid[0] * grid[1] or prior.n_codes != K:
         raise CheckpointError(f"{path}: a prior of {prior.n_positions} positions x "
                               f"{prior.n_codes} codes, but the run's VQ-VAE has a {grid[0]}x"
@@ -368,5 +362,5 @@ def run_prior(run_dir, model):
 def sample_images(model, prior, n, rng):
     """``n`` new images: code grids drawn from ``prior`` (``MADE.sample``, from ``rng``),
     decoded by ``model``: ``(codes (n, rows, cols), images (n, D))``, images as decoder means."""
-    codes = prior.sample(n, rng).reshape(n, *code_grid(model))
+    codes = prior.sample(n, rng).reshape(n, *model.grid)
     return codes, to_numpy(model.decode(model.xp.asarray(codes)))

@@ -25,7 +25,7 @@ import numpy as np
 from .backend import to_numpy
 from .plots import (VQ_CURVES, _image_side, _images, _new_figure, _save, _show, _tile,
                     plot_curves)
-from .prior import code_grid, dataset_codes, run_prior, sample_images
+from .prior import dataset_codes, run_prior, sample_images
 from .vq import dead_codes, perplexity
 
 
@@ -42,7 +42,7 @@ def plot_prior_samples(model, prior, path, rng, n=64):
     fig = _new_figure(6, 6)
     ax = fig.add_axes([0.02, 0.02, 0.96, 0.87])
     _show(ax, _tile(_images(images, side), math.ceil(n / cols), cols))
-    rows, grid_cols = code_grid(model)
+    rows, grid_cols = model.grid
     ax.set_title(f"Samples: a {rows}x{grid_cols} code grid $c \\sim p(c)$ drawn from the learned "
                  f"prior\n(MADE, one code at a time in raster order), decoded: decoder mean of "
                  r"$p(x \mid z_q = E[c])$", fontsize=9)
@@ -64,7 +64,7 @@ def plot_vq_reconstructions(model, x, path, n=10):
     a grey level) and decode(encode(x)) (bottom): all the decoder knows of x is the grid."""
     side = _image_side(model.x_dim)
     x = to_numpy(x)[:n]
-    codes = dataset_codes(model, x).reshape(len(x), *code_grid(model))
+    codes = dataset_codes(model, x).reshape(len(x), *model.grid)
     grids = np.stack([_code_image(c, model.config["n_codes"], side) for c in codes])
     canvas = _tile(np.concatenate([_images(x, side), grids, _images(_decode(model, codes), side)]),
                    3, len(x))
@@ -73,7 +73,7 @@ def plot_vq_reconstructions(model, x, path, n=10):
     _show(ax, canvas)
     ax.set_yticks([side / 2 + r * (side + 1) for r in range(3)],
                   labels=["input", "codes", "recon"])
-    rows, cols = code_grid(model)
+    rows, cols = model.grid
     ax.set_title(f"Reconstructions: each digit becomes a {rows}x{cols} grid of code numbers "
                  f"(shown as greys, code / {model.config['n_codes'] - 1}),\nand the decoder "
                  "draws decode(E[codes]) from the grid alone", fontsize=9)
@@ -117,7 +117,7 @@ def inkiest_position(model, x):
     """The position (row, col) of the code grid whose patch of image ``x`` (D,) holds the most
     ink: a place on the digit's stroke, where changing the code shows."""
     side = _image_side(model.x_dim)
-    rows, cols = code_grid(model)
+    rows, cols = model.grid
     image = np.asarray(to_numpy(x), dtype=np.float64).reshape(side, side)
     ink = image[:rows * (side // rows), :cols * (side // cols)].reshape(
         rows, side // rows, cols, side // cols).sum(axis=(1, 3))
@@ -127,7 +127,7 @@ def inkiest_position(model, x):
 def codes_in_context(model, x, position):
     """The code grid of image ``x`` (1, D) and N copies of it, copy v with ``position``
     (row, col) set to code v: ``(own (rows, cols), grids (N, rows, cols))``."""
-    own = dataset_codes(model, x).reshape(code_grid(model))
+    own = dataset_codes(model, x).reshape(model.grid)
     grids = np.repeat(own[None], model.config["n_codes"], axis=0)
     grids[:, position[0], position[1]] = np.arange(model.config["n_codes"])
     return own, grids
@@ -145,7 +145,7 @@ def plot_codes_in_context(model, x, path, position=None, counts=None):
     numbers of the dead codes (count 0) are grey.
     """
     side = _image_side(model.x_dim)
-    rows, cols = code_grid(model)
+    rows, cols = model.grid
     K = model.config["n_codes"]
     x = np.asarray(to_numpy(x)).reshape(1, -1)
     r, c = inkiest_position(model, x[0]) if position is None else position

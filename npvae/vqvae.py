@@ -274,10 +274,15 @@ class VQVAE:
         counts = self.quantizer.reset_usage()
         return counts, self.quantizer.restart_dead_codes(counts, self.z_e, rng)
 
+    @property
+    def grid(self):
+        """The code grid's (rows, cols): the image side halved once per convolution, (g, g)."""
+        g = math.isqrt(self.config["x_dim"]) // 2 ** len(self.config["hidden"])
+        return g, g
+
     def __repr__(self):
         c = self.config
-        side = math.isqrt(c["x_dim"])
-        grid = side // 2 ** len(c["hidden"])
+        side, (grid, _) = math.isqrt(c["x_dim"]), self.grid
         return (f"VQVAE(conv {side}x{side}, channels {'-'.join(map(str, c['hidden']))} / "
                 f"{grid}x{grid}x{c['embedding_dim']}, {c['n_codes']} codes / "
                 f"{'-'.join(map(str, c['decoder_hidden']))}-1, {c['activation']}, "
