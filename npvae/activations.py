@@ -7,6 +7,7 @@ returns ``dx`` of the same shape as ``x``.
 Derivations: ``tutorials/derivations.md``, section "Activations".
 """
 
+from . import parallel
 from .backend import xp_of
 
 
@@ -50,11 +51,17 @@ class ReLU(Activation):
     """
 
     def forward(self, x):
-        self.out = xp_of(x).maximum(x, 0)
+        # max(x, 0), in blocks across npvae's threads when it has several (npvae.parallel)
+        self.out = parallel.apply(xp_of(x).maximum, x, 0)
         return self.out
 
     def backward(self, dout):
-        return dout * (self.out > 0)
+        return parallel.apply(_times_positive, dout, self.out)  # dout * (out > 0)
+
+
+def _times_positive(dout, y, out=None):
+    """dout * (y > 0) (into ``out`` when given)."""
+    return xp_of(dout).multiply(dout, y > 0, out=out)
 
 
 class LeakyReLU(Activation):

@@ -42,6 +42,7 @@ Derivations: ``tutorials/derivations.md``, sections "Convolution" and
 
 import numpy as np
 
+from . import parallel
 from .backend import xp_of
 from .checks import positive_int
 from .errors import ConfigError
@@ -133,20 +134,52 @@ def batch_last(x, padding=0):
     return padded
 
 
-def im2col_batch_last(x, kernel, stride, out_h, out_w):
-    """``im2col`` with the batch last: (C, k, k, Ho, Wo, B) from x (C, Hp, Wp, B).
+def im2col_batch_last(x, kernel, stride, out_h, out_w, padding=0):
+    """``im2col`` with the batch last: (C, k, k, Ho, Wo, B) from x (C, H, W, B) zero-padded
+    by ``padding``.
 
-    cols[c, i, j, y, x', n] = x[c, stride y + i, stride x' + j, n], the entries
-    of ``im2col``'s cols[c, i, j, n, y, x']. Reshaped to (C k k, Ho Wo B).
+    cols[c, i, j, y, x', n] = xpad[c, stride y + i, stride x' + j, n], the
+    entries of ``im2col``'s cols[c, i, j, n, y, x'], with xpad = x padded by
+    ``padding`` (``batch_last(x, padding)``). The padded copy is never made:
+    each offset copies the pixels it reaches inside x and writes zeros where
+    it reaches the padding (``_inside``). Reshaped to (C k k, Ho Wo B). With
+    several threads (``npvae.parallel``) each copies its block of channels
+    (or of examples, ``_in_blocks``).
     """
     xp = xp_of(x)
-    C, B = x.shape[0], x.shape[3]
+    C, H, W, B = x.shape
     cols = xp.empty((C, kernel, kernel, out_h, out_w, B), dtype=x.dtype)
-    for i in range(kernel):
-        for j in range(kernel):
-            cols[:, i, j] = x[:, i:i + stride * (out_h - 1) + 1:stride,
-                              j:j + stride * (out_w - 1) + 1:stride]
+
+    def copy(c, n):  # channels c, examples n
+        for i in range(kernel):
+            y0, y1, row = _inside(H, out_h, i, stride, padding)
+            for j in range(kernel):
+                x0, x1, col = _inside(W, out_w, j, stride, padding)
+                window = cols[c, i, j, :, :, n]  # (channels, Ho, Wo, examples)
+                window[:, y0:y1, x0:x1] = x[c, row:row + stride * (y1 - y0 - 1) + 1:stride,
+                                            col:col + stride * (x1 - x0 - 1) + 1:stride, n]
+                for zeros in (window[:, :y0], window[:, y1:], window[:, y0:y1, :x0],
+                              window[:, y0:y1, x1:]):
+                    zeros[...] = 0
+    _in_blocks(copy, C, B, cols.size, xp)
     return cols
+
+
+def _inside(size, out, offset, stride, padding):
+    """(first, stop, pixel): the outputs y in [first, stop) whose input stride y + offset -
+    padding lies inside [0, size), and the input pixel of the first of them."""
+    first = min(out, max(0, -((offset - padding) // stride)))
+    stop = max(first, min(out, (size - 1 + padding - offset) // stride + 1))
+    return first, stop, stride * first + offset - padding
+
+
+def _in_blocks(function, C, B, size, xp):
+    """``function(c, n)`` over blocks of channels c (slices), or of examples n when there are
+    fewer channels than threads; one call with everything for small work (``npvae.parallel``)."""
+    if C >= parallel.workers():
+        parallel.elementwise(lambda i, j: function(slice(i, j), slice(None)), C, size, xp)
+    else:
+        parallel.elementwise(lambda i, j: function(slice(None), slice(i, j)), B, size, xp)
 
 
 def col2im_batch_last(cols, shape, stride):
@@ -160,24 +193,27 @@ def col2im_batch_last(cols, shape, stride):
     they are copied there instead of added onto zeros (0 + a = a; only a
     -0.0 may come out as 0.0 in ``col2im``), and only the pixels they miss
     are zeroed. That saves a zeroing pass and stride^2 reads of ``out``.
+    Each thread (``npvae.parallel``) does all of this for its block of
+    channels (or of examples), which no other block's offsets reach.
     """
     xp = xp_of(cols)
     kernel, out_h, out_w = cols.shape[1], cols.shape[3], cols.shape[4]
     first = stride if kernel >= stride else 0
-    if first:
-        out = xp.empty(shape, dtype=cols.dtype)
-        out[:, stride * out_h:] = 0
-        out[:, :stride * out_h, stride * out_w:] = 0
-    else:
-        out = xp.zeros(shape, dtype=cols.dtype)
-    for i in range(kernel):
-        for j in range(kernel):
-            window = out[:, i:i + stride * (out_h - 1) + 1:stride,
-                         j:j + stride * (out_w - 1) + 1:stride]
-            if i < first and j < first:
-                window[...] = cols[:, i, j]
-            else:
-                window += cols[:, i, j]
+    out = xp.empty(shape, dtype=cols.dtype) if first else xp.zeros(shape, dtype=cols.dtype)
+
+    def add(c, n):  # channels c, examples n: their pixels, all offsets
+        if first:
+            out[c, stride * out_h:, :, n] = 0
+            out[c, :stride * out_h, stride * out_w:, n] = 0
+        for i in range(kernel):
+            for j in range(kernel):
+                window = out[c, i:i + stride * (out_h - 1) + 1:stride,
+                             j:j + stride * (out_w - 1) + 1:stride, n]
+                if i < first and j < first:
+                    window[...] = cols[c, i, j, :, :, n]
+                else:
+                    window += cols[c, i, j, :, :, n]
+    _in_blocks(add, shape[0], shape[3], cols.size, xp)
     return out
 
 
@@ -195,7 +231,23 @@ def _product_t(xp, a, b):
     times slower in the orientation a @ b^T when m and n are small and N is
     large (measured in ``benchmarks/README.md``), so we ask for its transpose.
     """
-    return xp.matmul(b, a.T).T
+    return parallel.matmul(b, a.T, xp).T
+
+
+def _add_bias(out, b, xp):
+    """out[o, ...] += b[o] in place, for out (C_out, ...), in blocks of channels across the
+    threads (``npvae.parallel``)."""
+    def add(i, j):
+        out[i:j] += b[i:j].reshape(-1, *[1] * (out.ndim - 1))
+    parallel.elementwise(add, out.shape[0], out.size, xp)
+
+
+def _bias_gradient(dout, db, xp):
+    """db[o] = the sum of dout[o] (dout (C_out, ...)), in blocks of channels across the
+    threads (``npvae.parallel``); each channel's sum is the same as summed alone."""
+    def add_up(i, j):
+        dout[i:j].sum(axis=tuple(range(1, dout.ndim)), out=db[i:j])
+    parallel.elementwise(add_up, dout.shape[0], dout.size, xp)
 
 
 def _check_sizes(name, c_in, c_out, kernel, stride, padding, output_padding=0):
@@ -260,10 +312,10 @@ class Conv2D:
             raise ConfigError(f"{self!r}: a {H}x{W} input is smaller than the kernel")
         self.x_shape = x.shape
         # The batch-last forms of im2col and crop (module docstring): same entries, faster.
-        cols = im2col_batch_last(batch_last(x, self.padding), self.kernel, self.stride, Ho, Wo)
+        cols = im2col_batch_last(batch_last(x), self.kernel, self.stride, Ho, Wo, self.padding)
         self.cols = cols.reshape(C * self.kernel ** 2, Ho * Wo * B)
-        out = self.xp.matmul(self.params["W"].reshape(self.c_out, -1), self.cols)
-        out += self.params["b"][:, None]
+        out = parallel.matmul(self.params["W"].reshape(self.c_out, -1), self.cols, self.xp)
+        _add_bias(out, self.params["b"], self.xp)
         return out.reshape(self.c_out, Ho, Wo, B).transpose(3, 0, 1, 2)
 
     def backward(self, dout, need_dx=True):
@@ -277,10 +329,10 @@ class Conv2D:
         Ho, Wo = dout.shape[2:]
         dout2 = dout.transpose(1, 2, 3, 0).reshape(self.c_out, Ho * Wo * B)
         self.grads["W"].reshape(self.c_out, -1)[...] = _product_t(self.xp, dout2, self.cols)
-        dout2.sum(axis=1, out=self.grads["b"])
+        _bias_gradient(dout2, self.grads["b"], self.xp)
         if not need_dx:
             return None
-        dcols = self.xp.matmul(self.params["W"].reshape(self.c_out, -1).T, dout2)
+        dcols = parallel.matmul(self.params["W"].reshape(self.c_out, -1).T, dout2, self.xp)
         p = self.padding
         dx = col2im_batch_last(dcols.reshape(C, self.kernel, self.kernel, Ho, Wo, B),
                                (C, H + 2 * p, W + 2 * p, B), self.stride)
@@ -347,12 +399,12 @@ class ConvTranspose2D:
         self.x_shape = x.shape
         self.x2 = x.transpose(1, 2, 3, 0).reshape(C, H * W * B)
         k, p = self.kernel, self.padding
-        cols = self.xp.matmul(self.params["W"].reshape(C, -1).T, self.x2)
+        cols = parallel.matmul(self.params["W"].reshape(C, -1).T, self.x2, self.xp)
         # The batch-last forms of col2im and crop (module docstring): same entries, faster.
         out = col2im_batch_last(cols.reshape(self.c_out, k, k, H, W, B),
                                 (self.c_out, Ho + 2 * p, Wo + 2 * p, B), self.stride)
-        out = crop_batch_last(out, p)
-        out += self.params["b"][:, None, None]
+        out = crop_batch_last(out, p)  # (B, C_out, Ho, Wo) view of (C_out, Ho, Wo, B)
+        _add_bias(out.transpose(1, 2, 3, 0), self.params["b"], self.xp)
         return out
 
     def backward(self, dout, need_dx=True):
@@ -364,13 +416,13 @@ class ConvTranspose2D:
         """
         B, C, H, W = self.x_shape
         k = self.kernel
-        cols = im2col_batch_last(batch_last(dout, self.padding), k, self.stride, H, W)
+        cols = im2col_batch_last(batch_last(dout), k, self.stride, H, W, self.padding)
         cols = cols.reshape(self.c_out * k * k, H * W * B)
         self.grads["W"].reshape(C, -1)[...] = _product_t(self.xp, self.x2, cols)
-        dout.sum(axis=(0, 2, 3), out=self.grads["b"])
+        _bias_gradient(dout.transpose(1, 2, 3, 0), self.grads["b"], self.xp)
         if not need_dx:
             return None
-        dx = self.xp.matmul(self.params["W"].reshape(C, -1), cols)
+        dx = parallel.matmul(self.params["W"].reshape(C, -1), cols, self.xp)
         return dx.reshape(C, H, W, B).transpose(3, 0, 1, 2)
 
     def __repr__(self):

@@ -11,6 +11,7 @@ Derivations: ``tutorials/derivations.md``, section "Dense layer".
 
 import numpy as np
 
+from . import parallel
 from .activations import ACTIVATIONS
 from .errors import ConfigError
 
@@ -68,7 +69,7 @@ class Dense:
 
     def forward(self, x):
         self.x = x
-        out = self.xp.matmul(x, self.params["W"])
+        out = parallel.matmul(x, self.params["W"], self.xp)
         out += self.params["b"]
         return out
 
@@ -78,9 +79,9 @@ class Dense:
         ``need_dx=False`` skips dx (a first layer's input is data, and
         dout @ W^T would be a fifth of the model's matrix work for nothing).
         """
-        self.xp.matmul(self.x.T, dout, out=self.grads["W"])
+        parallel.matmul(self.x.T, dout, self.xp, out=self.grads["W"])
         dout.sum(axis=0, out=self.grads["b"])
-        return self.xp.matmul(dout, self.params["W"].T) if need_dx else None
+        return parallel.matmul(dout, self.params["W"].T, self.xp) if need_dx else None
 
     def __repr__(self):
         n_in, n_out = self.params["W"].shape

@@ -1,14 +1,19 @@
-"""How many threads npvae's matrix products use: ``--threads N``, ``NPVAE_THREADS``, the default.
+"""How many threads npvae uses: ``--threads N``, ``NPVAE_THREADS``, the default.
 
-NumPy's matrix products run in its BLAS (OpenBLAS in NumPy's wheels), which
-starts one thread per CPU unless told otherwise. On a quiet machine the
-extra threads make the products faster. On a busy one they make everything
-slower: after each product OpenBLAS's idle threads spin, waiting for work,
-on cores that other processes need, and a product cannot finish until its
-slowest thread gets a core. (Measured in ``benchmarks/threads_under_load.py``;
-the README's speed section has the table.)
+With N threads npvae splits its large matrix products and elementwise
+passes into N parts itself (``npvae.parallel``), and keeps NumPy's BLAS
+(OpenBLAS in NumPy's wheels) at one thread. BLAS's own threads are the
+wrong tool here: after each product OpenBLAS's idle threads spin, waiting
+for work, on cores that the next elementwise pass (or another process)
+needs, and a product cannot finish until its slowest thread gets a core.
+npvae's pool threads sleep while they wait, the elementwise passes run in
+parallel too, and the results are the same, bit for bit, with any number
+of threads (each part is the same computation on fewer rows or columns).
+(Measured in ``benchmarks/threads_under_load.py`` and
+``benchmarks/compare_conv_torch.py``; the README's speed section has the
+tables.)
 
-So npvae uses ONE thread unless told otherwise, in this order:
+npvae uses ONE thread unless told otherwise, in this order:
 
 1. ``--threads N`` on ``npvae train``, ``evaluate`` and ``gradcheck``
    (``set_threads``);
@@ -16,21 +21,15 @@ So npvae uses ONE thread unless told otherwise, in this order:
 3. ``auto`` for either: the CPUs idle now, ``default_threads()`` (CPUs less
    the one-minute load average, rounded, at least 1);
 4. a BLAS variable you set yourself (``OPENBLAS_NUM_THREADS`` etc.) is
-   left alone;
+   left alone (and npvae's pool stays at one thread);
 5. otherwise ``DEFAULT_THREADS``, one.
 
 Why one by default (measured by ``benchmarks/threads_under_load.py``, the
 table in README's speed section): on a busy machine one thread is never
-the slow choice (two threads made a training step 2 to 15 times slower
-there), on a quiet 2-core machine it costs about 1.3x against two threads,
-and it makes a run's numbers the same on every machine with the same CPU
-kernels, whatever its core count or load: the thread count changes how
-OpenBLAS splits a product, and so the last bits of float32 results (a
-two-epoch ``fit`` prints 158.8525 with one thread and 158.8526 with two).
-A default that followed the load (``auto``) would make the numbers depend
-on what else was running. On a quiet machine with cores to spare, ask for
-them: ``--threads auto``. A command started from a terminal with more
-threads than idle CPUs says so on stderr, with what to try (``busy_hint``).
+the slow choice (a second thread made a training step 2 to 15 times
+slower there, waiting for a core), while on a quiet machine with cores to
+spare ``--threads auto`` takes them. A default that followed the load
+would decide the speed by what else happened to be running.
 
 BLAS reads its variables once, when NumPy loads, so ``configure`` (called by
 ``import npvae``) sets them when NumPy is not loaded yet; once it is,
@@ -128,17 +127,31 @@ def blas_threads():
 
 
 def set_threads(threads):
-    """Use ``threads`` threads for the matrix products from now on; return it.
+    """Use ``threads`` threads from now on; return it.
 
-    Sets the BLAS variables (for NumPy not yet loaded, and for processes
-    started from this one) and, where NumPy is loaded, OpenBLAS's own count.
+    npvae splits its large products and elementwise passes across that many
+    threads itself (``npvae.parallel``) and keeps BLAS at one thread: the BLAS
+    variables are set to 1 (for NumPy not yet loaded, and for processes
+    started from this one, which get ``NPVAE_THREADS`` too) and, where NumPy
+    is loaded, OpenBLAS's own count.
     """
     threads = parse_threads(threads)
     for name in BLAS_VARIABLES:
-        os.environ[name] = str(threads)
+        os.environ[name] = "1"
+    os.environ[ENVIRONMENT] = str(threads)
     if "numpy" in sys.modules:
-        _call(_SET, ctypes.c_int(threads))
+        _call(_SET, ctypes.c_int(1))
+    if threads > 1 or "npvae.parallel" in sys.modules:
+        from . import parallel  # loads NumPy, now with the BLAS variables set
+
+        parallel.set_workers(threads)
     return threads
+
+
+def current_threads():
+    """The threads npvae splits its work across now (``npvae.parallel``)."""
+    parallel = sys.modules.get("npvae.parallel")
+    return 1 if parallel is None else parallel.workers()
 
 
 def configure():
@@ -156,12 +169,12 @@ def configure():
 def busy_hint(threads=None, idle=None):
     """One line for stderr when ``threads`` BLAS threads start on a machine with fewer CPUs
     idle (``idle``, default ``default_threads()``); None when there is no cause."""
-    threads = blas_threads() if threads is None else threads
+    threads = max(current_threads(), blas_threads() or 1) if threads is None else threads
     idle = default_threads() if idle is None else idle
     if threads is None or threads <= idle:
         return None
-    return (f"npvae: note: only {idle} of {threads} CPUs look idle (load average); the matrix "
-            f"products' {threads} threads will wait for each other. If this runs slowly, try "
+    return (f"npvae: note: only {idle} of {threads} CPUs look idle (load average); npvae's "
+            f"{threads} threads will wait for each other. If this runs slowly, try "
             f"--threads {idle} (or NPVAE_THREADS={idle}, or auto).")
 
 
@@ -184,9 +197,9 @@ def add_threads_flag(subparsers, commands=("train", "evaluate", "gradcheck")):
         parser = subparsers.choices[name]
         parser.add_argument(
             "--threads", type=threads_argument, default=None, metavar="N",
-            help="threads for the matrix products, or auto: the CPUs idle now (default: "
-                 "NPVAE_THREADS, else a BLAS variable you set, else 1; on a quiet machine with "
-                 "cores to spare try --threads auto)")
+            help="threads npvae splits its products and elementwise passes across, or auto: "
+                 "the CPUs idle now (default: NPVAE_THREADS, else 1; the results are the same "
+                 "with any count; on a quiet machine with cores to spare try --threads auto)")
         parser.set_defaults(func=_applying_threads(parser.get_default("func")))
 
 

@@ -131,9 +131,10 @@ def test_batch_last_forms_equal_the_plain_ones_bit_for_bit(case, seed):
     x = rng.standard_normal((B, C, H, W)).astype(np.float32)
     padded = conv.batch_last(x, p)
     np.testing.assert_array_equal(padded, conv.channels_first(x, p).transpose(0, 2, 3, 1))
-    np.testing.assert_array_equal(conv.im2col_batch_last(padded, k, s, Ho, Wo),
-                                  im2col(conv.channels_first(x, p), k, s, Ho, Wo)
-                                  .transpose(0, 1, 2, 4, 5, 3))
+    plain_cols = im2col(conv.channels_first(x, p), k, s, Ho, Wo).transpose(0, 1, 2, 4, 5, 3)
+    np.testing.assert_array_equal(conv.im2col_batch_last(padded, k, s, Ho, Wo), plain_cols)
+    np.testing.assert_array_equal(conv.im2col_batch_last(conv.batch_last(x), k, s, Ho, Wo, p),
+                                  plain_cols)  # the padding done inside
     cols = rng.standard_normal((C, k, k, B, Ho, Wo)).astype(np.float32)
     summed = col2im(cols, (C, B, H + 2 * p, W + 2 * p), s)
     summed_last = conv.col2im_batch_last(np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)),
@@ -304,13 +305,14 @@ def without_crop(crop):
                                 :x.shape[2] - 2 * padding].transpose(3, 0, 1, 2)
 
 
-def without_padding(batch_last):
-    """``batch_last`` that leaves dout at the top-left of the padded frame: the shapes
+def without_padding(im2col_batch_last):
+    """``im2col_batch_last`` that puts dout at the top-left of the padded frame: the shapes
     fit, the windows are shifted."""
-    def unpadded(x, padding=0):
-        shifted = np.zeros_like(batch_last(x, padding))
-        shifted[:, :x.shape[2], :x.shape[3]] = x.transpose(1, 2, 3, 0)
-        return shifted
+    def unpadded(x, kernel, stride, out_h, out_w, padding=0):
+        C, H, W, B = x.shape
+        shifted = np.zeros((C, H + 2 * padding, W + 2 * padding, B), dtype=x.dtype)
+        shifted[:, :H, :W] = x
+        return im2col_batch_last(shifted, kernel, stride, out_h, out_w)
     return unpadded
 
 
@@ -341,7 +343,7 @@ class MissingCropConv2D(Conv2D):
 
 class MissingPaddingConvTranspose2D(ConvTranspose2D):
     """dout not padded before im2col (the crop's adjoint forgotten): windows shifted by p."""
-    backward = backward_with("batch_last", without_padding)
+    backward = backward_with("im2col_batch_last", without_padding)
 
 
 def caught(layer, x, wrong):

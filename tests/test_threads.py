@@ -4,8 +4,9 @@
   without a setting npvae uses one thread (not BLAS's one per CPU), so a
   run's float32 digits depend neither on the machine's load nor on its cores;
 - a busy machine gets a one-line hint naming what to try;
-- ``set_threads`` changes the thread count of NumPy's loaded OpenBLAS (read
-  back from OpenBLAS itself), in a fresh process;
+- ``set_threads(N)`` gives npvae's own pool N threads (``npvae.parallel``) and
+  keeps NumPy's loaded OpenBLAS at one (read back from OpenBLAS itself), in a
+  fresh process;
 - ``NPVAE_THREADS`` (a count or auto) decides at ``import npvae``, before
   NumPy loads; a BLAS variable the user set is left alone; a bad value is a
   one-line error;
@@ -18,7 +19,7 @@ import sys
 
 import pytest
 
-from npvae import cli, threads
+from npvae import cli, parallel, threads
 from npvae.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,31 +75,33 @@ def test_without_a_setting_npvae_uses_one_thread():
         assert result.stdout.split() == ["1", "1"], (first, result.stderr)
 
 
-def test_set_threads_changes_the_loaded_openblas():
+def test_set_threads_sizes_npvaes_pool_and_keeps_openblas_at_one():
     needs_openblas()
     result = run_python("import numpy, sys; from npvae import threads\n"
                         "seen = []\n"
-                        "for n in (1, 2, 1):\n"
-                        "    threads.set_threads(n); seen.append(threads.blas_threads())\n"
-                        "print(seen, threads.os.environ['OPENBLAS_NUM_THREADS'])",
+                        "for n in (1, 3, 1):\n"
+                        "    threads.set_threads(n)\n"
+                        "    seen += [threads.current_threads(), threads.blas_threads()]\n"
+                        "print(*seen, threads.os.environ['OPENBLAS_NUM_THREADS'])",
                         NPVAE_THREADS="2")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[1,", "2,", "1]", "1"]
+    assert result.stdout.split() == ["1", "1", "3", "1", "1", "1", "1"]
 
 
 @pytest.mark.parametrize("value", ["1", "2", "auto"])  # OpenBLAS caps it at the CPUs (2 in CI)
 def test_npvae_threads_decides_at_import(value):
     needs_openblas()
     result = run_python("import npvae, os; from npvae import threads\n"
-                        "print(threads.blas_threads(), os.environ['OMP_NUM_THREADS'])",
+                        "print(threads.current_threads(), threads.blas_threads(), "
+                        "os.environ['OMP_NUM_THREADS'])",
                         NPVAE_THREADS=value)
     assert result.returncode == 0, result.stderr
-    blas, variable = result.stdout.split()
-    assert blas == variable
+    pool, blas, variable = result.stdout.split()
+    assert blas == variable == "1"
     if value != "auto":
-        assert blas == value
+        assert pool == value
     else:  # the idle CPUs when it started: between 1 and the CPUs
-        assert 1 <= int(blas) <= (os.cpu_count() or 1)
+        assert 1 <= int(pool) <= (os.cpu_count() or 1)
 
 
 def test_a_users_blas_variable_is_left_alone():
@@ -120,9 +123,10 @@ def test_a_bad_npvae_threads_is_one_clear_error(value):
 
 @pytest.fixture
 def restore_threads():
-    before = threads.blas_threads()
-    saved = {k: os.environ.get(k) for k in threads.BLAS_VARIABLES}
+    before, pool = threads.blas_threads(), threads.current_threads()
+    saved = {k: os.environ.get(k) for k in threads.BLAS_VARIABLES + (threads.ENVIRONMENT,)}
     yield
+    parallel.set_workers(pool)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -136,8 +140,8 @@ def restore_threads():
 def test_the_commands_apply_threads(n, restore_threads, capsys):
     needs_openblas()
     assert cli.main(["gradcheck", "--preset", "pytorch-example", "--threads", str(n)]) == 0
-    assert threads.blas_threads() == n
-    assert os.environ["OPENBLAS_NUM_THREADS"] == str(n)
+    assert threads.current_threads() == n and threads.blas_threads() == 1
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1" and os.environ["NPVAE_THREADS"] == str(n)
     parser = cli.build_parser()
     for command in ("train", "evaluate"):
         args = parser.parse_args([command, "RUN", "--threads", str(n)] if command == "evaluate"

@@ -1,0 +1,155 @@
+"""npvae's own threads: large matrix products and elementwise passes split across a small pool.
+
+With ``--threads N`` (N > 1) npvae does not hand the threads to its BLAS.
+BLAS stays at one thread, and npvae splits each large piece of work into N
+parts, one per thread, itself:
+
+- a matrix product ``a @ b`` into column blocks of ``b`` (or row blocks of
+  ``a`` when ``a`` has more rows than ``b`` has columns), each part one BLAS
+  call writing its own block of the result (``matmul``);
+- an elementwise pass (an activation, im2col, col2im, Adam) into blocks of
+  its arrays' slowest axis (``split`` and ``run``).
+
+NumPy releases the GIL inside a BLAS call and inside its copies and ufunc
+loops, so the parts run at once. Why not BLAS's own threads: OpenBLAS's
+idle threads spin after each product, on the very core the next
+elementwise pass wants, so a pool beside them makes that pass slower, not
+faster (``benchmarks/README.md``); and a pool thread waiting for work
+sleeps, it does not spin, so it takes no core from other processes. Each
+part is the same computation on fewer rows or columns, so the results are
+the same with any number of threads (``tests/test_parallel.py`` compares
+them bit for bit: every entry of a product is summed over the same inner
+dimension in the same order, and an elementwise pass has nothing to sum).
+
+Work smaller than ``MIN_FLOPS`` (products) or ``MIN_SIZE`` (elementwise
+entries) runs in the calling thread, where handing it over (about 50 us)
+would cost more than it saves. With one thread (npvae's default,
+``npvae.threads``) every function here is the plain NumPy call.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .backend import xp_of
+
+MIN_FLOPS = 1 << 22   # 4 MFLOP: a product smaller than this runs whole, in the caller's thread
+MIN_SIZE = 1 << 16    # entries: an elementwise pass smaller than this runs whole
+
+_workers = 1
+_pool = None
+
+
+def workers():
+    """The threads npvae splits work across (1: no splitting)."""
+    return _workers
+
+
+def set_workers(n):
+    """Split work across ``n`` threads from now on (the caller's and n - 1 in a pool)."""
+    global _workers, _pool
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"workers={n!r} must be at least 1")
+    if n != _workers:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="npvae") if n > 1 else None
+        _workers = n
+    return n
+
+
+def _after_fork():
+    """A forked child has no pool threads: start over with one thread."""
+    global _workers, _pool
+    _workers, _pool = 1, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def split(n, parts=None):
+    """range(n) as up to ``parts`` (default ``workers()``) contiguous (start, stop) ranges,
+    sizes differing by at most one."""
+    parts = max(1, min(n, _workers if parts is None else parts))
+    edges = [n * i // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def run(function, ranges):
+    """``function(start, stop)`` for each of ``ranges``: the first in this thread, the rest in
+    the pool, all finished (or the first error raised) before it returns."""
+    if len(ranges) == 1 or _pool is None:
+        for start, stop in ranges:
+            function(start, stop)
+        return
+    futures = [_pool.submit(function, start, stop) for start, stop in ranges[1:]]
+    try:
+        function(*ranges[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def elementwise(function, n, size, xp=np):
+    """``function(start, stop)`` over blocks of range(n) (an axis of arrays of ``size``
+    entries in all), split across the threads when ``size`` is at least ``MIN_SIZE`` and the
+    arrays are NumPy's; otherwise ``function(0, n)``."""
+    whole = _workers == 1 or xp is not np or size < MIN_SIZE
+    run(function, [(0, n)] if whole else split(n))
+
+
+def apply(function, x, *others):
+    """``function(x, *others)`` for an elementwise ``function`` that takes ``out=``, computed
+    in blocks of x's slowest axis across the threads.
+
+    ``others`` are arrays of x's shape (or scalars). With one thread, or a
+    small or non-NumPy x, it is the single call ``function(x, *others)``.
+    Otherwise the result is allocated with the memory order NumPy's ufuncs
+    would give it (``_like``), so that the blocks fill the same array the
+    single call returns, entry for entry and stride for stride.
+    """
+    if _workers == 1 or xp_of(x) is not np or x.size < MIN_SIZE or x.ndim == 0:
+        return function(x, *others)
+    arrays = [x] + [a for a in others if np.ndim(a)]
+    out = _like(arrays, np.result_type(*arrays))
+    axis = max(range(x.ndim), key=lambda a: abs(out.strides[a]) * (x.shape[a] > 1))
+
+    def block(i, j):
+        index = (slice(None),) * axis + (slice(i, j),)
+        function(x[index], *[a[index] if np.ndim(a) else a for a in others], out=out[index])
+    run(block, split(x.shape[axis]))
+    return out
+
+
+def _like(arrays, dtype):
+    """An empty array of the arrays' shape in the memory order a NumPy ufunc gives its result:
+    the arrays' common order of axes (by stride) where they agree, C order where they do
+    not."""
+    orders = {tuple(sorted(range(a.ndim), key=lambda d: -abs(a.strides[d]) if a.shape[d] > 1
+                           else 0)) for a in arrays}
+    if len(orders) == 1:
+        return np.empty_like(arrays[0], dtype=dtype)
+    return np.empty(arrays[0].shape, dtype=dtype)
+
+
+def matmul(a, b, xp=np, out=None):
+    """a @ b for a (m, k) and b (k, n), split into column (or row) blocks across the threads;
+    written into ``out`` (m, n) when given.
+
+    The same entries as ``xp.matmul(a, b)``: each is the same dot product of
+    k terms, summed by the same BLAS kernel in the same order. Other
+    backends (CuPy) and small products go to ``xp.matmul`` whole.
+    """
+    m, n = a.shape[0], b.shape[1]
+    if _workers == 1 or xp is not np or 2 * m * n * a.shape[1] < MIN_FLOPS:
+        return xp.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((m, n), dtype=np.result_type(a, b))
+    if n >= m:
+        run(lambda i, j: np.matmul(a, b[:, i:j], out=out[:, i:j]), split(n))
+    else:
+        run(lambda i, j: np.matmul(a[i:j], b, out=out[i:j]), split(m))
+    return out

@@ -1,0 +1,137 @@
+"""npvae's own threads (``npvae.parallel``) give the one-thread results bit for bit.
+
+- ``split`` cuts range(n) into contiguous blocks that cover it once;
+- ``run`` calls every block, and an error in a pool thread reaches the caller;
+- ``matmul`` equals ``np.matmul`` entry for entry (compared with ``==``) for
+  the shapes the layers use, split by columns and by rows, into ``out`` or
+  not; a product split along its inner dimension (summed in another order)
+  is not, which shows that the comparison can fail;
+- ``apply`` equals the single ufunc call in entries, dtype and memory order,
+  for the layouts the layers pass (C order, batch-last views, cropped views,
+  mixed);
+- an epoch of ``fit`` on the ``conv`` and ``pytorch-example`` presets ends at
+  the same weights, byte for byte, with 1, 2 and 3 threads.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npvae import parallel
+from npvae.activations import ReLU
+from npvae.config import TrainConfig
+from npvae.optim import Adam
+from npvae.train import fit
+from npvae.vae import VAE
+
+
+@pytest.fixture
+def workers():
+    """Set npvae's pool to n threads inside a test; back to what it was after."""
+    before = parallel.workers()
+    yield parallel.set_workers
+    parallel.set_workers(before)
+
+
+@given(st.integers(0, 500), st.integers(1, 9))
+def test_split_covers_range_once_in_contiguous_blocks(n, parts):
+    ranges = parallel.split(n, parts)
+    assert [i for start, stop in ranges for i in range(start, stop)] == list(range(n))
+    sizes = [stop - start for start, stop in ranges]
+    assert len(ranges) == max(1, min(n, parts)) and max(sizes) - min(sizes) <= 1
+
+
+def test_run_calls_every_block_and_passes_errors_on(workers):
+    workers(3)
+    seen = []
+    parallel.run(lambda i, j: seen.append((i, j)), parallel.split(10))
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+
+    def fails(i, j):
+        if i > 0:
+            raise ValueError(f"block {i}:{j}")
+    with pytest.raises(ValueError, match="block"):
+        parallel.run(fails, parallel.split(10))
+
+
+# (m, k, n) of the layers' products: conv preset (batch 128) and the MLP.
+SHAPES = [(288, 64, 25088), (64, 288, 25088), (288, 25088, 64), (9, 32, 100352),
+          (32, 100352, 9), (128, 784, 400), (784, 128, 400), (128, 400, 784), (7, 5, 3)]
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_matmul_equals_numpy_bit_for_bit(m, k, n, threads, workers):
+    rng = np.random.default_rng(m * n + k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    expected = np.matmul(a, b)
+    workers(threads)
+    np.testing.assert_array_equal(parallel.matmul(a, b), expected)
+    out = np.empty((m, n), dtype=np.float32)
+    assert parallel.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    # transposed views, as the layers pass them (x.T, W.T)
+    np.testing.assert_array_equal(parallel.matmul(np.ascontiguousarray(a.T).T, b), expected)
+
+
+def test_a_product_split_along_its_inner_dimension_is_caught(workers):
+    """Summing the inner dimension in two halves rounds differently: the ``==`` comparison
+    above would fail for such a split."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((288, 25088)).astype(np.float32)
+    b = rng.standard_normal((25088, 64)).astype(np.float32)
+    halves = np.matmul(a[:, :12544], b[:12544]) + np.matmul(a[:, 12544:], b[12544:])
+    assert not np.array_equal(halves, np.matmul(a, b))
+
+
+def layouts(rng):
+    """(x, dout) pairs in the layouts ReLU meets in the models, float32, large enough to split."""
+    bl = rng.standard_normal((32, 28, 28, 128)).astype(np.float32)
+    padded = rng.standard_normal((32, 30, 30, 128)).astype(np.float32)
+    c_order = rng.standard_normal((128, 32, 28, 28)).astype(np.float32)
+    flat = rng.standard_normal((128, 1568)).astype(np.float32)
+    bl_flat = rng.standard_normal((1568, 128)).astype(np.float32)
+    return [
+        (bl.transpose(3, 0, 1, 2), c_order),                         # batch-last, C-order dout
+        (padded[:, 1:29, 1:29].transpose(3, 0, 1, 2), bl.transpose(3, 0, 1, 2)),  # cropped view
+        (c_order, c_order * 2),
+        (flat, bl_flat.T),                                           # Reshape's view of batch-last
+    ]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_relu_forward_and_backward_equal_the_single_call(threads, workers):
+    rng = np.random.default_rng(1)
+    for x, dout in layouts(rng):
+        workers(1)
+        layer = ReLU()
+        out1, dx1 = layer.forward(x), layer.backward(dout)
+        workers(threads)
+        out2, dx2 = layer.forward(x), layer.backward(dout)
+        for one, many in ((out1, out2), (dx1, dx2)):
+            np.testing.assert_array_equal(many, one)
+            assert many.dtype == one.dtype and many.strides == one.strides
+            assert np.array_equal(np.signbit(many), np.signbit(one))  # -0.0 stays -0.0
+
+
+def trained_weights(preset, n_train, threads, workers):
+    workers(threads)
+    config = TrainConfig.from_preset(preset, n_train=n_train, figures=False,
+                                     progress=False).validate()
+    rng = np.random.default_rng(5)
+    x = rng.random((n_train, 784)).astype(np.float32)
+    model = VAE(**config.model_kwargs(784))
+    optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=config.lr)
+    history = fit(model, optimizer, x, epochs=1, batch_size=128, seed=3, log=lambda line: None)
+    return history, hashlib.sha256(model.theta.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("preset, n_train", [("conv", 512), ("pytorch-example", 2048)])
+def test_an_epoch_ends_at_the_same_weights_with_any_thread_count(preset, n_train, workers):
+    one = trained_weights(preset, n_train, 1, workers)
+    for threads in (2, 3):
+        assert trained_weights(preset, n_train, threads, workers) == one, threads
