@@ -49,6 +49,9 @@ def threads_from_argv(argv=None):
         sys.exit(f"--threads must be a positive integer, got {threads!r}")
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
+    # npvae's own count: split across its pool with BLAS at one thread (npvae.parallel); an
+    # --engine from before that pool puts it into its BLAS instead
+    os.environ["NPVAE_THREADS"] = str(threads)
     if "numpy" in sys.modules:
         print(f"warning: NumPy was imported before --threads={threads} was applied; "
               "its BLAS keeps the thread count it started with", file=sys.stderr)
@@ -191,6 +194,16 @@ def openblas_info():
     return info
 
 
+def _npvae_threads():
+    """The threads npvae splits its work across (``npvae.parallel``), or None for an engine
+    without that pool (its BLAS threads are then ``numpy_blas``'s)."""
+    try:
+        from npvae.threads import current_threads
+    except ImportError:
+        return None
+    return current_threads()
+
+
 def machine_info(torch=None):
     """CPU model, core count, library versions and BLAS: what the numbers were measured on."""
     import numpy as np
@@ -213,13 +226,48 @@ def machine_info(torch=None):
         "numpy": np.__version__,
         "numpy_blas": openblas_info(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+        "env": {name: os.environ.get(name) for name in THREAD_VARIABLES + ("NPVAE_THREADS",)},
+        "npvae_threads": _npvae_threads(),
     }
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
         info["torch_blas"] = "MKL" if torch.backends.mkl.is_available() else "other"
     return info
+
+
+class TimedArrayModule:
+    """An array module with its ``matmul`` wrapped (everything else passed through)."""
+
+    def __init__(self, xp, wrap):
+        self._xp = xp
+        self.matmul = wrap(xp.matmul)
+
+    def __getattr__(self, name):
+        return getattr(self._xp, name)
+
+
+def time_products(layers, wrap):
+    """Put ``wrap`` (function -> timed function) around every matrix product ``layers`` make;
+    return a function that takes it off again.
+
+    npvae's layers call ``npvae.parallel.matmul``, which splits a product across npvae's
+    threads: it is wrapped whole, so a product is timed once, by the wall clock, whatever the
+    threads. An --engine from before that module calls ``layer.xp.matmul``: each layer's
+    array module is wrapped instead.
+    """
+    try:
+        import npvae.parallel as parallel
+    except ImportError:
+        parallel = None
+    if parallel is not None:
+        original = parallel.matmul
+        parallel.matmul = wrap(original)
+        return lambda: setattr(parallel, "matmul", original)
+    saved = [(layer, layer.xp) for layer in layers]
+    for layer, xp in saved:
+        layer.xp = TimedArrayModule(xp, wrap)
+    return lambda: [setattr(layer, "xp", xp) for layer, xp in saved]
 
 
 def median(values):

@@ -120,17 +120,6 @@ class Timers:
         return timed
 
 
-class TimedXp:
-    """The layers' array module with its ``matmul`` timed (everything else passed through)."""
-
-    def __init__(self, xp, timers):
-        self._xp = xp
-        self.matmul = timers.wrap("products (matmul)", xp.matmul)
-
-    def __getattr__(self, name):
-        return getattr(self._xp, name)
-
-
 def profile_steps(run, steps):
     """Seconds of ``steps`` training steps of ``run``, split into im2col, products, col2im, rest."""
     import npvae.conv as conv
@@ -143,11 +132,10 @@ def profile_steps(run, steps):
     # The functions the layers call: batch-last since this commit, plain in an older --engine.
     names = (("im2col_batch_last", "col2im_batch_last") if hasattr(conv, "im2col_batch_last")
              else ("im2col", "col2im"))
-    saved = ([getattr(conv, name) for name in names], [layer.xp for layer in layers])
+    saved = [getattr(conv, name) for name in names]
     for phase, name in zip(("im2col", "col2im"), names):
         setattr(conv, name, timers.wrap(phase, getattr(conv, name)))
-    for layer in layers:
-        layer.xp = TimedXp(layer.xp, timers)
+    untime = _common.time_products(layers, lambda f: timers.wrap("products (matmul)", f))
     try:
         shuffle, noise, _ = epoch_generators(run.config.seed, 1000)
         x = run.data.x_train
@@ -158,10 +146,9 @@ def profile_steps(run, steps):
             train_step(run.model, run.optimizer, x[index], rng=noise, check=False)
         total = time.perf_counter() - start
     finally:
-        for name, function in zip(names, saved[0]):
+        for name, function in zip(names, saved):
             setattr(conv, name, function)
-        for layer, xp in zip(layers, saved[1]):
-            layer.xp = xp
+        untime()
     parts = {name: timers.seconds.get(name, 0.0)
              for name in ("im2col", "products (matmul)", "col2im")}
     parts["rest"] = total - sum(parts.values())

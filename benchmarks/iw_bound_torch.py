@@ -195,10 +195,23 @@ def _seconds(fn):
 
 
 def profile_npvae(model, x, k, seed):
+    """npvae's estimator with every ``numpy.matmul`` timed, on ONE thread (a product split
+    across npvae's threads would be timed once per part, in parallel)."""
     from npvae import evaluate
+    try:
+        from npvae import parallel
+    except ImportError:  # an --engine from before npvae's own threads: BLAS's threads
+        parallel = None
 
-    with _common.timed_matmul(CLOCK) as clock:
-        _, seconds, load = timed(lambda: npvae_bounds(model, x, k, seed))
+    threads = parallel.workers() if parallel else 1
+    if parallel:
+        parallel.set_workers(1)
+    try:
+        with _common.timed_matmul(CLOCK) as clock:
+            _, seconds, load = timed(lambda: npvae_bounds(model, x, k, seed))
+    finally:
+        if parallel:
+            parallel.set_workers(threads)
     flops = estimator_flops(model, len(x), k)
     H, D = model.decoder.layers[-1].params["W"].shape
     rows = BATCH * evaluate._default_chunk(model, k, BATCH, plain=False)
@@ -279,14 +292,15 @@ def main(argv=None):
                      " ".join(f"{r['other_load_cpus']:.2f}" for side in runs for r in runs[side])))
     print("npvae's fast estimator against its plain one (k=100) ...", flush=True)
     plain_check = fast_against_plain(model, x_test[:args.examples_plain], 100, args.seed)
-    print("profiling npvae (k=100, numpy.matmul timed) ...", flush=True)
+    print("profiling npvae (k=100, numpy.matmul timed, one thread) ...", flush=True)
     profile = profile_npvae(model, x_test[:args.examples], 100, args.seed)
     _common.print_table(rows, ["k", "examples", "npvae s", "torch s", "npvae/torch", "npvae bound",
                                "torch bound", "max |diff|", "other CPUs (npvae.., torch..)"],
                         title=f"\nimportance-weighted bound, float32, {args.threads} threads, "
                               f"{'CPU' if args.cpu_time else 'wall'} time, "
                               f"torch chunk {torch_chunk}; medians of interleaved runs")
-    print(f"npvae profile (k=100, {profile['examples']} examples): {profile['seconds']:.2f} s, "
+    print(f"npvae profile (k=100, {profile['examples']} examples, one thread): "
+          f"{profile['seconds']:.2f} s, "
           f"matmul {profile['matmul_seconds']:.2f} s ({100 * profile['matmul_share']:.1f}%), "
           f"{profile['gflop']:.0f} GFLOP at {profile['products_gflops']:.0f} GFLOP/s in the "
           f"products; the chunk's sgemm alone {profile['chunk_gemm_alone_gflops']:.0f} GFLOP/s, "

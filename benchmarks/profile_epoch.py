@@ -106,22 +106,14 @@ class Clock:
         return timed
 
 
-class TimedArrayModule:
-    """NumPy, with ``matmul`` timed: the dense layers call ``self.xp.matmul``."""
-
-    def __init__(self, xp, clock):
-        self._xp = xp
-        self.matmul = clock.wrap("matmul", xp.matmul)
-
-    def __getattr__(self, name):
-        return getattr(self._xp, name)
-
-
 def instrument(model, optimizer, clock):
-    """Put timers around the model's and optimizer's pieces (instance attributes only)."""
-    for layer in model.encoder.layers + model.decoder.layers:
+    """Put timers around the model's and optimizer's pieces (instance attributes, and
+    ``npvae.parallel.matmul`` until the function returned is called)."""
+    layers = model.encoder.layers + model.decoder.layers
+    untime = _common.time_products([layer for layer in layers if layer.params],
+                                   lambda f: clock.wrap("matmul", f))
+    for layer in layers:
         if layer.params:
-            layer.xp = TimedArrayModule(layer.xp, clock)
             layer.forward = clock.wrap("dense", layer.forward)
             layer.backward = clock.wrap("dense", layer.backward)
         else:
@@ -132,6 +124,7 @@ def instrument(model, optimizer, clock):
     model.forward = clock.wrap("forward", model.forward)
     model.backward = clock.wrap("backward", model.backward)
     optimizer.step = clock.wrap("optimizer", optimizer.step)
+    return untime
 
 
 def train_epochs(model, optimizer, x_train, orders, batch_size, rng, clock=None):
@@ -211,10 +204,13 @@ def profile_phases(x_train, epochs, batch_size, seed, max_load):
     model = make_model(seed)
     optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=1e-3)
     clock = Clock()
-    instrument(model, optimizer, clock)
+    untime = instrument(model, optimizer, clock)
     orders = _common.epoch_orders(len(x_train), epochs, seed)
-    rows = train_epochs(model, optimizer, x_train, orders, batch_size,
-                        np.random.default_rng(seed), clock)
+    try:
+        rows = train_epochs(model, optimizer, x_train, orders, batch_size,
+                            np.random.default_rng(seed), clock)
+    finally:
+        untime()
     median, clean = clean_medians(rows, ("epoch", *PHASES), max_load)
     return model, rows, median, clean
 

@@ -25,6 +25,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from . import parallel
 from .backend import to_numpy, xp_of
 from .checks import positive_int
 from .cvae import is_conditional, set_condition
@@ -340,7 +341,7 @@ def _weights_function(model, xb, mu, logvar, plain):
         return lambda eps: _log_weights(model, xb, mu, logvar, eps)
     xW = None
     if model.config["likelihood"] == "bernoulli":   # once per batch, not once per chunk
-        xW = model.xp.matmul(xb, model.decoder.layers[-1].params["W"].T)
+        xW = parallel.matmul(xb, model.decoder.layers[-1].params["W"].T, model.xp)
     return lambda eps: _log_weights_fast(model, xb, mu, logvar, eps, xW)
 
 

@@ -16,6 +16,7 @@ Derivations: ``tutorials/derivations.md``, sections "Bernoulli likelihood",
 
 import math
 
+from . import parallel
 from .activations import sigmoid
 from .backend import xp_of
 
@@ -97,13 +98,18 @@ def bernoulli_nll_linear(h, W, b, x, xW=None):
     B, K, H = h.shape
     rows, D = B * K, W.shape[1]
     work = xp.empty((2, rows, D), dtype=h.dtype)
-    logits, t = work[0], work[1]
-    xp.matmul(h.reshape(rows, H), W, out=logits)
-    logits += b
-    xp.abs(logits, out=t)
-    logits += t                                           # 2 max(l, 0)
-    xp.log1p(xp.exp(xp.negative(t, out=t), out=t), out=t)
-    sums = xp.matmul(work.reshape(2 * rows, D), xp.ones(D, dtype=h.dtype)).reshape(2, rows)
+    h_rows = h.reshape(rows, H)
+
+    def terms(i, j):  # rows i..j - 1 (blocks of rows across npvae's threads: npvae.parallel)
+        logits, t = work[0, i:j], work[1, i:j]
+        xp.matmul(h_rows[i:j], W, out=logits)
+        logits += b
+        xp.abs(logits, out=t)
+        logits += t                                       # 2 max(l, 0)
+        xp.log1p(xp.exp(xp.negative(t, out=t), out=t), out=t)
+        xp.matmul(work[:, i:j], ones, out=sums[:, i:j])   # each summed over pixels
+    ones, sums = xp.ones(D, dtype=h.dtype), xp.empty((2, rows), dtype=h.dtype)
+    parallel.elementwise(terms, rows, rows * D, xp)
     nll = 0.5 * sums[0] + sums[1]
     xW = xp.matmul(x, W.T) if xW is None else xW
     data = xp.matmul(h, xW[:, :, None])[..., 0] + xp.matmul(x, b)[:, None]
@@ -140,10 +146,16 @@ def gaussian_nll_linear(h, W, b, x, sigma=1.0):
     xp = xp_of(h)
     B, K, H = h.shape
     D = W.shape[1]
-    diff = xp.matmul(h.reshape(B * K, H), W).reshape(B, K, D)
-    diff += b
-    diff -= x[:, None, :]
-    diff *= diff
+    diff = xp.empty((B, K, D), dtype=xp.result_type(h, W))
+    h_rows = h.reshape(B * K, H)
+
+    def squared(i, j):  # examples i..j - 1 (blocks across npvae's threads: npvae.parallel)
+        d = diff[i:j]
+        xp.matmul(h_rows[i * K:j * K], W, out=d.reshape((j - i) * K, D))
+        d += b
+        d -= x[i:j, None, :]
+        d *= d
+    parallel.elementwise(squared, B, B * K * D, xp)
     squares = xp.matmul(diff.reshape(B * K, D), xp.ones(D, dtype=diff.dtype)).reshape(B, K)
     return squares / (2 * sigma**2) + 0.5 * D * (LOG_2PI + 2 * math.log(sigma))
 
