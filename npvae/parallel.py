@@ -21,9 +21,10 @@ the same with any number of threads (``tests/test_parallel.py`` compares
 them bit for bit: every entry of a product is summed over the same inner
 dimension in the same order, and an elementwise pass has nothing to sum).
 
-Work smaller than ``MIN_FLOPS`` (products) or ``MIN_SIZE`` (elementwise
-entries) runs in the calling thread, where handing it over (about 50 us)
-would cost more than it saves. With one thread (npvae's default,
+Each part gets at least ``MIN_FLOPS`` of a product or ``MIN_SIZE`` entries of
+an elementwise pass, so smaller work runs whole in the calling thread (and
+on a machine with many cores, mid-sized work on only some of them): handing
+a part over costs about 50 us, more than a smaller part saves. With one thread (npvae's default,
 ``npvae.threads``) every function here is the plain NumPy call.
 """
 
@@ -34,8 +35,8 @@ import numpy as np
 
 from .backend import xp_of
 
-MIN_FLOPS = 1 << 22   # 4 MFLOP: a product smaller than this runs whole, in the caller's thread
-MIN_SIZE = 1 << 16    # entries: an elementwise pass smaller than this runs whole
+MIN_FLOPS = 1 << 22   # 4 MFLOP: the least of a product worth a part of its own
+MIN_SIZE = 1 << 16    # entries: the least of an elementwise pass worth a part of its own
 
 _workers = 1
 _pool = None
@@ -94,11 +95,16 @@ def run(function, ranges):
 
 
 def elementwise(function, n, size, xp=np):
-    """``function(start, stop)`` over blocks of range(n) (an axis of arrays of ``size``
-    entries in all), split across the threads when ``size`` is at least ``MIN_SIZE`` and the
-    arrays are NumPy's; otherwise ``function(0, n)``."""
-    whole = _workers == 1 or xp is not np or size < MIN_SIZE
-    run(function, [(0, n)] if whole else split(n))
+    """``function(start, stop)`` over blocks of range(n), an axis of arrays of ``size`` entries
+    in all: one block per ``MIN_SIZE`` entries, at most one per thread; the whole range in
+    one call for arrays that are not NumPy's."""
+    run(function, split(n, _parts(size, MIN_SIZE, xp)))
+
+
+def _parts(work, least, xp=np):
+    """How many parts ``work`` is split into: one per ``least`` of it, at most the threads,
+    one for non-NumPy arrays."""
+    return 1 if _workers == 1 or xp is not np else max(1, min(_workers, int(work // least)))
 
 
 def apply(function, x, *others):
@@ -111,7 +117,8 @@ def apply(function, x, *others):
     would give it (``_like``), so that the blocks fill the same array the
     single call returns, entry for entry and stride for stride.
     """
-    if _workers == 1 or xp_of(x) is not np or x.size < MIN_SIZE or x.ndim == 0:
+    parts = _parts(x.size, MIN_SIZE, xp_of(x))
+    if parts == 1 or x.ndim == 0:
         return function(x, *others)
     arrays = [x] + [a for a in others if np.ndim(a)]
     out = _like(arrays, np.result_type(*arrays))
@@ -120,7 +127,7 @@ def apply(function, x, *others):
     def block(i, j):
         index = (slice(None),) * axis + (slice(i, j),)
         function(x[index], *[a[index] if np.ndim(a) else a for a in others], out=out[index])
-    run(block, split(x.shape[axis]))
+    run(block, split(x.shape[axis], parts))
     return out
 
 
@@ -144,12 +151,13 @@ def matmul(a, b, xp=np, out=None):
     backends (CuPy) and small products go to ``xp.matmul`` whole.
     """
     m, n = a.shape[0], b.shape[1]
-    if _workers == 1 or xp is not np or 2 * m * n * a.shape[1] < MIN_FLOPS:
+    parts = _parts(2 * m * n * a.shape[1], MIN_FLOPS, xp)
+    if parts == 1:
         return xp.matmul(a, b, out=out)
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
     if n >= m:
-        run(lambda i, j: np.matmul(a, b[:, i:j], out=out[:, i:j]), split(n))
+        run(lambda i, j: np.matmul(a, b[:, i:j], out=out[:, i:j]), split(n, parts))
     else:
-        run(lambda i, j: np.matmul(a[i:j], b, out=out[i:j]), split(m))
+        run(lambda i, j: np.matmul(a[i:j], b, out=out[i:j]), split(m, parts))
     return out

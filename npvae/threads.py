@@ -13,7 +13,7 @@ of threads (each part is the same computation on fewer rows or columns).
 ``benchmarks/compare_conv_torch.py``; the README's speed section has the
 tables.)
 
-npvae uses ONE thread unless told otherwise, in this order:
+npvae's thread count is, in this order:
 
 1. ``--threads N`` on ``npvae train``, ``evaluate`` and ``gradcheck``
    (``set_threads``);
@@ -21,15 +21,18 @@ npvae uses ONE thread unless told otherwise, in this order:
 3. ``auto`` for either: the CPUs idle now, ``default_threads()`` (CPUs less
    the one-minute load average, rounded, at least 1);
 4. a BLAS variable you set yourself (``OPENBLAS_NUM_THREADS`` etc.) is
-   left alone (and npvae's pool stays at one thread);
-5. otherwise ``DEFAULT_THREADS``, one.
+   left alone, and npvae's pool stays at one thread;
+5. otherwise ``DEFAULT_THREADS``: ``auto``.
 
-Why one by default (measured by ``benchmarks/threads_under_load.py``, the
-table in README's speed section): on a busy machine one thread is never
-the slow choice (a second thread made a training step 2 to 15 times
-slower there, waiting for a core), while on a quiet machine with cores to
-spare ``--threads auto`` takes them. A default that followed the load
-would decide the speed by what else happened to be running.
+Why ``auto`` (measured by ``benchmarks/threads_under_load.py``, the table in
+README's speed section): on a quiet 2-core machine two threads make a
+training step 1.4 (MLP) to 1.6 (conv) times faster; beside busy processes
+``auto`` counts fewer idle CPUs and takes fewer threads, and a thread too
+many costs little (its pool thread sleeps instead of spinning: at most 8%
+slower in those measurements, where a second OpenBLAS thread cost 2 to 15
+times). And since the results are the same with any thread count, a
+default that follows the load changes how fast a run goes, never its
+numbers.
 
 BLAS reads its variables once, when NumPy loads, so ``configure`` (called by
 ``import npvae``) sets them when NumPy is not loaded yet; once it is,
@@ -43,8 +46,9 @@ import os
 import sys
 
 ENVIRONMENT = "NPVAE_THREADS"
-DEFAULT_THREADS = 1
-"""Threads when neither ``--threads``, ``NPVAE_THREADS`` nor a BLAS variable says otherwise."""
+DEFAULT_THREADS = "auto"
+"""Threads when neither ``--threads``, ``NPVAE_THREADS`` nor a BLAS variable says otherwise:
+the CPUs idle when npvae loads (``default_threads``)."""
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenBLAS's entry points under the names NumPy's and SciPy's wheels build it with.
 _SET = ("openblas_set_num_threads", "openblas_set_num_threads64_",
@@ -127,18 +131,20 @@ def blas_threads():
 
 
 def set_threads(threads):
-    """Use ``threads`` threads from now on; return it.
+    """Use ``threads`` threads from now on (a count or ``auto``); return the count.
 
     npvae splits its large products and elementwise passes across that many
     threads itself (``npvae.parallel``) and keeps BLAS at one thread: the BLAS
     variables are set to 1 (for NumPy not yet loaded, and for processes
-    started from this one, which get ``NPVAE_THREADS`` too) and, where NumPy
-    is loaded, OpenBLAS's own count.
+    started from this one, which get ``NPVAE_THREADS`` too: ``auto`` stays
+    ``auto``, so that they count the idle CPUs anew) and, where NumPy is
+    loaded, OpenBLAS's own count.
     """
+    exported = str(threads).strip().lower()
     threads = parse_threads(threads)
     for name in BLAS_VARIABLES:
         os.environ[name] = "1"
-    os.environ[ENVIRONMENT] = str(threads)
+    os.environ[ENVIRONMENT] = exported if exported == "auto" else str(threads)
     if "numpy" in sys.modules:
         _call(_SET, ctypes.c_int(1))
     if threads > 1 or "npvae.parallel" in sys.modules:

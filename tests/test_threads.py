@@ -1,8 +1,8 @@
 """Threads for the matrix products: ``--threads``, ``NPVAE_THREADS`` and the default.
 
 - ``auto`` is the CPUs idle now (CPUs less the load average, at least 1);
-  without a setting npvae uses one thread (not BLAS's one per CPU), so a
-  run's float32 digits depend neither on the machine's load nor on its cores;
+  without a setting npvae takes ``auto`` threads in its own pool and keeps
+  BLAS at one (not BLAS's one per CPU); processes it starts count anew;
 - a busy machine gets a one-line hint naming what to try;
 - ``set_threads(N)`` gives npvae's own pool N threads (``npvae.parallel``) and
   keeps NumPy's loaded OpenBLAS at one (read back from OpenBLAS itself), in a
@@ -60,19 +60,24 @@ STANDALONE = ("import importlib.util, sys\n"
 """Loads npvae/threads.py alone (without ``import npvae``), to read OpenBLAS's own count."""
 
 
-def test_without_a_setting_npvae_uses_one_thread():
-    """No NPVAE_THREADS, no BLAS variable: ``import npvae`` sets one thread, whatever NumPy
-    alone would start (one per CPU) and whatever the load; also when NumPy came first."""
+def test_without_a_setting_npvae_takes_the_idle_cpus_and_blas_one_thread():
+    """No NPVAE_THREADS, no BLAS variable: ``import npvae`` sets OpenBLAS to one thread,
+    whatever NumPy alone would start (one per CPU), also when NumPy came first, and its own
+    pool to the idle CPUs (``auto``), which processes it starts count again."""
     needs_openblas()
     standalone = STANDALONE.format(path=os.path.join(REPO, "npvae", "threads.py"))
     alone = run_python(standalone + "import numpy; print(t.blas_threads())")
     assert alone.returncode == 0, alone.stderr
     if (os.cpu_count() or 1) > 1:   # else NumPy alone also starts one: nothing to tell apart
-        assert int(alone.stdout) > threads.DEFAULT_THREADS == 1
+        assert int(alone.stdout) > 1
+    assert threads.DEFAULT_THREADS == "auto"
     for first in ("import npvae, numpy", "import numpy, npvae"):
         result = run_python(first + "; import os; from npvae import threads; "
-                            "print(threads.blas_threads(), os.environ['OPENBLAS_NUM_THREADS'])")
-        assert result.stdout.split() == ["1", "1"], (first, result.stderr)
+                            "print(threads.blas_threads(), os.environ['OPENBLAS_NUM_THREADS'], "
+                            "os.environ['NPVAE_THREADS'], threads.current_threads())")
+        blas, variable, exported, pool = result.stdout.split()
+        assert (blas, variable, exported) == ("1", "1", "auto"), (first, result.stderr)
+        assert 1 <= int(pool) <= (os.cpu_count() or 1)
 
 
 def test_set_threads_sizes_npvaes_pool_and_keeps_openblas_at_one():
@@ -104,11 +109,14 @@ def test_npvae_threads_decides_at_import(value):
         assert 1 <= int(pool) <= (os.cpu_count() or 1)
 
 
-def test_a_users_blas_variable_is_left_alone():
+@pytest.mark.parametrize("value", ["1", "2"])
+def test_a_users_blas_variable_is_left_alone(value):
     needs_openblas()
-    result = run_python("import npvae; from npvae import threads; print(threads.blas_threads())",
-                        OPENBLAS_NUM_THREADS="1")
-    assert result.stdout.split() == ["1"], result.stderr
+    result = run_python("import npvae; from npvae import threads; "
+                        "print(threads.blas_threads(), threads.current_threads())",
+                        OPENBLAS_NUM_THREADS=value)
+    expected = min(int(value), os.cpu_count() or 1)  # OpenBLAS caps it at the CPUs
+    assert result.stdout.split() == [str(expected), "1"], result.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", ""])
