@@ -31,7 +31,7 @@ Writes ``results/scaling.json`` and the figure ``results/scaling.png``
 
 ``--threads-axis 1,2,4,8,16`` measures instead how each side gains from
 threads: for each thread count (up to the machine's CPUs), set at run time in
-this one process (``npvae.threads.set_threads`` for NumPy's OpenBLAS,
+this one process (``npvae.threads.set_threads`` for npvae's own pool, BLAS at one thread,
 ``torch.set_num_threads``), ``--examples`` examples of the MLP (784-400-20,
 batch 128) and ``--conv-steps`` steps of the ``conv`` preset (batch 128), each
 side from the same weights on the same batches, interleaved, wall clock;
@@ -171,6 +171,10 @@ def conv_setup(x_train, seed):
 def threads_axis(args, torch):
     """Seconds per step of both sides, MLP and conv, at each thread count; speedups over 1."""
     from npvae.threads import blas_threads, set_threads
+    try:
+        from npvae.threads import current_threads   # npvae's own pool (npvae.parallel)
+    except ImportError:                             # an --engine from before it: BLAS's
+        current_threads = blas_threads
 
     cpus = os.cpu_count() or 1
     counts = [t for t in (int(n) for n in args.threads_axis.split(",")) if t <= cpus]
@@ -207,8 +211,9 @@ def threads_axis(args, torch):
                     times.append((time.perf_counter() - start) / len(batches))
                 loads.append({"loadavg": load, "other_cpus": other.cpus})
             points.append({"threads": threads, "model": model_name, "side": side,
-                           "blas_threads": blas_threads() if side == "npvae"
+                           "threads_used": current_threads() if side == "npvae"
                            else torch.get_num_threads(),
+                           "blas_threads": blas_threads() if side == "npvae" else None,
                            "step_seconds": _common.median(times), "runs": times, "load": loads})
             print(f"  {threads:2d} threads {model_name:4s} {side:5s}: "
                   f"{1e3 * points[-1]['step_seconds']:8.2f} ms/step  (load average "
