@@ -19,20 +19,17 @@ plain forms, with the batch after the channels ((C, B, H, W)), the forms
 ``derivations.md`` and tutorial 12 show.
 
 The layers run the same steps with the batch **last** ((C, H, W, B) in memory,
-``batch_last``, ``im2col_batch_last``, ``col2im_batch_last``): the same
-copies and adds, but each strided slice's innermost run is the B examples of
-one pixel (128 floats a run) instead of one row of Wo pixels (7 to 14
-floats), which NumPy copies 1.5 to 5 times faster (``benchmarks/README.md``);
-and the padding is done inside them (``im2col_batch_last`` writes zeros
-where a window reaches the padding, ``col2im_batch_last`` skips the adds that
-would land there), so no padded copy is made. Each product is still one
-large matrix product, its columns ordered (y, x, n) instead of (n, y, x);
-the arrays a layer returns are (B, C, H, W) views of that memory, and a
-layer that gets such a view takes it back without a copy. With several
-threads, the products and the batch-last passes are split across them
-(``npvae.parallel``). ``tests/test_conv.py`` proves the batch-last functions
-equal the plain ones bit for bit, and the layers equal a plain-form
-reference within float32 rounding (products summed in another order).
+``batch_last``, ``im2col_batch_last``, ``col2im_batch_last``,
+``crop_batch_last``): the same copies and adds, entry for entry, but each
+strided slice's innermost run is the B examples of one pixel (128 floats a
+run) instead of one row of Wo pixels (7 to 14 floats), which NumPy copies 1.5
+to 5 times faster (``benchmarks/README.md``). Each product is still one large
+matrix product, its columns ordered (y, x, n) instead of (n, y, x); the arrays
+a layer returns are (B, C, H, W) views of that memory, and a layer that gets
+such a view takes it back without a copy. ``tests/test_conv.py`` proves the
+batch-last functions equal the plain ones bit for bit, and the layers equal
+a plain-form reference within float32 rounding (products summed in another
+order).
 
 A transposed convolution is the backward (the input gradient) of a
 convolution: ``ConvTranspose2D.forward`` is ``Conv2D``'s dx computation
@@ -185,51 +182,46 @@ def _in_blocks(function, C, B, size, xp):
         parallel.elementwise(lambda i, j: function(slice(None), slice(i, j)), B, size, xp)
 
 
-def col2im_batch_last(cols, shape, stride, padding=0):
-    """``col2im`` with the batch last, ``padding`` cropped off: cols (C, k, k, Ho, Wo, B)
-    added onto a (C, H, W, B) array of ``shape``,
-
-        out[c, stride y + i - padding, stride x' + j - padding, n] += cols[c, i, j, y, x', n]
-
-    for the (y, x') that land inside it, in ``col2im``'s order of offsets (so the
-    sums round alike): ``crop(col2im(...), padding)``'s entries, without the
-    padded array (adds that would land in the padding are never made, as in
-    ``im2col_batch_last``, ``_inside``).
+def col2im_batch_last(cols, shape, stride):
+    """``col2im`` with the batch last: cols (C, k, k, Ho, Wo, B) added onto a (C, Hp, Wp, B)
+    array of ``shape``, out[c, stride y + i, stride x' + j, n] += cols[c, i, j, y, x', n],
+    in ``col2im``'s order of offsets (so the sums round alike).
 
     With kernel >= stride, the first stride x stride offsets (i, j < stride)
     land on disjoint pixels that together cover the top-left stride Ho x
-    stride Wo pixels of the padded frame, and each is the first offset to
-    reach its pixels: so they are copied there instead of added onto zeros
-    (0 + a = a; only a -0.0 may come out as 0.0 in ``col2im``), and only the
-    pixels they miss are zeroed. That saves a zeroing pass and stride^2 reads
-    of ``out``. Each thread (``npvae.parallel``) does all of this for its
-    block of channels (or of examples), which no other block's offsets reach.
+    stride Wo pixels, and each is the first offset to reach its pixels: so
+    they are copied there instead of added onto zeros (0 + a = a; only a
+    -0.0 may come out as 0.0 in ``col2im``), and only the pixels they miss
+    are zeroed. That saves a zeroing pass and stride^2 reads of ``out``.
+    Each thread (``npvae.parallel``) does all of this for its block of
+    channels (or of examples), which no other block's offsets reach.
     """
     xp = xp_of(cols)
     kernel, out_h, out_w = cols.shape[1], cols.shape[3], cols.shape[4]
-    H, W = shape[1], shape[2]
     first = stride if kernel >= stride else 0
     out = xp.empty(shape, dtype=cols.dtype) if first else xp.zeros(shape, dtype=cols.dtype)
-    # the pixels the first offsets cover: rows and columns before these
-    top = min(H, max(0, stride * out_h - padding))
-    left = min(W, max(0, stride * out_w - padding))
 
     def add(c, n):  # channels c, examples n: their pixels, all offsets
         if first:
-            out[c, top:, :, n] = 0
-            out[c, :top, left:, n] = 0
+            out[c, stride * out_h:, :, n] = 0
+            out[c, :stride * out_h, stride * out_w:, n] = 0
         for i in range(kernel):
-            y0, y1, row = _inside(H, out_h, i, stride, padding)
             for j in range(kernel):
-                x0, x1, col = _inside(W, out_w, j, stride, padding)
-                window = out[c, row:row + stride * (y1 - y0 - 1) + 1:stride,
-                             col:col + stride * (x1 - x0 - 1) + 1:stride, n]
+                window = out[c, i:i + stride * (out_h - 1) + 1:stride,
+                             j:j + stride * (out_w - 1) + 1:stride, n]
                 if i < first and j < first:
-                    window[...] = cols[c, i, j, y0:y1, x0:x1, n]
+                    window[...] = cols[c, i, j, :, :, n]
                 else:
-                    window += cols[c, i, j, y0:y1, x0:x1, n]
+                    window += cols[c, i, j, :, :, n]
     _in_blocks(add, shape[0], shape[3], cols.size, xp)
     return out
+
+
+def crop_batch_last(x, padding):
+    """x (C, Hp, Wp, B) without ``padding`` rows and columns on each side, as (B, C, H, W)."""
+    if padding:
+        x = x[:, padding:x.shape[1] - padding, padding:x.shape[2] - padding]
+    return x.transpose(3, 0, 1, 2)
 
 
 def _product_t(xp, a, b):
@@ -341,9 +333,10 @@ class Conv2D:
         if not need_dx:
             return None
         dcols = parallel.matmul(self.params["W"].reshape(self.c_out, -1).T, dout2, self.xp)
+        p = self.padding
         dx = col2im_batch_last(dcols.reshape(C, self.kernel, self.kernel, Ho, Wo, B),
-                               (C, H, W, B), self.stride, self.padding)
-        return dx.transpose(3, 0, 1, 2)
+                               (C, H + 2 * p, W + 2 * p, B), self.stride)
+        return crop_batch_last(dx, p)
 
     def __repr__(self):
         return (f"Conv2D({self.c_in}, {self.c_out}, {self.kernel}, stride={self.stride}, "
@@ -409,9 +402,10 @@ class ConvTranspose2D:
         cols = parallel.matmul(self.params["W"].reshape(C, -1).T, self.x2, self.xp)
         # The batch-last forms of col2im and crop (module docstring): same entries, faster.
         out = col2im_batch_last(cols.reshape(self.c_out, k, k, H, W, B),
-                                (self.c_out, Ho, Wo, B), self.stride, p)
-        _add_bias(out, self.params["b"], self.xp)
-        return out.transpose(3, 0, 1, 2)
+                                (self.c_out, Ho + 2 * p, Wo + 2 * p, B), self.stride)
+        out = crop_batch_last(out, p)  # (B, C_out, Ho, Wo) view of (C_out, Ho, Wo, B)
+        _add_bias(out.transpose(1, 2, 3, 0), self.params["b"], self.xp)
+        return out
 
     def backward(self, dout, need_dx=True):
         """Fill ``grads`` from dout (B, C_out, Ho, Wo); return dx (B, C_in, H, W), or None.

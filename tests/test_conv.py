@@ -123,8 +123,8 @@ def test_im2col_and_col2im_are_adjoint(case, seed):
 
 @given(conv_cases(), seeds)
 def test_batch_last_forms_equal_the_plain_ones_bit_for_bit(case, seed):
-    """The layers' batch-last im2col and col2im, with the padding and the crop done inside
-    them, give the plain functions' entries exactly (float32, ``==``): the same copies, the same adds in the same order."""
+    """The layers' batch-last im2col, col2im, padding and crop give the plain functions'
+    entries exactly (float32, ``==``): the same copies, the same adds in the same order."""
     (_, _, k, s, p), (B, C, H, W) = case
     rng = np.random.default_rng(seed)
     Ho, Wo = conv.conv_output_size(H, k, s, p), conv.conv_output_size(W, k, s, p)
@@ -140,9 +140,7 @@ def test_batch_last_forms_equal_the_plain_ones_bit_for_bit(case, seed):
     summed_last = conv.col2im_batch_last(np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)),
                                          (C, H + 2 * p, W + 2 * p, B), s)
     np.testing.assert_array_equal(summed_last, summed.transpose(0, 2, 3, 1))
-    cropped = conv.col2im_batch_last(np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)),
-                                     (C, H, W, B), s, p)   # the crop done inside
-    np.testing.assert_array_equal(cropped.transpose(3, 0, 1, 2), conv.crop(summed, p))
+    np.testing.assert_array_equal(conv.crop_batch_last(summed_last, p), conv.crop(summed, p))
 
 
 def plain_conv2d(layer, x, dout):
@@ -301,14 +299,10 @@ def with_stride_one(function):
     return wrong
 
 
-def without_crop(col2im_batch_last):
-    """``col2im_batch_last`` that sums onto the padded frame and keeps its top-left corner:
-    the padding not cropped off."""
-    def uncropped(cols, shape, stride, padding=0):
-        C, H, W, B = shape
-        full = col2im_batch_last(cols, (C, H + 2 * padding, W + 2 * padding, B), stride)
-        return full[:, :H, :W]
-    return uncropped
+def without_crop(crop):
+    """``crop_batch_last`` that takes the top-left corner of the padded gradient instead."""
+    return lambda x, padding: x[:, :x.shape[1] - 2 * padding,
+                                :x.shape[2] - 2 * padding].transpose(3, 0, 1, 2)
 
 
 def without_padding(im2col_batch_last):
@@ -344,7 +338,7 @@ class WrongStrideConvTranspose2D(ConvTranspose2D):
 
 class MissingCropConv2D(Conv2D):
     """dx taken from the top-left corner of the padded gradient: the padding not cropped off."""
-    backward = backward_with("col2im_batch_last", without_crop)
+    backward = backward_with("crop_batch_last", without_crop)
 
 
 class MissingPaddingConvTranspose2D(ConvTranspose2D):
