@@ -1,10 +1,11 @@
-"""Which thread count to default to: training steps with 1 and 2+ BLAS threads, idle and busy.
+"""Which thread count to default to: training steps with 1 and 2+ threads, idle and busy.
 
 For each number of busy processes (``--busy 0,1,2``: this script starts that
 many pure-Python busy loops, as other users' jobs would be, and ends them by
 their process ids) and each thread count (``--thread-counts 1,2``), a fresh
 Python process sets its threads with ``npvae.threads.set_threads`` before
-NumPy loads and times ``--steps`` training steps of the ``pytorch-example``
+NumPy loads (npvae's own pool, BLAS at one thread: ``npvae.parallel``; the
+same script on an older checkout measured BLAS's threads) and times ``--steps`` training steps of the ``pytorch-example``
 MLP and ``--conv-steps`` of the ``conv`` preset (``npvae.train.train_step``,
 batch 128, float32, after two warm-up steps): wall seconds and CPU seconds.
 Also the thread count ``npvae.threads.default_threads()`` picks under each
@@ -45,7 +46,8 @@ from npvae.vae import VAE
 
 rng = np.random.default_rng(0)
 x = rng.random((128, 784), dtype=np.float32)
-result = {{"blas_threads": threads.blas_threads()}}
+result = {{"blas_threads": threads.blas_threads(),
+          "npvae_threads": getattr(threads, "current_threads", threads.blas_threads)()}}
 for preset, steps in (("pytorch-example", {steps}), ("conv", {conv_steps})):
     config = TrainConfig.from_preset(preset, figures=False, progress=False)
     model = VAE(**config.model_kwargs(784))
@@ -91,7 +93,7 @@ def main(argv=None):
     parser.add_argument("--busy", default="0,1,2",
                         help="numbers of busy-loop processes to run beside (default 0,1,2)")
     parser.add_argument("--thread-counts", default=None,
-                        help="BLAS thread counts (default: 1 and this machine's CPUs)")
+                        help="thread counts (default: 1 and this machine's CPUs)")
     parser.add_argument("--steps", type=int, default=100, help="MLP steps per row (default 100)")
     parser.add_argument("--conv-steps", type=int, default=10,
                         help="conv steps per row (default 10)")
@@ -115,7 +117,8 @@ def main(argv=None):
                           "other_cpus": monitor.cpus, "default_would_pick": default_threads(),
                           **result}
                 records.append(record)
-                rows.append((busy, threads, result["blas_threads"], f"{load:.1f}",
+                rows.append((busy, threads, result["npvae_threads"], result["blas_threads"],
+                             f"{load:.1f}",
                              f"{monitor.cpus:.2f}",
                              result["pytorch-example"]["wall_ms"],
                              result["pytorch-example"]["cpu_ms"],
@@ -125,7 +128,7 @@ def main(argv=None):
             for loop in loops:
                 loop.kill()
                 loop.wait()
-    _common.print_table(rows, ["busy loops", "threads", "BLAS reports", "load avg",
+    _common.print_table(rows, ["busy loops", "threads", "npvae's", "BLAS's", "load avg",
                                "other CPUs", "MLP ms/step (wall)", "MLP CPU ms",
                                "conv ms/step (wall)", "conv CPU ms"],
                         title=f"\ntraining steps, batch 128, {cpus} CPUs")
