@@ -256,10 +256,9 @@ def time_products(layers, wrap):
     threads. An --engine from before that module calls ``layer.xp.matmul``: each layer's
     array module is wrapped instead.
     """
-    try:
-        import npvae.parallel as parallel
-    except ImportError:
-        parallel = None
+    # the pool the engine's layers call (not merely importable: an editable install finds
+    # npvae.parallel beside an --engine that predates it)
+    parallel = getattr(sys.modules.get("npvae.layers"), "parallel", None)
     if parallel is not None:
         original = parallel.matmul
         parallel.matmul = wrap(original)

@@ -198,10 +198,8 @@ def profile_npvae(model, x, k, seed):
     """npvae's estimator with every ``numpy.matmul`` timed, on ONE thread (a product split
     across npvae's threads would be timed once per part, in parallel)."""
     from npvae import evaluate
-    try:
-        from npvae import parallel
-    except ImportError:  # an --engine from before npvae's own threads: BLAS's threads
-        parallel = None
+    # npvae's pool, where the engine has one (an --engine from before it: BLAS's threads)
+    parallel = getattr(sys.modules.get("npvae.layers"), "parallel", None)
 
     threads = parallel.workers() if parallel else 1
     if parallel:
