@@ -251,18 +251,20 @@ def time_products(layers, wrap):
     """Put ``wrap`` (function -> timed function) around every matrix product ``layers`` make;
     return a function that takes it off again.
 
-    npvae's layers call ``npvae.parallel.matmul``, which splits a product across npvae's
-    threads: it is wrapped whole, so a product is timed once, by the wall clock, whatever the
-    threads. An --engine from before that module calls ``layer.xp.matmul``: each layer's
-    array module is wrapped instead.
+    npvae's layers call ``npvae.parallel.matmul`` and ``matmuls``, which share products out
+    across npvae's threads: ``matmuls`` (which ``matmul`` calls) is wrapped whole, so the
+    products are timed once, by the wall clock, whatever the threads. An --engine from
+    before that module calls ``layer.xp.matmul``: each layer's array module is wrapped
+    instead.
     """
     # the pool the engine's layers call (not merely importable: an editable install finds
     # npvae.parallel beside an --engine that predates it)
     parallel = getattr(sys.modules.get("npvae.layers"), "parallel", None)
-    if parallel is not None:
-        original = parallel.matmul
-        parallel.matmul = wrap(original)
-        return lambda: setattr(parallel, "matmul", original)
+    if parallel is not None:  # every product goes through matmuls (matmul calls it)
+        name = "matmuls" if hasattr(parallel, "matmuls") else "matmul"
+        original = getattr(parallel, name)
+        setattr(parallel, name, wrap(original))
+        return lambda: setattr(parallel, name, original)
     saved = [(layer, layer.xp) for layer in layers]
     for layer, xp in saved:
         layer.xp = TimedArrayModule(xp, wrap)

@@ -224,14 +224,15 @@ def crop_batch_last(x, padding):
     return x.transpose(3, 0, 1, 2)
 
 
-def _product_t(xp, a, b):
-    """a @ b^T for a (m, N), b (n, N) with N large (a weight gradient), as (b @ a^T)^T.
+def _product_t(a, b):
+    """a @ b^T for a (m, N), b (n, N) with N large (a weight gradient), asked for as
+    (b @ a^T)^T: the pair (b, a^T) to multiply, whose product is then transposed.
 
     The same product; but OpenBLAS (0.3.31, two threads) computes it up to ten
     times slower in the orientation a @ b^T when m and n are small and N is
     large (measured in ``benchmarks/README.md``), so we ask for its transpose.
     """
-    return parallel.matmul(b, a.T, xp).T
+    return b, a.T
 
 
 def _add_bias(out, b, xp):
@@ -328,11 +329,16 @@ class Conv2D:
         B, C, H, W = self.x_shape
         Ho, Wo = dout.shape[2:]
         dout2 = dout.transpose(1, 2, 3, 0).reshape(self.c_out, Ho * Wo * B)
-        self.grads["W"].reshape(self.c_out, -1)[...] = _product_t(self.xp, dout2, self.cols)
+        products = [(*_product_t(dout2, self.cols), None)]              # dW^T = cols dout2^T
+        if need_dx:
+            products.append((self.params["W"].reshape(self.c_out, -1).T, dout2, None))  # dcols
+        # independent products: at once, across npvae's threads (npvae.parallel)
+        products = parallel.matmuls(products, self.xp)
+        self.grads["W"].reshape(self.c_out, -1)[...] = products[0].T
         _bias_gradient(dout2, self.grads["b"], self.xp)
         if not need_dx:
             return None
-        dcols = parallel.matmul(self.params["W"].reshape(self.c_out, -1).T, dout2, self.xp)
+        dcols = products[1]
         p = self.padding
         dx = col2im_batch_last(dcols.reshape(C, self.kernel, self.kernel, Ho, Wo, B),
                                (C, H + 2 * p, W + 2 * p, B), self.stride)
@@ -418,12 +424,16 @@ class ConvTranspose2D:
         k = self.kernel
         cols = im2col_batch_last(batch_last(dout), k, self.stride, H, W, self.padding)
         cols = cols.reshape(self.c_out * k * k, H * W * B)
-        self.grads["W"].reshape(C, -1)[...] = _product_t(self.xp, self.x2, cols)
+        products = [(*_product_t(self.x2, cols), None)]                 # dW^T = cols x2^T
+        if need_dx:
+            products.append((self.params["W"].reshape(C, -1), cols, None))  # dx = W2 cols
+        # independent products: at once, across npvae's threads (npvae.parallel)
+        products = parallel.matmuls(products, self.xp)
+        self.grads["W"].reshape(C, -1)[...] = products[0].T
         _bias_gradient(dout.transpose(1, 2, 3, 0), self.grads["b"], self.xp)
         if not need_dx:
             return None
-        dx = parallel.matmul(self.params["W"].reshape(C, -1), cols, self.xp)
-        return dx.reshape(C, H, W, B).transpose(3, 0, 1, 2)
+        return products[1].reshape(C, H, W, B).transpose(3, 0, 1, 2)
 
     def __repr__(self):
         return (f"ConvTranspose2D({self.c_in}, {self.c_out}, {self.kernel}, "

@@ -79,9 +79,13 @@ class Dense:
         ``need_dx=False`` skips dx (a first layer's input is data, and
         dout @ W^T would be a fifth of the model's matrix work for nothing).
         """
-        parallel.matmul(self.x.T, dout, self.xp, out=self.grads["W"])
+        products = [(self.x.T, dout, self.grads["W"])]               # dW = x^T dout
+        if need_dx:
+            products.append((dout, self.params["W"].T, None))        # dx = dout W^T
+        # two independent products: at once, across npvae's threads (npvae.parallel)
+        products = parallel.matmuls(products, self.xp)
         dout.sum(axis=0, out=self.grads["b"])
-        return parallel.matmul(dout, self.params["W"].T, self.xp) if need_dx else None
+        return products[1] if need_dx else None
 
     def __repr__(self):
         n_in, n_out = self.params["W"].shape

@@ -6,9 +6,13 @@ parts, one per thread, itself:
 
 - a matrix product ``a @ b`` into column blocks of ``b`` (or row blocks of
   ``a`` when ``a`` has more rows than ``b`` has columns), each part one BLAS
-  call writing its own block of the result (``matmul``);
-- an elementwise pass (an activation, im2col, col2im, Adam) into blocks of
-  its arrays' slowest axis (``split`` and ``run``).
+  call writing its own block of the result (``matmul``); independent
+  products, such as a layer's dW and dx, side by side, each whole on a
+  thread of its own when there are as many products as threads
+  (``matmuls``);
+- an elementwise pass (ReLU, im2col, col2im, a bias, Adam's blocks, the
+  importance-weighted bound's likelihood) into blocks of rows, channels or
+  examples (``elementwise``, ``apply``).
 
 NumPy releases the GIL inside a BLAS call and inside its copies and ufunc
 loops, so the parts run at once. Why not BLAS's own threads: OpenBLAS's
@@ -24,12 +28,14 @@ dimension in the same order, and an elementwise pass has nothing to sum).
 Each part gets at least ``MIN_FLOPS`` of a product or ``MIN_SIZE`` entries of
 an elementwise pass, so smaller work runs whole in the calling thread (and
 on a machine with many cores, mid-sized work on only some of them): handing
-a part over costs about 50 us, more than a smaller part saves. With one thread (npvae's default,
-``npvae.threads``) every function here is the plain NumPy call.
+a part over costs about 50 us, more than a smaller part saves. With one
+thread (``--threads 1``; the default is the idle CPUs, ``npvae.threads``)
+every function here is the plain NumPy call.
 """
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
@@ -82,13 +88,19 @@ def split(n, parts=None):
 def run(function, ranges):
     """``function(start, stop)`` for each of ``ranges``: the first in this thread, the rest in
     the pool, all finished (or the first error raised) before it returns."""
-    if len(ranges) == 1 or _pool is None:
-        for start, stop in ranges:
-            function(start, stop)
+    _run_all([partial(function, start, stop) for start, stop in ranges])
+
+
+def _run_all(calls):
+    """Each of ``calls`` (no arguments): the first in this thread, the rest in the pool; all
+    finished (or the first error raised) before it returns."""
+    if len(calls) == 1 or _pool is None:
+        for call in calls:
+            call()
         return
-    futures = [_pool.submit(function, start, stop) for start, stop in ranges[1:]]
+    futures = [_pool.submit(call) for call in calls[1:]]
     try:
-        function(*ranges[0])
+        calls[0]()
     finally:
         for future in futures:
             future.result()
@@ -150,14 +162,36 @@ def matmul(a, b, xp=np, out=None):
     k terms, summed by the same BLAS kernel in the same order. Other
     backends (CuPy) and small products go to ``xp.matmul`` whole.
     """
+    return matmuls([(a, b, out)], xp)[0]
+
+
+def matmuls(products, xp=np):
+    """[a @ b for (a, b, out) in ``products``] (each into ``out`` unless it is None):
+    independent products computed at once across the threads.
+
+    The threads are shared out in proportion to the products' work, so two
+    equal products on two threads run whole, side by side (a layer's dW and
+    dx: no product is cut smaller than it is), and on more threads each is
+    split into blocks as ``matmul`` splits one. The same entries as
+    ``xp.matmul`` of each, whole.
+    """
+    flops = [2 * a.shape[0] * b.shape[1] * a.shape[1] for a, b, _ in products]
+    if _parts(sum(flops), MIN_FLOPS, xp) == 1:
+        return [xp.matmul(a, b, out=out) for a, b, out in products]
+    outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) if out is None
+            else out for a, b, out in products]
+    calls = []
+    for (a, b, _), out, work in zip(products, outs, flops):
+        share = max(1, round(_workers * work / sum(flops)))
+        calls += _blocks(a, b, out, min(share, _parts(work, MIN_FLOPS)))
+    _run_all(calls)
+    return outs
+
+
+def _blocks(a, b, out, parts):
+    """The calls that fill out = a @ b in ``parts`` blocks: of b's columns, or of a's rows
+    when a has more rows than b has columns."""
     m, n = a.shape[0], b.shape[1]
-    parts = _parts(2 * m * n * a.shape[1], MIN_FLOPS, xp)
-    if parts == 1:
-        return xp.matmul(a, b, out=out)
-    if out is None:
-        out = np.empty((m, n), dtype=np.result_type(a, b))
     if n >= m:
-        run(lambda i, j: np.matmul(a, b[:, i:j], out=out[:, i:j]), split(n, parts))
-    else:
-        run(lambda i, j: np.matmul(a[i:j], b, out=out[i:j]), split(m, parts))
-    return out
+        return [partial(np.matmul, a, b[:, i:j], out=out[:, i:j]) for i, j in split(n, parts)]
+    return [partial(np.matmul, a[i:j], b, out=out[i:j]) for i, j in split(m, parts)]

@@ -4,7 +4,7 @@
 - ``run`` calls every block, and an error in a pool thread reaches the caller;
 - ``matmul`` equals ``np.matmul`` entry for entry (compared with ``==``) for
   the shapes the layers use, split by columns and by rows, into ``out`` or
-  not; a product split along its inner dimension (summed in another order)
+  not; so does ``matmuls`` (independent products side by side); a product split along its inner dimension (summed in another order)
   is not, which shows that the comparison can fail;
 - ``apply`` equals the single ufunc call in entries, dtype and memory order,
   for the layouts the layers pass (C order, batch-last views, cropped views,
@@ -78,6 +78,23 @@ def test_matmul_equals_numpy_bit_for_bit(m, k, n, threads, workers):
     np.testing.assert_array_equal(out, expected)
     # transposed views, as the layers pass them (x.T, W.T)
     np.testing.assert_array_equal(parallel.matmul(np.ascontiguousarray(a.T).T, b), expected)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_independent_products_side_by_side_equal_numpy_bit_for_bit(threads, workers):
+    """``matmuls``: a layer's dW and dx at once (whole, or split when threads are left over),
+    each the same entries as its own ``np.matmul``; one into a given ``out``."""
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((128, 784)).astype(np.float32)
+    dout = rng.standard_normal((128, 400)).astype(np.float32)
+    W = rng.standard_normal((784, 400)).astype(np.float32)
+    expected = [np.matmul(x.T, dout), np.matmul(dout, W.T)]
+    workers(threads)
+    dW = np.empty((784, 400), dtype=np.float32)
+    got = parallel.matmuls([(x.T, dout, dW), (dout, W.T, None)])
+    assert got[0] is dW
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
 
 
 def test_a_product_split_along_its_inner_dimension_is_caught(workers):
