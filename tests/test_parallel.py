@@ -16,6 +16,9 @@
 """
 
 import hashlib
+import os
+import select
+import signal
 
 import numpy as np
 import pytest
@@ -28,6 +31,7 @@ from npvae.config import TrainConfig
 from npvae.optim import Adam
 from npvae.train import fit
 from npvae.vae import VAE
+from tests.timeouts import safety_net
 
 
 @pytest.fixture
@@ -169,3 +173,28 @@ def test_the_importance_weighted_log_weights_are_the_same_with_any_thread_count(
         seen.append(iw_log_weights(model, x, 30, np.random.default_rng(4)))
     for other in seen[1:]:
         np.testing.assert_array_equal(other, seen[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_computes_on_one_thread_without_hanging(workers):
+    """A child forked while the pool has threads (multiprocessing's default on Linux) has
+    none of them: it falls back to one thread, where waiting on the parent's pool would hang."""
+    workers(2)
+    a = np.random.default_rng(0).standard_normal((256, 784)).astype(np.float32)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running pytest's teardown
+        try:
+            ok = parallel.workers() == 1 and np.array_equal(parallel.matmul(a, a.T), a @ a.T)
+            os.write(write, b"ok" if ok else b"wrong")
+        finally:
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], safety_net(120))  # a net against a hang
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read() if ready else b"hung"
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
+    assert parallel.workers() == 2  # the parent keeps its pool
