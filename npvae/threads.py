@@ -10,7 +10,7 @@ npvae's pool threads sleep while they wait, the elementwise passes run in
 parallel too, and the results are the same, bit for bit, with any number
 of threads (each part is the same computation on fewer rows or columns).
 (Measured in ``benchmarks/threads_under_load.py`` and
-``benchmarks/compare_conv_torch.py``; the README's speed section has the
+``benchmarks/compare_conv_torch.py``; the guide's section on threads has the
 tables.)
 
 npvae's thread count is, in this order:
@@ -24,15 +24,16 @@ npvae's thread count is, in this order:
    left alone, and npvae's pool stays at one thread;
 5. otherwise ``DEFAULT_THREADS``: ``auto``.
 
-Why ``auto`` (measured by ``benchmarks/threads_under_load.py``, the table in
-README's speed section): on a quiet 2-core machine two threads make a
-training step 1.4 (MLP) to 1.6 (conv) times faster; beside busy processes
-``auto`` counts fewer idle CPUs and takes fewer threads, and a thread too
-many costs little (its pool thread sleeps instead of spinning: at most 8%
-slower in those measurements, where a second OpenBLAS thread cost 2 to 15
-times). And since the results are the same with any thread count, a
-default that follows the load changes how fast a run goes, never its
-numbers.
+Why ``auto`` (measured by ``benchmarks/threads_under_load.py``; the table is
+in the guide's section on threads): on a quiet 2-core machine two threads
+make a training step 1.3 to 1.5 (MLP) and 1.5 to 1.6 (conv) times faster;
+beside busy processes ``auto`` counts fewer idle CPUs and takes fewer
+threads, and a thread too many costs far less than OpenBLAS's did (its pool
+thread sleeps instead of spinning): beside one busy loop 4 to 14% slower,
+beside two from 32% slower (MLP) to 20% faster (conv), where a second
+OpenBLAS thread cost 2 to 15 times. And since the results are the same with
+any thread count, a default that follows the load changes how fast a run
+goes, never its numbers.
 
 BLAS reads its variables once, when NumPy loads, so ``configure`` (called by
 ``import npvae``) sets them when NumPy is not loaded yet; once it is,
