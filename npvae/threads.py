@@ -87,7 +87,7 @@ def parse_threads(value, source="--threads"):
         threads = 0
     if threads < 1:
         raise ConfigError(f"{source}={value!r} must be a positive integer or auto (threads "
-                          "for the matrix products)")
+                          "npvae splits its work across)")
     return threads
 
 
@@ -205,8 +205,8 @@ def add_threads_flag(subparsers, commands=("train", "evaluate", "gradcheck")):
         parser.add_argument(
             "--threads", type=threads_argument, default=None, metavar="N",
             help="threads npvae splits its products and elementwise passes across, or auto: "
-                 "the CPUs idle now (default: NPVAE_THREADS, else 1; the results are the same "
-                 "with any count; on a quiet machine with cores to spare try --threads auto)")
+                 "the CPUs idle now (default: NPVAE_THREADS, else auto; the results are the "
+                 "same with any count; if training is slow beside other jobs, try --threads 1)")
         parser.set_defaults(func=_applying_threads(parser.get_default("func")))
 
 

@@ -1,4 +1,4 @@
-"""Threads for the matrix products: ``--threads``, ``NPVAE_THREADS`` and the default.
+"""Threads: ``--threads``, ``NPVAE_THREADS`` and the default (npvae's own pool, BLAS at one).
 
 - ``auto`` is the CPUs idle now (CPUs less the load average, at least 1);
   without a setting npvae takes ``auto`` threads in its own pool and keeps
