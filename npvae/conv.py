@@ -26,10 +26,13 @@ run) instead of one row of Wo pixels (7 to 14 floats), which NumPy copies 1.5
 to 5 times faster (``benchmarks/README.md``). Each product is still one large
 matrix product, its columns ordered (y, x, n) instead of (n, y, x); the arrays
 a layer returns are (B, C, H, W) views of that memory, and a layer that gets
-such a view takes it back without a copy. ``tests/test_conv.py`` proves the
-batch-last functions equal the plain ones bit for bit, and the layers equal
-a plain-form reference within float32 rounding (products summed in another
-order).
+such a view takes it back without a copy. ``im2col_batch_last`` does the
+padding itself (zeros where a window reaches it), so no padded copy of the
+input is made. With several threads the products and the batch-last passes
+are shared out across them (``npvae.parallel``), with the same results.
+``tests/test_conv.py`` proves the batch-last functions equal the plain ones
+bit for bit, and the layers equal a plain-form reference within float32
+rounding (products summed in another order).
 
 A transposed convolution is the backward (the input gradient) of a
 convolution: ``ConvTranspose2D.forward`` is ``Conv2D``'s dx computation
