@@ -121,20 +121,12 @@ def crop(x, padding):
     return x.transpose(1, 0, 2, 3)
 
 
-def batch_last(x, padding=0):
-    """x (B, C, H, W) as a (C, H + 2p, W + 2p, B) array, zero-padded by ``padding``.
-
-    ``channels_first`` with the batch moved last. Without padding it is a view
-    of ``x`` (contiguous when ``x`` is a layer's output).
+def batch_last(x):
+    """x (B, C, H, W) as a (C, H, W, B) view: ``channels_first`` with the batch moved last
+    (contiguous when ``x`` is a layer's output). Its padding is done by
+    ``im2col_batch_last`` and cropped by ``crop_batch_last``.
     """
-    xp = xp_of(x)
-    x = x.transpose(1, 2, 3, 0)
-    if not padding:
-        return x
-    C, H, W, B = x.shape
-    padded = xp.zeros((C, H + 2 * padding, W + 2 * padding, B), dtype=x.dtype)
-    padded[:, padding:padding + H, padding:padding + W] = x
-    return padded
+    return x.transpose(1, 2, 3, 0)
 
 
 def im2col_batch_last(x, kernel, stride, out_h, out_w, padding=0):
@@ -143,21 +135,22 @@ def im2col_batch_last(x, kernel, stride, out_h, out_w, padding=0):
 
     cols[c, i, j, y, x', n] = xpad[c, stride y + i, stride x' + j, n], the
     entries of ``im2col``'s cols[c, i, j, n, y, x'], with xpad = x padded by
-    ``padding`` (``batch_last(x, padding)``). The padded copy is never made:
-    each offset copies the pixels it reaches inside x and writes zeros where
-    it reaches the padding (``_inside``). Reshaped to (C k k, Ho Wo B). With
-    several threads (``npvae.parallel``) each copies its block of channels
-    (or of examples, ``_in_blocks``).
+    ``padding`` (``channels_first``'s padding, the batch last). The padded
+    copy is never made: each offset copies the pixels it reaches inside x and
+    writes zeros where it reaches the padding (``_inside``). Reshaped to
+    (C k k, Ho Wo B). With several threads (``npvae.parallel``) each copies
+    its block of channels (or of examples, ``_in_blocks``).
     """
     xp = xp_of(x)
     C, H, W, B = x.shape
     cols = xp.empty((C, kernel, kernel, out_h, out_w, B), dtype=x.dtype)
 
+    rows = [_inside(H, out_h, i, stride, padding) for i in range(kernel)]
+    columns = [_inside(W, out_w, j, stride, padding) for j in range(kernel)]
+
     def copy(c, n):  # channels c, examples n
-        for i in range(kernel):
-            y0, y1, row = _inside(H, out_h, i, stride, padding)
-            for j in range(kernel):
-                x0, x1, col = _inside(W, out_w, j, stride, padding)
+        for i, (y0, y1, row) in enumerate(rows):
+            for j, (x0, x1, col) in enumerate(columns):
                 window = cols[c, i, j, :, :, n]  # (channels, Ho, Wo, examples)
                 window[:, y0:y1, x0:x1] = x[c, row:row + stride * (y1 - y0 - 1) + 1:stride,
                                             col:col + stride * (x1 - x0 - 1) + 1:stride, n]

@@ -98,6 +98,7 @@ def bernoulli_nll_linear(h, W, b, x, xW=None):
     B, K, H = h.shape
     rows, D = B * K, W.shape[1]
     work = xp.empty((2, rows, D), dtype=h.dtype)
+    ones, sums = xp.ones(D, dtype=h.dtype), xp.empty((2, rows), dtype=h.dtype)
     h_rows = h.reshape(rows, H)
 
     def terms(i, j):  # rows i..j - 1 (blocks of rows across npvae's threads: npvae.parallel)
@@ -108,7 +109,6 @@ def bernoulli_nll_linear(h, W, b, x, xW=None):
         logits += t                                       # 2 max(l, 0)
         xp.log1p(xp.exp(xp.negative(t, out=t), out=t), out=t)
         xp.matmul(work[:, i:j], ones, out=sums[:, i:j])   # each summed over pixels
-    ones, sums = xp.ones(D, dtype=h.dtype), xp.empty((2, rows), dtype=h.dtype)
     parallel.elementwise(terms, rows, rows * D, xp)
     nll = 0.5 * sums[0] + sums[1]
     xW = xp.matmul(x, W.T) if xW is None else xW
