@@ -247,6 +247,14 @@ class TimedArrayModule:
         return getattr(self._xp, name)
 
 
+def engine_pool():
+    """``npvae.parallel`` as the measured engine's layers call it, or None for an --engine
+    from before that module (its threads are BLAS's). Looked up through the loaded
+    ``npvae.layers``, not imported: an editable install would find this checkout's
+    ``npvae.parallel`` beside an older engine."""
+    return getattr(sys.modules.get("npvae.layers"), "parallel", None)
+
+
 def time_products(layers, wrap):
     """Put ``wrap`` (function -> timed function) around every matrix product ``layers`` make;
     return a function that takes it off again.
@@ -257,9 +265,7 @@ def time_products(layers, wrap):
     before that module calls ``layer.xp.matmul``: each layer's array module is wrapped
     instead.
     """
-    # the pool the engine's layers call (not merely importable: an editable install finds
-    # npvae.parallel beside an --engine that predates it)
-    parallel = getattr(sys.modules.get("npvae.layers"), "parallel", None)
+    parallel = engine_pool()
     if parallel is not None:  # every product goes through matmuls (matmul calls it)
         name = "matmuls" if hasattr(parallel, "matmuls") else "matmul"
         original = getattr(parallel, name)

@@ -198,8 +198,7 @@ def profile_npvae(model, x, k, seed):
     """npvae's estimator with every ``numpy.matmul`` timed, on ONE thread (a product split
     across npvae's threads would be timed once per part, in parallel)."""
     from npvae import evaluate
-    # npvae's pool, where the engine has one (an --engine from before it: BLAS's threads)
-    parallel = getattr(sys.modules.get("npvae.layers"), "parallel", None)
+    parallel = _common.engine_pool()
 
     threads = parallel.workers() if parallel else 1
     if parallel:
