@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import LeakyReLU, ReLU
-from .backend import to_numpy
+from .backend import to_numpy, xp_of
 from .errors import ConfigError
 from .vae import parameter_shapes
 
@@ -109,7 +109,7 @@ def central_differences(f, x, h=DEFAULT_H, sides=None, base=None, progress=None)
     grad = np.zeros(x.shape, dtype=np.float64)
     crossed = np.zeros(x.shape, dtype=bool)
     flat = x.reshape(-1)  # a view: writing to it perturbs x
-    if not np.shares_memory(flat, x):
+    if not xp_of(x).shares_memory(flat, x):
         raise ValueError("numerical_gradient needs a contiguous array to perturb")
     for j in range(flat.size):
         saved = flat[j].copy()
@@ -252,7 +252,7 @@ def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL, *, y=Non
     for k, p in model.params.items():
         numeric, crossed = central_differences(loss, p, h, sides, base, tick)
         kept = ~crossed
-        results.append(CheckResult(k, rel_error(analytic[k][kept], numeric[kept], floor), tol,
+        results.append(CheckResult(k, rel_error(to_numpy(analytic[k])[kept], numeric[kept], floor), tol,
                                    int(crossed.sum()), int(p.size)))
     return results
 
@@ -365,11 +365,12 @@ def biases_off_zero(model, rng, scale=0.1):
 
     Zero biases (He and Glorot init) put a unit whose inputs are all zero
     (ReLUs all off) exactly at its kink, where a central difference is
-    meaningless: a check is made at a generic point instead.
+    meaningless: a check is made at a generic point instead. The draws are
+    made on the host and moved to the parameters' backend.
     """
     for name, p in model.params.items():
         if name.endswith(".b"):
-            p += rng.normal(0.0, scale, p.shape)
+            p += xp_of(p).asarray(rng.normal(0.0, scale, p.shape))
 
 
 def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL, objective="elbo",
@@ -407,10 +408,11 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
                           f"the loss, more than a check of {MAX_CHECKED_PARAMETERS:,} parameters can "
                           "finish: lower the hidden sizes or --x-dim")
     model = model_from_config(**{**config, "dtype": "float64"}, seed=seed)   # (at most 8 MB)
+    xp = model.xp   # the draws below are made on the host and moved to the model's backend
     if vq:   # the codes held at the nearest; vqvae.check_gradients says what each is checked on
         rng = np.random.default_rng(seed)
         biases_off_zero(model, rng)
-        x = rng.random((batch, model.x_dim))
+        x = xp.asarray(rng.random((batch, model.x_dim)))
         # Every code restarted at an encoder output: z_q of z_e's size rather than the initial
         # +-0.05, which leaves the decoder's first units all on one side of their kinks.
         q = model.quantizer
@@ -421,9 +423,9 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     check_step(model, k, batch)
     rng = np.random.default_rng(seed)
     biases_off_zero(model, rng)
-    x = rng.random((batch, model.x_dim))
+    x = xp.asarray(rng.random((batch, model.x_dim)))
     width = getattr(model, "noise_dim", model.latent)   # npvae.hvae: every layer's noise
-    eps = rng.standard_normal((batch, width) if own else (k, batch, width))
+    eps = xp.asarray(rng.standard_normal((batch, width) if own else (k, batch, width)))
     y = rng.integers(0, model.n_classes, batch) if is_conditional(model) else None
     return model, check_model(model, x, eps, h=h, tol=tol, y=y, objective=loss,
                               progress=progress)

@@ -20,6 +20,16 @@ def _unwrap(v):
     return v
 
 
+def _refuse_host_arrays(args):
+    """Raise TypeError, as CuPy does, where a NumPy array meets a device array."""
+    for v in args:
+        if isinstance(v, (list, tuple)):
+            _refuse_host_arrays(v)
+        elif isinstance(v, np.ndarray):
+            raise TypeError("a NumPy array mixed with StrictArrays (CuPy refuses this: "
+                            "move it with xp.asarray first)")
+
+
 def _wrap(v):
     return StrictArray(v) if isinstance(v, np.ndarray) or isinstance(v, np.generic) else v
 
@@ -76,6 +86,7 @@ class StrictArray:
 
     def _binary(name):
         def op(self, other):
+            _refuse_host_arrays([other])
             return _wrap(getattr(self.a, name)(_unwrap(other)))
         return op
 
@@ -86,6 +97,7 @@ class StrictArray:
 
     def _inplace(name):
         def op(self, other):
+            _refuse_host_arrays([other])
             getattr(self.a, name)(_unwrap(other))
             return self
         return op
@@ -102,8 +114,13 @@ class StrictArray:
     del _method, _binary, _inplace, _name
 
 
+HOST_INPUTS = ("asarray", "ascontiguousarray")   # the functions that take NumPy arrays, as CuPy's
+
+
 def _function(name):
     def f(*args, **kwargs):
+        if name not in HOST_INPUTS:
+            _refuse_host_arrays([*args, *kwargs.values()])
         kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
         return _wrap(getattr(np, name)(*_unwrap(args), **kwargs))
     f.__name__ = name
@@ -133,7 +150,7 @@ def make_module():
                  "zeros", "zeros_like", "empty", "empty_like", "ones", "full", "asarray", "vdot",
                  "isfinite", "all", "any", "sum", "arange", "stack", "clip", "logaddexp",
                  "square", "log", "negative", "transpose", "ascontiguousarray",
-                 "moveaxis", "bincount", "broadcast_to"):
+                 "moveaxis", "bincount", "broadcast_to", "shares_memory"):
         setattr(xp, name, _function(name))
     xp.finfo, xp.float32, xp.float64, xp.ndarray = np.finfo, np.float32, np.float64, StrictArray
     xp.random = types.SimpleNamespace(default_rng=_Generator)

@@ -26,6 +26,13 @@ def test_stand_in_refuses_numpy(strict_backend):
         np.asarray(x)
     with pytest.raises(TypeError):
         np.concatenate([x, x])
+    # CuPy also refuses a NumPy array as the other operand ("Unsupported type"), in place or not
+    host = np.ones(3)
+    for mix in (lambda: x + host, lambda: x.__iadd__(host), lambda: get_xp("strict").add(x, host)):
+        with pytest.raises(TypeError, match="NumPy array mixed"):
+            mix()
+    x += 1.0   # a Python scalar is fine, as in CuPy
+    assert float(x.sum()) == 3.0
 
 
 @pytest.mark.parametrize("likelihood, activation", [("bernoulli", "relu"), ("gaussian", "tanh"),
@@ -47,6 +54,30 @@ def test_training_step_through_stand_in_matches_numpy(likelihood, activation, st
     np.testing.assert_array_equal(results["numpy"][0], results["strict"][0])
     assert results["numpy"][1] == results["strict"][1]
     np.testing.assert_array_equal(results["numpy"][2], results["strict"][2])
+
+
+@pytest.mark.parametrize("preset", ["pytorch-example", "conv", "burda-iwae", "cvae"])
+def test_gradient_check_of_a_preset_runs_on_the_stand_in(preset, strict_backend):
+    """``check_architecture`` (``npvae gradcheck``, ``benchmarks/gpu_check.py``) on a device
+    backend: its draws (biases, x, eps) move to the model's backend, and every relative error
+    equals NumPy's. It once added host draws to device biases, which CuPy refuses."""
+    from npvae.config import N_CLASSES
+    from npvae.gradcheck import check_architecture, shrink_architecture
+    from npvae.presets import get_preset
+
+    spec = get_preset(preset)
+    extra = {"n_classes": N_CLASSES} if spec["training"].get("conditional") else {}
+    objective = {"objective": spec["training"].get("objective", "elbo"),
+                 "k": spec["training"].get("k", 1)}
+    errors = {}
+    for backend in ("numpy", strict_backend.name):
+        config = shrink_architecture({"x_dim": 784, **spec["model"], **extra, "backend": backend},
+                                     20)
+        model, results = check_architecture(config, **objective)
+        assert xp_of(model.theta) is get_xp(backend)
+        assert all(r.ok for r in results)
+        errors[backend] = [(r.name, r.rel_error, r.skipped) for r in results]
+    assert errors["numpy"] == errors[strict_backend.name]
 
 
 def test_unknown_backend_is_a_clear_error():
