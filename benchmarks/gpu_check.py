@@ -59,6 +59,18 @@ def backend_or_skip(name):
     return xp, lambda: None
 
 
+def gpu_info(xp):
+    """The CUDA device's name and memory, and CuPy's and CUDA's versions."""
+    try:
+        props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
+        name = props["name"]
+    except Exception as err:   # a CuPy without these calls: the JSON still gets written
+        return {"error": repr(err), "cupy": xp.__version__}
+    return {"name": name.decode() if isinstance(name, bytes) else str(name),
+            "memory_gib": props["totalGlobalMem"] / 2 ** 30, "cupy": xp.__version__,
+            "cuda_runtime": xp.cuda.runtime.runtimeGetVersion()}
+
+
 def gradient_checks(backend):
     """Every preset's shrunk float64 architecture checked on ``backend``: one row per preset."""
     from npvae.config import N_CLASSES
@@ -224,6 +236,7 @@ def main(argv=None):
           f"MLP's epoch: {bound['bound']:.3f} nats in {bound['seconds']:.2f} s")
     _common.write_json("gpu_check" if args.backend == "cupy" else "gpu_check_numpy_smoke",
                        {"args": vars(args), "machine": _common.machine_info(torch),
+                        "gpu": gpu_info(xp) if args.backend == "cupy" else None,
                         "torch_device": device, "gradient_checks": checks, "epochs": rows,
                         "iw_bound": bound}, args.out)
     return 0 if all(r["all_ok"] for r in checks) else 1

@@ -171,8 +171,8 @@ def _inside(size, out, offset, stride, padding):
 
 def _in_blocks(function, C, B, size, xp):
     """``function(c, n)`` over blocks of channels c (slices), or of examples n when there are
-    fewer channels than threads; one call with everything for small work (``npvae.parallel``)."""
-    if C >= parallel.workers():
+    fewer channels than parts; one call with everything for small work (``npvae.parallel``)."""
+    if C >= parallel.pass_parts():
         parallel.elementwise(lambda i, j: function(slice(i, j), slice(None)), C, size, xp)
     else:
         parallel.elementwise(lambda i, j: function(slice(None), slice(i, j)), B, size, xp)

@@ -118,7 +118,7 @@ class Adam:
             # The blocks are shared out across npvae's threads (npvae.parallel),
             # each part with its own scratch.
             block = _block(theta)
-            parts = parallel.split(-(-theta.size // block))
+            parts = parallel.split(-(-theta.size // block), parallel.pass_parts())
             scratch = self._scratch(k, len(parts))
             first_block = {first: p for p, (first, _) in enumerate(parts)}
 

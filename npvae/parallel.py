@@ -29,8 +29,15 @@ Each part gets at least ``MIN_FLOPS`` of a product or ``MIN_SIZE`` entries of
 an elementwise pass, so smaller work runs whole in the calling thread (and
 on a machine with many cores, mid-sized work on only some of them): handing
 a part over costs about 50 us, more than a smaller part saves. With one
-thread (``--threads 1``; the default is the idle CPUs, ``npvae.threads``)
-every function here is the plain NumPy call.
+thread (``--threads 1``; the default is the idle CPUs, at most 4:
+``npvae.threads``) every function here is the plain NumPy call.
+
+An elementwise pass is split into at most ``MAX_PASS_PARTS`` parts, however
+many threads there are. Such passes are bound by memory bandwidth, which a
+few cores already use up: on a 16-core Xeon at 16 threads, passes split 16
+ways made the conv preset's step 67 ms, at most 4 ways 58 ms
+(``python benchmarks/pool_parts.py``, ``results/pool_parts_16cpu.json``).
+Products keep all the threads.
 """
 
 import os
@@ -43,6 +50,7 @@ from .backend import xp_of
 
 MIN_FLOPS = 1 << 22   # 4 MFLOP: the least of a product worth a part of its own
 MIN_SIZE = 1 << 16    # entries: the least of an elementwise pass worth a part of its own
+MAX_PASS_PARTS = 4    # the most parts an elementwise pass is split into (see the docstring)
 
 _workers = 1
 _pool = None
@@ -108,15 +116,22 @@ def _run_all(calls):
 
 def elementwise(function, n, size, xp=np):
     """``function(start, stop)`` over blocks of range(n), an axis of arrays of ``size`` entries
-    in all: one block per ``MIN_SIZE`` entries, at most one per thread; the whole range in
+    in all: one block per ``MIN_SIZE`` entries, at most ``pass_parts()``; the whole range in
     one call for arrays that are not NumPy's."""
-    run(function, split(n, _parts(size, MIN_SIZE, xp)))
+    run(function, split(n, _parts(size, MIN_SIZE, xp, MAX_PASS_PARTS)))
 
 
-def _parts(work, least, xp=np):
-    """How many parts ``work`` is split into: one per ``least`` of it, at most the threads,
-    one for non-NumPy arrays."""
-    return 1 if _workers == 1 or xp is not np else max(1, min(_workers, int(work // least)))
+def pass_parts():
+    """The most parts an elementwise pass is split into now: the threads, at most
+    ``MAX_PASS_PARTS``."""
+    return min(_workers, MAX_PASS_PARTS)
+
+
+def _parts(work, least, xp=np, most=None):
+    """How many parts ``work`` is split into: one per ``least`` of it, at most the threads
+    (and at most ``most``), one for non-NumPy arrays."""
+    most = _workers if most is None else min(_workers, most)
+    return 1 if _workers == 1 or xp is not np else max(1, min(most, int(work // least)))
 
 
 def apply(function, x, *others):
@@ -129,7 +144,7 @@ def apply(function, x, *others):
     would give it (``_like``), so that the blocks fill the same array the
     single call returns, entry for entry and stride for stride.
     """
-    parts = _parts(x.size, MIN_SIZE, xp_of(x))
+    parts = _parts(x.size, MIN_SIZE, xp_of(x), MAX_PASS_PARTS)
     if parts == 1 or x.ndim == 0:
         return function(x, *others)
     arrays = [x] + [a for a in others if np.ndim(a)]

@@ -19,7 +19,8 @@ npvae's thread count is, in this order:
    (``set_threads``);
 2. the environment variable ``NPVAE_THREADS=N``;
 3. ``auto`` for either: the CPUs idle now, ``default_threads()`` (CPUs less
-   the one-minute load average, rounded, at least 1);
+   the one-minute load average, rounded, at least 1), and at most
+   ``AUTO_MOST_THREADS`` (4);
 4. a BLAS variable you set yourself (``OPENBLAS_NUM_THREADS`` etc.) is
    left alone, and npvae's pool stays at one thread;
 5. otherwise ``DEFAULT_THREADS``: ``auto``.
@@ -33,7 +34,10 @@ thread sleeps instead of spinning): beside one busy loop 4 to 14% slower,
 beside two from 32% slower (MLP) to 20% faster (conv), where a second
 OpenBLAS thread cost 2 to 15 times. And since the results are the same with
 any thread count, a default that follows the load changes how fast a run
-goes, never its numbers.
+goes, never its numbers. Why at most 4: on a 16-core Xeon
+(``benchmarks/scaling.py --threads-axis``, ``results/scaling_threads_16cpu.json``)
+the MLP's step took 4.1 ms at 4 threads, 5.7 at 8 and 6.6 at 16, and the conv
+preset's 48 ms at 4 and at 8 and 57 at 16; ``--threads N`` still takes more.
 
 BLAS reads its variables once, when NumPy loads, so ``configure`` (called by
 ``import npvae``) sets them when NumPy is not loaded yet; once it is,
@@ -49,7 +53,9 @@ import sys
 ENVIRONMENT = "NPVAE_THREADS"
 DEFAULT_THREADS = "auto"
 """Threads when neither ``--threads``, ``NPVAE_THREADS`` nor a BLAS variable says otherwise:
-the CPUs idle when npvae loads (``default_threads``)."""
+the CPUs idle when npvae loads, at most ``AUTO_MOST_THREADS`` (``default_threads``)."""
+AUTO_MOST_THREADS = 4
+"""The most threads ``auto`` takes: the presets' training steps gain nothing beyond."""
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenBLAS's entry points under the names NumPy's and SciPy's wheels build it with.
 _SET = ("openblas_set_num_threads", "openblas_set_num_threads64_",
@@ -58,6 +64,12 @@ _GET = tuple(name.replace("_set_", "_get_") for name in _SET)
 
 
 def default_threads(cpus=None, load=None):
+    """``auto``'s thread count: the CPUs idle now (``idle_cpus``), at most
+    ``AUTO_MOST_THREADS``."""
+    return min(AUTO_MOST_THREADS, idle_cpus(cpus, load))
+
+
+def idle_cpus(cpus=None, load=None):
     """The CPUs idle now: ``cpus`` less the one-minute load average, rounded, at least 1.
 
     ``cpus`` defaults to the CPUs this process may use, ``load`` to
@@ -175,9 +187,9 @@ def configure():
 
 def busy_hint(threads=None, idle=None):
     """One line for stderr when ``threads`` BLAS threads start on a machine with fewer CPUs
-    idle (``idle``, default ``default_threads()``); None when there is no cause."""
+    idle (``idle``, default ``idle_cpus()``); None when there is no cause."""
     threads = max(current_threads(), blas_threads() or 1) if threads is None else threads
-    idle = default_threads() if idle is None else idle
+    idle = idle_cpus() if idle is None else idle
     if threads is None or threads <= idle:
         return None
     return (f"npvae: note: only {idle} of {threads} CPUs look idle (load average); npvae's "
@@ -205,8 +217,9 @@ def add_threads_flag(subparsers, commands=("train", "evaluate", "gradcheck")):
         parser.add_argument(
             "--threads", type=threads_argument, default=None, metavar="N",
             help="threads npvae splits its products and elementwise passes across, or auto: "
-                 "the CPUs idle now (default: NPVAE_THREADS, else auto; the results are the "
-                 "same with any count; if training is slow beside other jobs, try --threads 1)")
+                 "the CPUs idle now, at most 4 (default: NPVAE_THREADS, else auto; the results "
+                 "are the same with any count; if training is slow beside other jobs, try "
+                 "--threads 1)")
         parser.set_defaults(func=_applying_threads(parser.get_default("func")))
 
 

@@ -65,6 +65,29 @@ def test_run_calls_every_block_and_passes_errors_on(workers):
         parallel.run(fails, parallel.split(10))
 
 
+def test_passes_take_at_most_max_pass_parts_and_products_every_thread(workers, monkeypatch):
+    """On many threads an elementwise pass is cut into at most MAX_PASS_PARTS parts (memory
+    bound: more parts were slower on 16 cores), a large product into one part per thread."""
+    workers(8)
+    parts = []
+
+    def run_all(calls):
+        parts.append(len(calls))
+        for call in calls:
+            call()
+    monkeypatch.setattr(parallel, "_run_all", run_all)
+    big = 64 * parallel.MIN_SIZE
+    parallel.elementwise(lambda i, j: None, 64, big)
+    x = np.random.default_rng(0).standard_normal((64, big // 64)).astype(np.float32)
+    np.testing.assert_array_equal(parallel.apply(np.maximum, x, 0), np.maximum(x, 0))
+    a, b = (np.ones(shape, np.float32) for shape in ((288, 64), (64, 25088)))
+    np.testing.assert_array_equal(parallel.matmul(a, b), a @ b)
+    assert parts == [parallel.MAX_PASS_PARTS, parallel.MAX_PASS_PARTS, 8]
+    assert parallel.pass_parts() == parallel.MAX_PASS_PARTS == 4
+    workers(3)
+    assert parallel.pass_parts() == 3
+
+
 # (m, k, n) of the layers' products: conv preset (batch 128) and the MLP.
 SHAPES = [(288, 64, 25088), (64, 288, 25088), (288, 25088, 64), (9, 32, 100352),
           (32, 100352, 9), (128, 784, 400), (784, 128, 400), (128, 400, 784), (7, 5, 3)]
@@ -158,7 +181,7 @@ def trained_weights(preset, n_train, threads, workers):
 @pytest.mark.parametrize("preset, n_train", [("conv", 512), ("pytorch-example", 2048)])
 def test_an_epoch_ends_at_the_same_weights_with_any_thread_count(preset, n_train, workers):
     one = trained_weights(preset, n_train, 1, workers)
-    for threads in (2, 3):
+    for threads in (2, 3, 8):   # 8: products in 8 parts, passes in MAX_PASS_PARTS
         assert trained_weights(preset, n_train, threads, workers) == one, threads
 
 
