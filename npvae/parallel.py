@@ -29,14 +29,15 @@ Each part gets at least ``MIN_FLOPS`` of a product or ``MIN_SIZE`` entries of
 an elementwise pass, so smaller work runs whole in the calling thread (and
 on a machine with many cores, mid-sized work on only some of them): handing
 a part over costs about 50 us, more than a smaller part saves. With one
-thread (``--threads 1``; the default is the idle CPUs, at most 4:
+thread (``--threads 1``; the default is the idle CPUs, at most 8:
 ``npvae.threads``) every function here is the plain NumPy call.
 
 An elementwise pass is split into at most ``MAX_PASS_PARTS`` parts, however
 many threads there are. Such passes are bound by memory bandwidth, which a
-few cores already use up: on a 16-core Xeon at 16 threads, passes split 16
-ways made the conv preset's step 67 ms, at most 4 ways 58 ms
-(``python benchmarks/pool_parts.py``, ``results/pool_parts_16cpu.json``).
+few cores already use up: on a 16-core Xeon, passes split across all the
+threads made the conv preset's step 54 ms at 8 threads and 67 at 16, passes
+in at most 4 parts 47 and 58 ms (``python benchmarks/pool_parts.py``,
+``results/pool_parts_16cpu.json``; the MLP's 4.7 and 5.8 against 4.4 and 5.3).
 Products keep all the threads.
 """
 

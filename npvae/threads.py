@@ -20,7 +20,7 @@ npvae's thread count is, in this order:
 2. the environment variable ``NPVAE_THREADS=N``;
 3. ``auto`` for either: the CPUs idle now, ``default_threads()`` (CPUs less
    the one-minute load average, rounded, at least 1), and at most
-   ``AUTO_MOST_THREADS`` (4);
+   ``AUTO_MOST_THREADS`` (8);
 4. a BLAS variable you set yourself (``OPENBLAS_NUM_THREADS`` etc.) is
    left alone, and npvae's pool stays at one thread;
 5. otherwise ``DEFAULT_THREADS``: ``auto``.
@@ -34,10 +34,12 @@ thread sleeps instead of spinning): beside one busy loop 4 to 14% slower,
 beside two from 32% slower (MLP) to 20% faster (conv), where a second
 OpenBLAS thread cost 2 to 15 times. And since the results are the same with
 any thread count, a default that follows the load changes how fast a run
-goes, never its numbers. Why at most 4: on a 16-core Xeon
-(``benchmarks/scaling.py --threads-axis``, ``results/scaling_threads_16cpu.json``)
-the MLP's step took 4.1 ms at 4 threads, 5.7 at 8 and 6.6 at 16, and the conv
-preset's 48 ms at 4 and at 8 and 57 at 16; ``--threads N`` still takes more.
+goes, never its numbers. Why at most 8: on a 16-core Xeon, in each of
+three runs (``benchmarks/scaling.py --threads-axis`` twice, ``benchmarks/
+pool_parts.py``; ``results/*_16cpu*.json``), both presets' steps were slower
+at 16 threads than at 8 (MLP 5.3 to 6.6 ms against 4.4 to 5.7, conv 55 to 58
+against 46 to 48); between 4 and 8 the conv step was 0 to 21% faster at 8 and
+the MLP's 1 to 27% faster at 4. ``--threads N`` still takes more.
 
 BLAS reads its variables once, when NumPy loads, so ``configure`` (called by
 ``import npvae``) sets them when NumPy is not loaded yet; once it is,
@@ -54,8 +56,8 @@ ENVIRONMENT = "NPVAE_THREADS"
 DEFAULT_THREADS = "auto"
 """Threads when neither ``--threads``, ``NPVAE_THREADS`` nor a BLAS variable says otherwise:
 the CPUs idle when npvae loads, at most ``AUTO_MOST_THREADS`` (``default_threads``)."""
-AUTO_MOST_THREADS = 4
-"""The most threads ``auto`` takes: the presets' training steps gain nothing beyond."""
+AUTO_MOST_THREADS = 8
+"""The most threads ``auto`` takes: beyond it the presets' training steps got slower."""
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenBLAS's entry points under the names NumPy's and SciPy's wheels build it with.
 _SET = ("openblas_set_num_threads", "openblas_set_num_threads64_",
@@ -217,7 +219,7 @@ def add_threads_flag(subparsers, commands=("train", "evaluate", "gradcheck")):
         parser.add_argument(
             "--threads", type=threads_argument, default=None, metavar="N",
             help="threads npvae splits its products and elementwise passes across, or auto: "
-                 "the CPUs idle now, at most 4 (default: NPVAE_THREADS, else auto; the results "
+                 "the CPUs idle now, at most 8 (default: NPVAE_THREADS, else auto; the results "
                  "are the same with any count; if training is slow beside other jobs, try "
                  "--threads 1)")
         parser.set_defaults(func=_applying_threads(parser.get_default("func")))

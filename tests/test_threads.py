@@ -40,9 +40,10 @@ def needs_openblas():
 
 
 @pytest.mark.parametrize("cpus, load, idle, auto", [(2, 0.0, 2, 2), (2, 1.8, 1, 1), (2, 0.4, 2, 2),
-                                                   (8, 3.2, 5, 4), (4, 50.0, 1, 1), (1, 0.0, 1, 1),
-                                                   (16, 0.6, 15, 4), (16, 13.4, 3, 3)])
-def test_auto_is_the_cpus_idle_now_at_most_four(cpus, load, idle, auto):
+                                                   (8, 3.2, 5, 5), (4, 50.0, 1, 1), (1, 0.0, 1, 1),
+                                                   (16, 0.6, 15, 8), (16, 13.4, 3, 3),
+                                                   (12, 0.0, 12, 8)])
+def test_auto_is_the_cpus_idle_now_at_most_eight(cpus, load, idle, auto):
     assert threads.idle_cpus(cpus=cpus, load=load) == idle
     assert threads.default_threads(cpus=cpus, load=load) == auto == min(idle,
                                                                          threads.AUTO_MOST_THREADS)
