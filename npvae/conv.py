@@ -139,7 +139,7 @@ def im2col_batch_last(x, kernel, stride, out_h, out_w, padding=0):
     copy is never made: each offset copies the pixels it reaches inside x and
     writes zeros where it reaches the padding (``_inside``). Reshaped to
     (C k k, Ho Wo B). With several threads (``npvae.parallel``) each copies
-    its block of channels (or of examples, ``_in_blocks``).
+    its block of channels (``_in_blocks``).
     """
     xp = xp_of(x)
     C, H, W, B = x.shape
@@ -148,16 +148,16 @@ def im2col_batch_last(x, kernel, stride, out_h, out_w, padding=0):
     rows = [_inside(H, out_h, i, stride, padding) for i in range(kernel)]
     columns = [_inside(W, out_w, j, stride, padding) for j in range(kernel)]
 
-    def copy(c, n):  # channels c, examples n
+    def copy(c):  # channels c
         for i, (y0, y1, row) in enumerate(rows):
             for j, (x0, x1, col) in enumerate(columns):
-                window = cols[c, i, j, :, :, n]  # (channels, Ho, Wo, examples)
+                window = cols[c, i, j]  # (channels, Ho, Wo, examples)
                 window[:, y0:y1, x0:x1] = x[c, row:row + stride * (y1 - y0 - 1) + 1:stride,
-                                            col:col + stride * (x1 - x0 - 1) + 1:stride, n]
+                                            col:col + stride * (x1 - x0 - 1) + 1:stride]
                 for zeros in (window[:, :y0], window[:, y1:], window[:, y0:y1, :x0],
                               window[:, y0:y1, x1:]):
                     zeros[...] = 0
-    _in_blocks(copy, C, B, cols.size, xp)
+    _in_blocks(copy, C, cols.size, xp)
     return cols
 
 
@@ -169,13 +169,14 @@ def _inside(size, out, offset, stride, padding):
     return first, stop, stride * first + offset - padding
 
 
-def _in_blocks(function, C, B, size, xp):
-    """``function(c, n)`` over blocks of channels c (slices), or of examples n when there are
-    fewer channels than parts; one call with everything for small work (``npvae.parallel``)."""
-    if C >= parallel.pass_parts():
-        parallel.elementwise(lambda i, j: function(slice(i, j), slice(None)), C, size, xp)
-    else:
-        parallel.elementwise(lambda i, j: function(slice(None), slice(i, j)), B, size, xp)
+def _in_blocks(function, C, size, xp):
+    """``function(c)`` over blocks of channels c (slices), at most one block per channel;
+    one call with everything for small work (``npvae.parallel``).
+
+    Never in blocks of examples: with the batch last those are runs of a few
+    dozen floats per pixel, and on two threads an image of one channel took
+    2 to 5 times longer to copy in two such halves than whole."""
+    parallel.elementwise(lambda i, j: function(slice(i, j)), C, size, xp)
 
 
 def col2im_batch_last(cols, shape, stride):
@@ -190,26 +191,26 @@ def col2im_batch_last(cols, shape, stride):
     -0.0 may come out as 0.0 in ``col2im``), and only the pixels they miss
     are zeroed. That saves a zeroing pass and stride^2 reads of ``out``.
     Each thread (``npvae.parallel``) does all of this for its block of
-    channels (or of examples), which no other block's offsets reach.
+    channels, which no other block's offsets reach.
     """
     xp = xp_of(cols)
     kernel, out_h, out_w = cols.shape[1], cols.shape[3], cols.shape[4]
     first = stride if kernel >= stride else 0
     out = xp.empty(shape, dtype=cols.dtype) if first else xp.zeros(shape, dtype=cols.dtype)
 
-    def add(c, n):  # channels c, examples n: their pixels, all offsets
+    def add(c):  # channels c: their pixels, all offsets
         if first:
-            out[c, stride * out_h:, :, n] = 0
-            out[c, :stride * out_h, stride * out_w:, n] = 0
+            out[c, stride * out_h:] = 0
+            out[c, :stride * out_h, stride * out_w:] = 0
         for i in range(kernel):
             for j in range(kernel):
                 window = out[c, i:i + stride * (out_h - 1) + 1:stride,
-                             j:j + stride * (out_w - 1) + 1:stride, n]
+                             j:j + stride * (out_w - 1) + 1:stride]
                 if i < first and j < first:
-                    window[...] = cols[c, i, j, :, :, n]
+                    window[...] = cols[c, i, j]
                 else:
-                    window += cols[c, i, j, :, :, n]
-    _in_blocks(add, shape[0], shape[3], cols.size, xp)
+                    window += cols[c, i, j]
+    _in_blocks(add, shape[0], cols.size, xp)
     return out
 
 
