@@ -90,7 +90,10 @@ def test_passes_take_at_most_max_pass_parts_and_products_every_thread(workers, m
 
 # (m, k, n) of the layers' products: conv preset (batch 128) and the MLP.
 SHAPES = [(288, 64, 25088), (64, 288, 25088), (288, 25088, 64), (9, 32, 100352),
-          (32, 100352, 9), (128, 784, 400), (784, 128, 400), (128, 400, 784), (7, 5, 3)]
+          (128, 784, 400), (784, 128, 400), (128, 400, 784), (7, 5, 3), (128, 3136, 40)]
+# long products (parallel.long_chunk): the conv layers' weight gradients where one side has
+# one channel, in both orientations
+LONG_SHAPES = [(9, 100352, 32), (32, 100352, 9), (9, 25088, 32), (9, 5000, 32)]
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
@@ -107,6 +110,37 @@ def test_matmul_equals_numpy_bit_for_bit(m, k, n, threads, workers):
     np.testing.assert_array_equal(out, expected)
     # transposed views, as the layers pass them (x.T, W.T)
     np.testing.assert_array_equal(parallel.matmul(np.ascontiguousarray(a.T).T, b), expected)
+
+
+@pytest.mark.parametrize("m, k, n", LONG_SHAPES)
+def test_a_long_product_is_its_chunks_summed_in_order_for_any_thread_count(m, k, n, workers):
+    """A long product is the sum of the chunks' products, added in order: the same bits with
+    1, 2, 3 and 8 threads, equal to a plain loop over the chunks, and to the float64
+    product within float32 rounding (another order of the same sum as ``np.matmul``'s)."""
+    rng = np.random.default_rng(m * n + k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    chunk = parallel.long_chunk(m, k, n)
+    assert chunk is not None and m * n * chunk <= parallel.LONG_PRODUCT and k >= 2 * chunk
+    plain = a[:, :chunk] @ b[:chunk]
+    for start in range(chunk, k, chunk):
+        plain += a[:, start:start + chunk] @ b[start:start + chunk]
+    for threads in (1, 2, 3, 8):
+        workers(threads)
+        np.testing.assert_array_equal(parallel.matmul(a, b), plain)
+        np.testing.assert_array_equal(parallel.matmuls([(a, b, None), (a[:3], b, None)])[0],
+                                      plain)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    assert np.max(np.abs(plain - exact) / scale) < k ** 0.5 * np.finfo(np.float32).eps
+
+
+def test_only_long_products_are_chunked():
+    assert parallel.long_chunk(9, 100352, 32) == 2048
+    assert parallel.long_chunk(9, 3000, 32) is None             # fewer than two chunks
+    assert parallel.long_chunk(128, 3136, 40) is None           # a result too large
+    assert parallel.long_chunk(288, 25088, 64) is None
+    assert parallel.long_chunk(9, 100352, 32, xp=object()) is None   # not NumPy: whole
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
