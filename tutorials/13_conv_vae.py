@@ -117,8 +117,8 @@ for name, terms in losses.items():
 
 # %% [markdown]
 # In the default run (one epoch each, all 10 000 test digits), the conv VAE
-# reached a test loss of 118.2 nats (recon 92.6 + KL 25.6) and the MLP 126.1
-# (recon 105.5 + KL 20.7): 8 nats better with a third of the parameters, all
+# reached a test loss of 118.1 nats (recon 92.4 + KL 25.7) and the MLP 126.2
+# (recon 105.6 + KL 20.7): 8 nats better with a third of the parameters, all
 # of it in the reconstruction term; a kernel learned at one position of a
 # stroke works at every other. Over 10 epochs (`benchmarks/compare_conv_torch.py`,
 # numbers in `benchmarks/README.md`) the gap narrows but stays: 101.8 against
@@ -169,7 +169,7 @@ tutorial.show(figures["latents"], figures["manifold"])
 # %% [markdown]
 # ![conv latents](figures/13_conv_latents.png) ![conv manifold](figures/13_conv_manifold.png)
 #
-# In the default run (one epoch) the 2-D conv VAE reached 172.7 nats, and the
+# In the default run (one epoch) the 2-D conv VAE reached 172.6 nats, and the
 # nearest class centre of $\mu(x)$ was right for 40.9% of the digits (tutorial
 # 10's 2-D MLP, after two epochs: 54%).
 #
