@@ -13,7 +13,13 @@ convolution, batch 128), all in one process, medians of ``--repeats``:
 3. the col2im that follows the first product (``conv.col2im_batch_last``),
    whole and split across the pool, each timed right after a product, with
    OpenBLAS at 2 threads (its idle thread spinning on the second core) and
-   at 1.
+   at 1;
+4. a long product (``npvae.parallel.long_chunk``): the weight gradient of
+   the conv preset's last layer, which has one channel, ``(9, 100352) @
+   (100352, 32)``, as one call and summed over chunks of its inner dimension
+   (``parallel.matmul``), with npvae's pool of 1 and of 2, OpenBLAS at 1
+   thread; the largest difference from the float64 product, relative to
+   sum |a| |b|, of each.
 
 Usage: ``python benchmarks/pool_vs_blas_threads.py [--repeats 15]``
 """
@@ -97,6 +103,21 @@ def main(argv=None):
             record["col2im"][key] = ms
             rows.append(("col2im (32, 3, 3, 14, 14, 128) -> (32, 30, 30, 128)", key,
                          f"{ms:.2f}"))
+    threads._call(threads._SET, threads.ctypes.c_int(1))
+    a = rng.standard_normal((9, 28 * 28 * B)).astype(np.float32)      # cols of dout
+    b = rng.standard_normal((32, 28 * 28 * B)).astype(np.float32).T   # x2^T
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    name = "long product (9, 100352) @ (100352, 32)"
+    record["long_product"] = {}
+    for how, workers, function in (("one call", 1, np.matmul),
+                                   ("chunks, pool of 1", 1, parallel.matmul),
+                                   ("chunks, pool of 2", 2, parallel.matmul)):
+        parallel.set_workers(workers)
+        ms = median_ms(lambda: function(a, b), args.repeats)
+        error = float(np.max(np.abs(function(a, b) - exact) / scale))
+        record["long_product"][how] = {"ms": ms, "max_relative_error": error}
+        rows.append((name, f"{how}, OpenBLAS 1", f"{ms:.2f} (error {error:.1e})"))
     parallel.set_workers(1)
     _common.print_table(rows, ["work", "how", "ms (median)"],
                         title=f"\nmedians of {args.repeats}, float32")

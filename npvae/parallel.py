@@ -200,15 +200,13 @@ def matmuls(products, xp=np):
             else out for a, b, out in products]
     calls, sums = [], []
     for (a, b, _), out, work, chunk in zip(products, outs, flops, chunks):
-        share = max(1, round(_workers * work / sum(flops)))
-        parts = min(share, _parts(work, MIN_FLOPS))
-        if chunk:
+        if chunk:   # one call: its small products gained nothing from a second thread
             terms = np.empty((-(-a.shape[1] // chunk), *out.shape), dtype=out.dtype)
-            calls += [partial(_chunk_products, a, b, terms, chunk, i, j)
-                      for i, j in split(len(terms), parts)]
+            calls.append(partial(_chunk_products, a, b, terms, chunk))
             sums.append((terms, out))
         else:
-            calls += _blocks(a, b, out, parts)
+            share = max(1, round(_workers * work / sum(flops)))
+            calls += _blocks(a, b, out, min(share, _parts(work, MIN_FLOPS)))
     _run_all(calls)
     for terms, out in sums:
         _add_in_order(terms, out)
@@ -228,11 +226,13 @@ def long_chunk(m, k, n, xp=np):
     of the batch. OpenBLAS computes it about 2.5 times faster as a sum of
     products over chunks of k small enough for its kernel for small products
     (m n chunk at most ``LONG_PRODUCT``): 1.2 ms against 3.0 in one call, on
-    one thread. The chunk is the largest power of two that fits, at least
-    256; a product is long when k holds at least two chunks. The chunks are
-    fixed by the shapes, not by the threads, so the sum is the same for any
-    thread count (``tests/test_parallel.py``); it is the same sum as one
-    call's in another order, so equal to it within float32 rounding.
+    one thread (``benchmarks/pool_vs_blas_threads.py``). The chunk is the
+    largest power of two that fits, at least 256; a product is long when k
+    holds at least two chunks. The chunks are fixed by the shapes, so the
+    sum is the same for any thread count (``tests/test_parallel.py``); it is
+    the same sum as one call's in another order, so equal to it within
+    float32 rounding. Its chunks run in one thread, beside the other
+    products of ``matmuls``: on two threads they were no faster.
     """
     if xp is not np or m * n * 256 > LONG_PRODUCT:
         return None
@@ -240,9 +240,9 @@ def long_chunk(m, k, n, xp=np):
     return chunk if k >= 2 * chunk else None
 
 
-def _chunk_products(a, b, terms, chunk, first, stop):
-    """terms[t] = a[:, t chunk:(t + 1) chunk] @ b[t chunk:(t + 1) chunk] for t in [first, stop)."""
-    for t in range(first, stop):
+def _chunk_products(a, b, terms, chunk):
+    """terms[t] = a[:, t chunk:(t + 1) chunk] @ b[t chunk:(t + 1) chunk] for every chunk t."""
+    for t in range(len(terms)):
         np.matmul(a[:, t * chunk:(t + 1) * chunk], b[t * chunk:(t + 1) * chunk], out=terms[t])
 
 
