@@ -4,7 +4,8 @@ One command for a machine with a GPU. On ``--backend cupy`` (the default):
 
 1. the gradient checks of every preset's architecture (``npvae gradcheck``'s
    shrunk float64 copies: pytorch-example, conv, burda-iwae with its k-sample
-   objective, cvae) with the model's arrays on the backend, each gradient
+   objective, cvae, burda2-iwae with two stochastic layers, vqvae) with the
+   model's arrays on the backend, each gradient
    against central differences, relative error at most ``DEFAULT_TOL``;
 2. one epoch (``--n-train`` examples, batch 128, float32) of the
    ``pytorch-example`` MLP and of the ``conv`` preset: npvae's
@@ -39,7 +40,7 @@ import numpy as np
 
 from benchmarks import _common
 
-GRADCHECK_PRESETS = ("pytorch-example", "conv", "burda-iwae", "cvae")
+GRADCHECK_PRESETS = ("pytorch-example", "conv", "burda-iwae", "cvae", "burda2-iwae", "vqvae")
 
 
 def backend_or_skip(name):
@@ -73,21 +74,14 @@ def gpu_info(xp):
 
 def gradient_checks(backend):
     """Every preset's shrunk float64 architecture checked on ``backend``: one row per preset."""
-    from npvae.config import N_CLASSES
-    from npvae.gradcheck import check_architecture, shrink_architecture
-    from npvae.presets import get_preset
+    from npvae.gradcheck import check_architecture, preset_architecture, shrink_architecture
 
     rows = []
     for name in GRADCHECK_PRESETS:
-        preset = get_preset(name)
-        base = {"x_dim": 784, **preset["model"], "backend": backend}
-        if preset["training"].get("conditional"):
-            base["n_classes"] = N_CLASSES
+        base, objective, k = preset_architecture(name)
         config = shrink_architecture(base, 20)
         start = time.perf_counter()
-        _, results = check_architecture(config, objective=preset["training"].get("objective",
-                                                                                "elbo"),
-                                        k=preset["training"].get("k", 1))
+        _, results = check_architecture(config, objective=objective, k=k, backend=backend)
         worst = max(r.rel_error for r in results)
         rows.append({"preset": name, "gradients": len(results), "worst_rel_error": worst,
                      "all_ok": all(r.ok for r in results),

@@ -243,10 +243,8 @@ def add_prior_parser(sub):
 
 
 def cmd_gradcheck(args):
-    from .config import N_CLASSES
-    from .gradcheck import (check_architecture, format_results, quiet_until, shrink_architecture,
-                            shrunk_sizes)
-    from .presets import get_preset
+    from .gradcheck import (check_architecture, format_results, preset_architecture, quiet_until,
+                            shrink_architecture, shrunk_sizes)
 
     if args.run is not None:
         _, checkpoint, _ = open_run(args.run)
@@ -254,14 +252,8 @@ def cmd_gradcheck(args):
         source = str(checkpoint.path)
         training = checkpoint.state.get("train_config") or {}
     else:
-        preset = get_preset(args.preset)
-        base = {"x_dim": 784, **preset["model"]}
-        if base.get("architecture") == "vqvae":   # TrainConfig's names to the VQ-VAE's
-            kwargs = TrainConfig.from_preset(args.preset).validate().model_kwargs(784)
-            base = {k: v for k, v in kwargs.items() if k not in ("backend", "seed")}
-        training = preset["training"]
-        if training.get("conditional"):
-            base["n_classes"] = N_CLASSES
+        base, objective, k = preset_architecture(args.preset)
+        training = {"objective": objective, "k": k}
         source = f"preset {args.preset}"
     objective = args.objective if args.objective is not None else training.get("objective", "elbo")
     k = args.k if args.k is not None else training.get("k", 1)

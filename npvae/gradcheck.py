@@ -360,6 +360,27 @@ def shrunk_sizes(full, config):
     return sizes + "".join(f", {key} {full[key]} -> {config[key]}" for key in keys)
 
 
+def preset_architecture(name):
+    """A preset's model as ``check_architecture`` takes it, full size (``shrink_architecture``
+    shrinks it), with the objective and k it trains with: ``(config, objective, k)``.
+
+    A VQ-VAE preset's sizes are renamed from ``TrainConfig``'s to the
+    VQ-VAE's; a conditional preset gets its ``n_classes``.
+    """
+    from .config import N_CLASSES, TrainConfig
+    from .presets import get_preset
+
+    preset = get_preset(name)
+    config = {"x_dim": 784, **preset["model"]}
+    if config.get("architecture") == "vqvae":   # TrainConfig's names to the VQ-VAE's
+        kwargs = TrainConfig.from_preset(name).validate().model_kwargs(784)
+        config = {k: v for k, v in kwargs.items() if k not in ("backend", "seed")}
+    training = preset["training"]
+    if training.get("conditional"):
+        config["n_classes"] = N_CLASSES
+    return config, training.get("objective", "elbo"), training.get("k", 1)
+
+
 def biases_off_zero(model, rng, scale=0.1):
     """Add N(0, scale^2) draws of ``rng`` to every bias of ``model`` (names ending ".b"), in place.
 
@@ -374,7 +395,7 @@ def biases_off_zero(model, rng, scale=0.1):
 
 
 def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL, objective="elbo",
-                       k=1, progress=None):
+                       k=1, progress=None, backend=None):
     """Check every parameter gradient of a float64 VAE built from ``config`` (a ``VAE.config``).
 
     Returns ``(model, results)``. The biases get small random values first:
@@ -384,7 +405,8 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
     [0, 1) and ``eps`` standard normal, all from ``seed``; a conditional
     model's labels are uniform. ``objective`` and ``k``: the loss checked
     (``npvae.iwae.KSampleObjective``; "elbo" with k = 1 is the model's own).
-    ``progress(done, total)``: see ``check_model``.
+    ``progress(done, total)``: see ``check_model``. ``backend`` (e.g. "cupy"):
+    where the model's arrays live, if not where ``config`` says.
 
     Refused before anything is allocated: a step ``h`` that moves nothing, a
     model of more than ``MAX_CHECKED_PARAMETERS`` parameters, an unknown objective, and
@@ -407,7 +429,8 @@ def check_architecture(config, *, batch=3, seed=0, h=DEFAULT_H, tol=DEFAULT_TOL,
         raise ConfigError(f"a gradient check of {n:,} parameters takes {2 * n:,} evaluations of "
                           f"the loss, more than a check of {MAX_CHECKED_PARAMETERS:,} parameters can "
                           "finish: lower the hidden sizes or --x-dim")
-    model = model_from_config(**{**config, "dtype": "float64"}, seed=seed)   # (at most 8 MB)
+    where = {} if backend is None else {"backend": backend}
+    model = model_from_config(**{**config, "dtype": "float64", **where}, seed=seed)  # <= 8 MB
     xp = model.xp   # the draws below are made on the host and moved to the model's backend
     if vq:   # the codes held at the nearest; vqvae.check_gradients says what each is checked on
         rng = np.random.default_rng(seed)

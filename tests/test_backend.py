@@ -56,24 +56,18 @@ def test_training_step_through_stand_in_matches_numpy(likelihood, activation, st
     np.testing.assert_array_equal(results["numpy"][2], results["strict"][2])
 
 
-@pytest.mark.parametrize("preset", ["pytorch-example", "conv", "burda-iwae", "cvae"])
+@pytest.mark.parametrize("preset", ["pytorch-example", "conv", "burda-iwae", "cvae", "burda2-iwae", "vqvae"])
 def test_gradient_check_of_a_preset_runs_on_the_stand_in(preset, strict_backend):
     """``check_architecture`` (``npvae gradcheck``, ``benchmarks/gpu_check.py``) on a device
     backend: its draws (biases, x, eps) move to the model's backend, and every relative error
     equals NumPy's. It once added host draws to device biases, which CuPy refuses."""
-    from npvae.config import N_CLASSES
-    from npvae.gradcheck import check_architecture, shrink_architecture
-    from npvae.presets import get_preset
+    from npvae.gradcheck import check_architecture, preset_architecture, shrink_architecture
 
-    spec = get_preset(preset)
-    extra = {"n_classes": N_CLASSES} if spec["training"].get("conditional") else {}
-    objective = {"objective": spec["training"].get("objective", "elbo"),
-                 "k": spec["training"].get("k", 1)}
     errors = {}
     for backend in ("numpy", strict_backend.name):
-        config = shrink_architecture({"x_dim": 784, **spec["model"], **extra, "backend": backend},
-                                     20)
-        model, results = check_architecture(config, **objective)
+        base, objective, k = preset_architecture(preset)
+        model, results = check_architecture(shrink_architecture(base, 20), objective=objective,
+                                            k=k, backend=backend)
         assert xp_of(model.theta) is get_xp(backend)
         assert all(r.ok for r in results)
         errors[backend] = [(r.name, r.rel_error, r.skipped) for r in results]
