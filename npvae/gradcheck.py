@@ -252,8 +252,8 @@ def check_model(model, x, eps, beta=None, h=DEFAULT_H, tol=DEFAULT_TOL, *, y=Non
     for k, p in model.params.items():
         numeric, crossed = central_differences(loss, p, h, sides, base, tick)
         kept = ~crossed
-        results.append(CheckResult(k, rel_error(to_numpy(analytic[k])[kept], numeric[kept], floor), tol,
-                                   int(crossed.sum()), int(p.size)))
+        error = rel_error(to_numpy(analytic[k])[kept], numeric[kept], floor)
+        results.append(CheckResult(k, error, tol, int(crossed.sum()), int(p.size)))
     return results
 
 
