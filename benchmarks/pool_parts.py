@@ -43,7 +43,8 @@ SETTINGS = {"passes on all threads": (1, None), "passes at most 4": (1, 4),
 
 
 def apply_setting(parallel, defaults, setting):
-    """Set ``npvae.parallel``'s part sizes and cap on passes to ``SETTINGS[setting]``."""
+    """Set ``npvae.parallel``'s part sizes and cap on passes to ``SETTINGS[setting]``, the
+    sizes as multiples of ``defaults`` (npvae's MIN_FLOPS, MIN_SIZE)."""
     scale, most = SETTINGS[setting]
     parallel.MIN_FLOPS, parallel.MIN_SIZE = defaults[0] * scale, defaults[1] * scale
     parallel.MAX_PASS_PARTS = 1 << 30 if most is None else most
@@ -62,7 +63,7 @@ def main(argv=None):
     from npvae import parallel
     from npvae.threads import set_threads
 
-    defaults = (parallel.MIN_FLOPS, parallel.MIN_SIZE, parallel.MAX_PASS_PARTS)
+    defaults = (parallel.MIN_FLOPS, parallel.MIN_SIZE, parallel.MAX_PASS_PARTS)  # restored last
     x_train, _ = _common.mnist_arrays()
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(x_train))
@@ -101,7 +102,7 @@ def main(argv=None):
                   f"{row['conv_ms']:7.2f} ms   (rounds: mlp "
                   + " ".join(f"{t:.2f}" for t in row["mlp_runs_ms"]) + "; conv "
                   + " ".join(f"{t:.1f}" for t in row["conv_runs_ms"]) + ")", flush=True)
-    apply_setting(parallel, defaults, "passes at most 4")
+    parallel.MIN_FLOPS, parallel.MIN_SIZE, parallel.MAX_PASS_PARTS = defaults
     _common.write_json("pool_parts", {"args": vars(args), "machine": _common.machine_info(None),
                                       "settings": {k: {"part_scale": v[0], "most_pass_parts": v[1]}
                                                    for k, v in SETTINGS.items()},

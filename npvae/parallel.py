@@ -223,10 +223,11 @@ def long_chunk(m, k, n, xp=np):
     A long product has a small result and a long inner dimension: a
     convolution's weight gradient where a layer has one channel, (9, 100352)
     @ (100352, 32) in the conv preset's last layer, summed over every pixel
-    of the batch. OpenBLAS computes it about 2.5 times faster as a sum of
+    of the batch. OpenBLAS computes it about 2.7 times faster as a sum of
     products over chunks of k small enough for its kernel for small products
-    (m n chunk at most ``LONG_PRODUCT``): 1.2 ms against 3.0 in one call, on
-    one thread (``benchmarks/pool_vs_blas_threads.py``). The chunk is the
+    (m n chunk at most ``LONG_PRODUCT``): 0.94 ms against 2.53 in one call, on
+    one thread (``benchmarks/pool_vs_blas_threads.py``,
+    ``results/pool_vs_blas_threads_r2.json``). The chunk is the
     largest power of two that fits, at least 256; a product is long when k
     holds at least two chunks. The chunks are fixed by the shapes, so the
     sum is the same for any thread count (``tests/test_parallel.py``); it is

@@ -188,11 +188,12 @@ def configure():
 
 
 def busy_hint(threads=None, idle=None):
-    """One line for stderr when ``threads`` BLAS threads start on a machine with fewer CPUs
-    idle (``idle``, default ``idle_cpus()``); None when there is no cause."""
+    """One line for stderr when ``threads`` threads (default: npvae's or BLAS's, the more)
+    start on a machine with fewer CPUs idle (``idle``, default ``idle_cpus()``); None when
+    there is no cause."""
     threads = max(current_threads(), blas_threads() or 1) if threads is None else threads
     idle = idle_cpus() if idle is None else idle
-    if threads is None or threads <= idle:
+    if threads <= idle:
         return None
     return (f"npvae: note: only {idle} of {threads} CPUs look idle (load average); npvae's "
             f"{threads} threads will wait for each other. If this runs slowly, try "
