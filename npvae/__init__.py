@@ -4,6 +4,7 @@ The pieces, a module each (read them in this order):
 
 - ``backend``      which array library holds the arrays (NumPy, or CuPy on a GPU)
 - ``threads``      how many threads the matrix products use (``--threads``, NPVAE_THREADS)
+- ``memory``       the memory one training step frees, kept by malloc for the next
 - ``errors``       npvae's exceptions; ``checks``: the argument checks they come from
 - ``activations``  ReLU, leaky ReLU, tanh, sigmoid, softplus, with backwards
 - ``layers``       the dense layer, the MLP, flat parameter storage
@@ -32,9 +33,11 @@ The pieces, a module each (read them in this order):
 - ``export``       a run to and from safetensors, under PyTorch's state_dict names
 """
 
+from . import memory as _memory
 from . import threads as _threads
 
 _threads.configure()  # NPVAE_THREADS, applied before NumPy loads (npvae/threads.py)
+_memory.configure()   # freed memory kept for the next step, unless NPVAE_KEEP_MEMORY=0
 
 from .errors import (CheckpointError, ConfigError, DataError, DivergenceError,  # noqa: E402
                      NpvaeError)
