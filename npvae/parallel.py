@@ -191,6 +191,14 @@ def matmuls(products, xp=np):
     dx: no product is cut smaller than it is), and on more threads each is
     split into blocks as ``matmul`` splits one. The same entries as
     ``xp.matmul`` of each, whole, except for a long product (``long_chunk``).
+
+    A product whose columns run along a long product's inner axis (as many
+    columns as the long product's k: the transposed convolution's dx = W2 @
+    cols beside its dW^T = cols @ x2^T) rides along with it, chunk by chunk:
+    each thread takes a range of the chunks and computes their terms of the
+    long product and those columns of the rider, while the chunk of the
+    matrix they share is in the cache (``_chunk_products``). Its columns are
+    the same entries as its whole product's, as in any column block.
     """
     flops = [2 * a.shape[0] * b.shape[1] * a.shape[1] for a, b, _ in products]
     chunks = [long_chunk(a.shape[0], a.shape[1], b.shape[1], xp) for a, b, _ in products]
@@ -198,11 +206,20 @@ def matmuls(products, xp=np):
         return [xp.matmul(a, b, out=out) for a, b, out in products]
     outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) if out is None
             else out for a, b, out in products]
+    riders = _riders(products, chunks)
     calls, sums = [], []
-    for (a, b, _), out, work, chunk in zip(products, outs, flops, chunks):
-        if chunk:   # one call: its small products gained nothing from a second thread
+    for i, ((a, b, _), out, work, chunk) in enumerate(zip(products, outs, flops, chunks)):
+        if any(i in along for along in riders.values()):
+            continue    # computed chunk by chunk with its long product
+        if chunk:
             terms = np.empty((-(-a.shape[1] // chunk), *out.shape), dtype=out.dtype)
-            calls.append(partial(_chunk_products, a, b, terms, chunk))
+            along = [(*products[r][:2], outs[r]) for r in riders.get(i, ())]
+            # alone, its chunks run in one call (a second thread gained nothing); with riders,
+            # in ranges of chunks across the threads
+            parts = _parts(work + sum(flops[r] for r in riders.get(i, ())), MIN_FLOPS) \
+                if along else 1
+            calls += [partial(_chunk_products, a, b, terms, chunk, along, first, stop)
+                      for first, stop in split(len(terms), parts)]
             sums.append((terms, out))
         else:
             share = max(1, round(_workers * work / sum(flops)))
@@ -211,6 +228,21 @@ def matmuls(products, xp=np):
     for terms, out in sums:
         _add_in_order(terms, out)
     return outs
+
+
+def _riders(products, chunks):
+    """{i: [j, ...]}: for each long product i, the products j (not long) whose columns run
+    along its inner axis (b_j has as many columns as a_i has), each given to one long
+    product."""
+    riders, taken = {}, set()
+    for i, chunk in enumerate(chunks):
+        if chunk:
+            along = [j for j, (_, b, _) in enumerate(products) if not chunks[j]
+                     and j not in taken and b.shape[1] == products[i][0].shape[1]]
+            taken.update(along)
+            if along:
+                riders[i] = along
+    return riders
 
 
 LONG_PRODUCT = 10 ** 6   # m n chunk: OpenBLAS's kernel for small products applies below this
@@ -232,8 +264,10 @@ def long_chunk(m, k, n, xp=np):
     holds at least two chunks. The chunks are fixed by the shapes, so the
     sum is the same for any thread count (``tests/test_parallel.py``); it is
     the same sum as one call's in another order, so equal to it within
-    float32 rounding. Its chunks run in one thread, beside the other
-    products of ``matmuls``: on two threads they were no faster.
+    float32 rounding. Alone, its chunks run in one call: on two threads,
+    split, they were no faster (1.6 ms against 1.2 for the conv preset's);
+    with a product riding along (``matmuls``) they are split across the
+    threads, each range of chunks with its rider's columns.
     """
     if xp is not np or m * n * 256 > LONG_PRODUCT:
         return None
@@ -241,10 +275,15 @@ def long_chunk(m, k, n, xp=np):
     return chunk if k >= 2 * chunk else None
 
 
-def _chunk_products(a, b, terms, chunk):
-    """terms[t] = a[:, t chunk:(t + 1) chunk] @ b[t chunk:(t + 1) chunk] for every chunk t."""
-    for t in range(len(terms)):
-        np.matmul(a[:, t * chunk:(t + 1) * chunk], b[t * chunk:(t + 1) * chunk], out=terms[t])
+def _chunk_products(a, b, terms, chunk, along=(), first=0, stop=None):
+    """terms[t] = a[:, t chunk:(t + 1) chunk] @ b[t chunk:(t + 1) chunk] for the chunks t in
+    [first, stop) (default: all), and for each (a2, b2, out2) riding ``along``, those chunks'
+    columns of out2 = a2 @ b2."""
+    for t in range(first, len(terms) if stop is None else stop):
+        cut = slice(t * chunk, (t + 1) * chunk)
+        np.matmul(a[:, cut], b[cut], out=terms[t])
+        for a2, b2, out2 in along:
+            np.matmul(a2, b2[:, cut], out=out2[:, cut])
 
 
 def _add_in_order(terms, out):

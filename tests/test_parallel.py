@@ -4,8 +4,10 @@
 - ``run`` calls every block, and an error in a pool thread reaches the caller;
 - ``matmul`` equals ``np.matmul`` entry for entry (compared with ``==``) for
   the shapes the layers use, split by columns and by rows, into ``out`` or
-  not; so does ``matmuls`` (independent products side by side); a product split along its inner dimension (summed in another order)
-  is not, which shows that the comparison can fail;
+  not; so does ``matmuls`` (independent products side by side, and a
+  product riding chunk by chunk along a long one); a product split along
+  its inner dimension (summed in another order) is not, which shows that
+  the comparison can fail;
 - ``apply`` equals the single ufunc call in entries, dtype and memory order,
   for the layouts the layers pass (C order, batch-last views, cropped views,
   mixed);
@@ -133,6 +135,29 @@ def test_a_long_product_is_its_chunks_summed_in_order_for_any_thread_count(m, k,
     exact = a.astype(np.float64) @ b.astype(np.float64)
     scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
     assert np.max(np.abs(plain - exact) / scale) < k ** 0.5 * np.finfo(np.float32).eps
+
+
+@pytest.mark.parametrize("m, k, n", LONG_SHAPES[:3])
+def test_a_product_riding_along_a_long_one_equals_numpy_bit_for_bit(m, k, n, workers):
+    """The transposed convolution's dW^T = cols @ x2^T (long) and dx = W2 @ cols (its columns
+    along the long axis), as ``ConvTranspose2D.backward`` asks for them: computed chunk by
+    chunk together, dx is ``np.matmul``'s bits and dW^T the chunks' sum in order, with 1, 2,
+    3 and 8 threads."""
+    rng = np.random.default_rng(m + n + k)
+    cols = rng.standard_normal((m, k)).astype(np.float32)
+    x2 = rng.standard_normal((n, k)).astype(np.float32)
+    W2 = rng.standard_normal((n, m)).astype(np.float32)
+    chunk = parallel.long_chunk(m, k, n)
+    plain = cols[:, :chunk] @ x2.T[:chunk]
+    for start in range(chunk, k, chunk):
+        plain += cols[:, start:start + chunk] @ x2.T[start:start + chunk]
+    dx = np.matmul(W2, cols)
+    assert parallel._riders([(cols, x2.T, None), (W2, cols, None)], [chunk, None]) == {0: [1]}
+    for threads in (1, 2, 3, 8):
+        workers(threads)
+        got = parallel.matmuls([(cols, x2.T, None), (W2, cols, None)])
+        np.testing.assert_array_equal(got[0], plain)
+        np.testing.assert_array_equal(got[1], dx)
 
 
 def test_only_long_products_are_chunked():
