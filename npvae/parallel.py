@@ -177,7 +177,8 @@ def matmul(a, b, xp=np, out=None):
     The same entries as ``xp.matmul(a, b)``: each is the same dot product of
     k terms, summed by the same BLAS kernel in the same order. Other
     backends (CuPy) and small products go to ``xp.matmul`` whole. A long
-    product (``long_chunk``) is summed over chunks of k instead.
+    product (``long_chunk``) is summed over chunks of k instead, and a wide
+    one (``wide_chunk``) is computed in fixed blocks of columns.
     """
     return matmuls([(a, b, out)], xp)[0]
 
@@ -190,7 +191,8 @@ def matmuls(products, xp=np):
     equal products on two threads run whole, side by side (a layer's dW and
     dx: no product is cut smaller than it is), and on more threads each is
     split into blocks as ``matmul`` splits one. The same entries as
-    ``xp.matmul`` of each, whole, except for a long product (``long_chunk``).
+    ``xp.matmul`` of each, whole, except for a long product (``long_chunk``)
+    and maybe a wide one's last columns (``wide_chunk``).
 
     A product whose columns run along a long product's inner axis (as many
     columns as the long product's k: the transposed convolution's dx = W2 @
@@ -198,11 +200,12 @@ def matmuls(products, xp=np):
     each thread takes a range of the chunks and computes their terms of the
     long product and those columns of the rider, while the chunk of the
     matrix they share is in the cache (``_chunk_products``). Its columns are
-    the same entries as its whole product's, as in any column block.
+    computed as a wide product's blocks are (``wide_chunk``).
     """
     flops = [2 * a.shape[0] * b.shape[1] * a.shape[1] for a, b, _ in products]
     chunks = [long_chunk(a.shape[0], a.shape[1], b.shape[1], xp) for a, b, _ in products]
-    if _parts(sum(flops), MIN_FLOPS, xp) == 1 and not any(chunks):
+    wide = [wide_chunk(a.shape[0], a.shape[1], b.shape[1], xp) for a, b, _ in products]
+    if _parts(sum(flops), MIN_FLOPS, xp) == 1 and not any(chunks) and not any(wide):
         return [xp.matmul(a, b, out=out) for a, b, out in products]
     outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) if out is None
             else out for a, b, out in products]
@@ -223,7 +226,7 @@ def matmuls(products, xp=np):
             sums.append((terms, out))
         else:
             share = max(1, round(_workers * work / sum(flops)))
-            calls += _blocks(a, b, out, min(share, _parts(work, MIN_FLOPS)))
+            calls += _blocks(a, b, out, min(share, _parts(work, MIN_FLOPS)), wide[i])
     _run_all(calls)
     for terms, out in sums:
         _add_in_order(terms, out)
@@ -275,6 +278,28 @@ def long_chunk(m, k, n, xp=np):
     return chunk if k >= 2 * chunk else None
 
 
+def wide_chunk(m, k, n, xp=np):
+    """The columns per block of a wide product (m, k) @ (k, n), or None for a product taken
+    whole.
+
+    A wide product has a small left side and many columns: a convolution
+    where one side has one channel, W^T @ x2 = (9, 32) @ (32, 100352) in the
+    conv preset's last layer (its forward). OpenBLAS computes it in blocks of
+    columns small enough for its kernel for small products (m k chunk at
+    most ``LONG_PRODUCT``) about 1.8 times faster than in one call (49
+    against 27 GFLOP/s on one thread, ``benchmarks/README.md``). The chunk is
+    the largest power of two that fits, at least 256; a product is wide when
+    n holds at least two chunks. The blocks are fixed by the shapes, so the
+    result is the same for any thread count; the threads take ranges of them
+    (``_blocks``). Each is a column block of the whole product: for the conv
+    preset's shapes ``xp.matmul``'s very bits, but where a block's last
+    columns are not a multiple of 16 OpenBLAS's kernel for small products may
+    round them differently from its kernel for large ones (within float32
+    rounding: ``tests/test_parallel.py``).
+    """
+    return long_chunk(m, n, k, xp)
+
+
 def _chunk_products(a, b, terms, chunk, along=(), first=0, stop=None):
     """terms[t] = a[:, t chunk:(t + 1) chunk] @ b[t chunk:(t + 1) chunk] for the chunks t in
     [first, stop) (default: all), and for each (a2, b2, out2) riding ``along``, those chunks'
@@ -293,10 +318,21 @@ def _add_in_order(terms, out):
         out += term
 
 
-def _blocks(a, b, out, parts):
+def _blocks(a, b, out, parts, chunk=None):
     """The calls that fill out = a @ b in ``parts`` blocks: of b's columns, or of a's rows
-    when a has more rows than b has columns."""
+    when a has more rows than b has columns; for a wide product (``wide_chunk``), ranges of
+    its column blocks of ``chunk``."""
     m, n = a.shape[0], b.shape[1]
+    if chunk:
+        return [partial(_column_blocks, a, b, out, chunk, first, stop)
+                for first, stop in split(-(-n // chunk), parts)]
     if n >= m:
         return [partial(np.matmul, a, b[:, i:j], out=out[:, i:j]) for i, j in split(n, parts)]
     return [partial(np.matmul, a[i:j], b, out=out[i:j]) for i, j in split(m, parts)]
+
+
+def _column_blocks(a, b, out, chunk, first, stop):
+    """out[:, t chunk:(t + 1) chunk] = a @ b[:, t chunk:(t + 1) chunk] for t in [first, stop)."""
+    for t in range(first, stop):
+        cut = slice(t * chunk, (t + 1) * chunk)
+        np.matmul(a, b[:, cut], out=out[:, cut])

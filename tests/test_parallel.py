@@ -7,7 +7,8 @@
   not; so does ``matmuls`` (independent products side by side, and a
   product riding chunk by chunk along a long one); a product split along
   its inner dimension (summed in another order) is not, which shows that
-  the comparison can fail;
+  the comparison can fail; a wide product in blocks of columns is the same
+  with any thread count (and ``np.matmul``'s bits for the conv preset's);
 - ``apply`` equals the single ufunc call in entries, dtype and memory order,
   for the layouts the layers pass (C order, batch-last views, cropped views,
   mixed);
@@ -158,6 +159,41 @@ def test_a_product_riding_along_a_long_one_equals_numpy_bit_for_bit(m, k, n, wor
         got = parallel.matmuls([(cols, x2.T, None), (W2, cols, None)])
         np.testing.assert_array_equal(got[0], plain)
         np.testing.assert_array_equal(got[1], dx)
+
+
+@pytest.mark.parametrize("m, k, n, exact", [(9, 32, 100352, True), (32, 9, 100352, True),
+                                            (32, 9, 25088, True), (9, 32, 5000, False)])
+def test_a_wide_product_in_column_blocks_is_the_same_for_any_thread_count(m, k, n, exact,
+                                                                           workers):
+    """A wide product (``wide_chunk``: the one-channel layers' forwards) computed in blocks
+    of columns: the same bits with 1, 2, 3 and 8 threads, alone or beside another product,
+    as a plain loop over the blocks; ``np.matmul``'s bits for the conv preset's shapes, and
+    within float32 rounding of them where OpenBLAS's kernel for small products rounds the
+    last columns of a block otherwise (n = 5000: its last 8)."""
+    rng = np.random.default_rng(m * k + n)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    chunk = parallel.wide_chunk(m, k, n)
+    assert chunk is not None and m * k * chunk <= parallel.LONG_PRODUCT and n >= 2 * chunk
+    blocks = np.concatenate([a @ b[:, i:i + chunk] for i in range(0, n, chunk)], axis=1)
+    for threads in (1, 2, 3, 8):
+        workers(threads)
+        np.testing.assert_array_equal(parallel.matmul(a, b), blocks)
+        np.testing.assert_array_equal(parallel.matmuls([(a, b, None), (a[:3], b, None)])[0],
+                                      blocks)
+    whole = np.matmul(a, b)
+    if exact:
+        np.testing.assert_array_equal(blocks, whole)
+    scale = np.abs(a) @ np.abs(b)
+    assert np.max(np.abs(blocks - whole) / scale) < k * np.finfo(np.float32).eps
+
+
+def test_only_wide_products_are_cut_into_column_blocks():
+    assert parallel.wide_chunk(9, 32, 100352) == parallel.wide_chunk(32, 9, 100352) == 2048
+    assert parallel.wide_chunk(9, 32, 3000) is None             # fewer than two blocks
+    assert parallel.wide_chunk(288, 64, 25088) is None          # a left side too large
+    assert parallel.wide_chunk(128, 784, 400) is None
+    assert parallel.wide_chunk(9, 32, 100352, xp=object()) is None   # not NumPy: whole
 
 
 def test_only_long_products_are_chunked():
