@@ -31,8 +31,10 @@ padding itself (zeros where a window reaches it), so no padded copy of the
 input is made. With several threads the products and the batch-last passes
 are shared out across them (``npvae.parallel``), with the same results.
 ``tests/test_conv.py`` proves the batch-last functions equal the plain ones
-bit for bit, and the layers equal a plain-form reference within float32
-rounding (products summed in another order).
+bit for bit (and col2im with a bias to col2im plus the bias within float32
+rounding: ``ConvTranspose2D`` starts each pixel's sum from its bias), and the
+layers equal a plain-form reference within float32 rounding (products summed
+in another order).
 
 A transposed convolution is the backward (the input gradient) of a
 convolution: ``ConvTranspose2D.forward`` is ``Conv2D``'s dx computation
@@ -179,7 +181,7 @@ def _in_blocks(function, C, size, xp):
     parallel.elementwise(lambda i, j: function(slice(i, j)), C, size, xp)
 
 
-def col2im_batch_last(cols, shape, stride):
+def col2im_batch_last(cols, shape, stride, bias=None):
     """``col2im`` with the batch last: cols (C, k, k, Ho, Wo, B) added onto a (C, Hp, Wp, B)
     array of ``shape``, out[c, stride y + i, stride x' + j, n] += cols[c, i, j, y, x', n],
     in ``col2im``'s order of offsets (so the sums round alike).
@@ -190,24 +192,37 @@ def col2im_batch_last(cols, shape, stride):
     they are copied there instead of added onto zeros (0 + a = a; only a
     -0.0 may come out as 0.0 in ``col2im``), and only the pixels they miss
     are zeroed. That saves a zeroing pass and stride^2 reads of ``out``.
+    ``bias`` (C,): out starts from it instead of zeros, out[c] = b[c] + the
+    sum, in the same passes (the first offsets are added to b as they are
+    copied, the missed pixels set to b): a transposed convolution's bias
+    without a pass of its own. Its sum then rounds as b + a_1 + a_2 + ...
+    where adding the bias last rounds as (a_1 + a_2 + ...) + b: the same
+    within float32 rounding (``tests/test_conv.py``).
     Each thread (``npvae.parallel``) does all of this for its block of
     channels, which no other block's offsets reach.
     """
     xp = xp_of(cols)
     kernel, out_h, out_w = cols.shape[1], cols.shape[3], cols.shape[4]
     first = stride if kernel >= stride else 0
-    out = xp.empty(shape, dtype=cols.dtype) if first else xp.zeros(shape, dtype=cols.dtype)
+    out = xp.zeros(shape, dtype=cols.dtype) if not first and bias is None else \
+        xp.empty(shape, dtype=cols.dtype)
 
     def add(c):  # channels c: their pixels, all offsets
+        start = 0 if bias is None else bias[c].reshape(-1, 1, 1, 1)
         if first:
-            out[c, stride * out_h:] = 0
-            out[c, :stride * out_h, stride * out_w:] = 0
+            out[c, stride * out_h:] = start
+            out[c, :stride * out_h, stride * out_w:] = start
+        elif bias is not None:
+            out[c] = start
         for i in range(kernel):
             for j in range(kernel):
                 window = out[c, i:i + stride * (out_h - 1) + 1:stride,
                              j:j + stride * (out_w - 1) + 1:stride]
                 if i < first and j < first:
-                    window[...] = cols[c, i, j]
+                    if bias is None:
+                        window[...] = cols[c, i, j]
+                    else:
+                        xp.add(start, cols[c, i, j], out=window)
                 else:
                     window += cols[c, i, j]
     _in_blocks(add, shape[0], cols.size, xp)
@@ -403,12 +418,12 @@ class ConvTranspose2D:
         self.x2 = x.transpose(1, 2, 3, 0).reshape(C, H * W * B)
         k, p = self.kernel, self.padding
         cols = parallel.matmul(self.params["W"].reshape(C, -1).T, self.x2, self.xp)
-        # The batch-last forms of col2im and crop (module docstring): same entries, faster.
+        # The batch-last forms of col2im and crop (module docstring), the bias added as
+        # col2im starts each pixel's sum: the same entries within float32 rounding, faster.
         out = col2im_batch_last(cols.reshape(self.c_out, k, k, H, W, B),
-                                (self.c_out, Ho + 2 * p, Wo + 2 * p, B), self.stride)
-        out = crop_batch_last(out, p)  # (B, C_out, Ho, Wo) view of (C_out, Ho, Wo, B)
-        _add_bias(out.transpose(1, 2, 3, 0), self.params["b"], self.xp)
-        return out
+                                (self.c_out, Ho + 2 * p, Wo + 2 * p, B), self.stride,
+                                bias=self.params["b"])
+        return crop_batch_last(out, p)  # (B, C_out, Ho, Wo) view of (C_out, Ho, Wo, B)
 
     def backward(self, dout, need_dx=True):
         """Fill ``grads`` from dout (B, C_out, Ho, Wo); return dx (B, C_in, H, W), or None.

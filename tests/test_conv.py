@@ -124,7 +124,8 @@ def test_im2col_and_col2im_are_adjoint(case, seed):
 @given(conv_cases(), seeds)
 def test_batch_last_forms_equal_the_plain_ones_bit_for_bit(case, seed):
     """The layers' batch-last im2col (on a padded input, and padding inside), col2im and crop
-    give the plain functions' entries exactly (float32, ``==``): the same copies, the same adds in the same order."""
+    give the plain functions' entries exactly (float32, ``==``): the same copies, the same adds in the same order;
+    col2im starting from a bias equals col2im plus the bias within float32 rounding."""
     (_, _, k, s, p), (B, C, H, W) = case
     rng = np.random.default_rng(seed)
     Ho, Wo = conv.conv_output_size(H, k, s, p), conv.conv_output_size(W, k, s, p)
@@ -139,6 +140,15 @@ def test_batch_last_forms_equal_the_plain_ones_bit_for_bit(case, seed):
     summed_last = conv.col2im_batch_last(np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)),
                                          (C, H + 2 * p, W + 2 * p, B), s)
     np.testing.assert_array_equal(summed_last, summed.transpose(0, 2, 3, 1))
+    # with a bias: each pixel's sum starts from it, b + a_1 + ..., where the plain form adds
+    # it last; equal within float32 rounding of the sum's terms
+    b = rng.standard_normal(C).astype(np.float32)
+    biased = conv.col2im_batch_last(np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)),
+                                    (C, H + 2 * p, W + 2 * p, B), s, bias=b)
+    terms = np.abs(col2im(np.abs(cols), (C, B, H + 2 * p, W + 2 * p), s)).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(biased, summed_last + b[:, None, None, None], rtol=0,
+                               atol=float(np.max(terms + np.abs(b).max())) * k * k
+                               * np.finfo(np.float32).eps)
     np.testing.assert_array_equal(conv.crop_batch_last(summed_last, p), conv.crop(summed, p))
 
 
