@@ -226,7 +226,8 @@ def machine_info(torch=None):
         "numpy": np.__version__,
         "numpy_blas": openblas_info(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "env": {name: os.environ.get(name) for name in THREAD_VARIABLES + ("NPVAE_THREADS",)},
+        "env": {name: os.environ.get(name) for name in THREAD_VARIABLES + ("NPVAE_THREADS",
+                                                                           "NPVAE_KEEP_MEMORY")},
         "npvae_threads": _npvae_threads(),
     }
     if torch is not None:
@@ -383,8 +384,11 @@ def measured(function, quiet_wait=0.0):
 
     First waits up to ``quiet_wait`` seconds for a quiet machine
     (``wait_for_quiet``; 0: no wait). ``facts``: the load average just before
-    (``loadavg``), the process's CPU seconds (``cpu_seconds``) and the CPUs
-    other processes used meanwhile (``other_load_cpus``, ``OtherLoad``).
+    (``loadavg``), the process's CPU seconds (``cpu_seconds``), of them the
+    seconds spent in the kernel (``system_seconds``) and the page faults
+    (``page_faults``, minor ones: memory mapped in anew; both None where the
+    system does not count them), and the CPUs other processes used meanwhile
+    (``other_load_cpus``, ``OtherLoad``).
     """
     import time
 
@@ -392,10 +396,25 @@ def measured(function, quiet_wait=0.0):
         wait_for_quiet(timeout=quiet_wait)
     loadavg = os.getloadavg()[0]
     monitor = OtherLoad().start()
+    kernel = _kernel_counts()
     cpu = time.process_time()
     result = function()
     cpu = time.process_time() - cpu
-    return result, {"loadavg": loadavg, "cpu_seconds": cpu, "other_load_cpus": monitor.stop()}
+    after = _kernel_counts()
+    system, faults = (None, None) if kernel is None else \
+        (after[0] - kernel[0], after[1] - kernel[1])
+    return result, {"loadavg": loadavg, "cpu_seconds": cpu, "system_seconds": system,
+                    "page_faults": faults, "other_load_cpus": monitor.stop()}
+
+
+def _kernel_counts():
+    """(system CPU seconds, minor page faults) of this process so far, or None (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_stime, usage.ru_minflt
 
 
 def clean_median(seconds, loads, max_cpus=0.2):

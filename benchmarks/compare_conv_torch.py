@@ -17,7 +17,9 @@ the two architectures at equal epochs.
 
 Reported: per-epoch seconds (training pass only) and the median, npvae /
 PyTorch, the test loss after each epoch (one sample of z per example, the
-negative ELBO in nats per example, both sides), then
+negative ELBO in nats per example, both sides), the epoch's system CPU
+seconds and page faults (memory mapped in anew: ``npvae.memory``; run with
+``NPVAE_KEEP_MEMORY=0`` to see glibc's defaults), then
 
 - a profile of npvae's conv training step over ``--profile-steps`` steps:
   im2col, matrix products (every ``matmul`` of the conv and dense layers),
@@ -215,6 +217,13 @@ def step_memory(run, trainer):
 # ---------------------------------------------------------------- the comparison
 
 
+def _faults(facts):
+    """'S s system, N page faults, ' for an epoch's line, or '' where they are not counted."""
+    if facts["page_faults"] is None:
+        return ""
+    return f"{facts['system_seconds']:.2f} s system, {facts['page_faults']} page faults, "
+
+
 def main(argv=None):
     parser = _common.script_parser(__doc__, epochs=10, training=True)
     parser.add_argument("--n-train", type=int, default=None,
@@ -249,7 +258,8 @@ def main(argv=None):
                                batch_size=args.batch_size, seed=args.seed)
     names = ("npvae conv", "torch conv", "npvae mlp")
     history = {name: {k: [] for k in ("train_loss", "test_loss", "epoch_seconds",
-                                      "epoch_cpu_seconds", "other_load_cpus", "loadavg")}
+                                      "epoch_cpu_seconds", "epoch_system_seconds",
+                                      "epoch_page_faults", "other_load_cpus", "loadavg")}
                for name in names}
     for epoch in range(args.epochs):
         order = conv.order(epoch)
@@ -261,13 +271,15 @@ def main(argv=None):
             h = history[name]
             h["other_load_cpus"].append(facts["other_load_cpus"])
             h["epoch_cpu_seconds"].append(cpu)
+            h["epoch_system_seconds"].append(facts["system_seconds"])
+            h["epoch_page_faults"].append(facts["page_faults"])
             h["loadavg"].append(loadavg)
             h["epoch_seconds"].append(seconds)
             h["train_loss"].append(train_loss)
             h["test_loss"].append(trainer.test_loss(conv.data.x_test) if name == "torch conv"
                                   else (conv if name == "npvae conv" else mlp).test_loss())
             print(f"epoch {epoch + 1}/{args.epochs} {name:<10}  {seconds:7.2f} s ({cpu:.2f} s "
-                  f"CPU, load average {loadavg:.1f})  train "
+                  f"CPU, {_faults(facts)}load average {loadavg:.1f})  train "
                   f"{train_loss:8.3f}  test {h['test_loss'][-1]:8.3f}  other CPUs "
                   f"{h['other_load_cpus'][-1]:.2f}", flush=True)
         # Written after every epoch, so a run cut short keeps the epochs it finished.

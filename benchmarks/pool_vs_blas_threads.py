@@ -19,7 +19,15 @@ convolution, batch 128), all in one process, medians of ``--repeats``:
    (100352, 32)``, as one call and summed over chunks of its inner dimension
    (``parallel.matmul``), with npvae's pool of 1 and of 2, OpenBLAS at 1
    thread; the largest difference from the float64 product, relative to
-   sum |a| |b|, of each.
+   sum |a| |b|, of each;
+5. a wide product (``npvae.parallel.wide_chunk``): that layer's forward,
+   ``(9, 32) @ (32, 100352)``, as one call and in blocks of columns
+   (``parallel.matmul``, checked equal to the one call), pools of 1 and 2;
+6. that layer's backward, the long weight gradient beside dx = W2 @ cols
+   ``(32, 9) @ (9, 100352)`` (``parallel.matmuls``): each product whole on
+   a thread of its own (the chunks in one call, dx in another: what
+   ``matmuls`` did before dx rode along) against dx riding along the
+   chunks, ranges of them across the threads; pools of 1 and 2.
 
 Usage: ``python benchmarks/pool_vs_blas_threads.py [--repeats 15]``
 """
@@ -118,12 +126,54 @@ def main(argv=None):
         error = float(np.max(np.abs(function(a, b) - exact) / scale))
         record["long_product"][how] = {"ms": ms, "max_relative_error": error}
         rows.append((name, f"{how}, OpenBLAS 1", f"{ms:.2f} (error {error:.1e})"))
+    rows += wide_and_riding(a, b, rng, args.repeats, record)
     parallel.set_workers(1)
     _common.print_table(rows, ["work", "how", "ms (median)"],
                         title=f"\nmedians of {args.repeats}, float32")
     _common.write_json("pool_vs_blas_threads", {"args": vars(args),
                                                 "machine": _common.machine_info(),
                                                 **record}, args.out)
+
+
+def wide_and_riding(cols, x2t, rng, repeats, record):
+    """Sections 5 and 6 of the docstring for the last layer's cols (9, N) and x2^T (N, 32):
+    rows for the table, timings into ``record``."""
+    from functools import partial
+
+    from npvae import parallel
+
+    Wt = rng.standard_normal((9, 32)).astype(np.float32)            # W^T of the forward
+    x2 = np.ascontiguousarray(x2t.T)
+    name = f"wide product (9, 32) @ (32, {x2.shape[1]})"
+    rows, record["wide_product"] = [], {}
+    for how, workers, function in (("one call", 1, np.matmul),
+                                   ("column blocks, pool of 1", 1, parallel.matmul),
+                                   ("column blocks, pool of 2", 2, parallel.matmul)):
+        parallel.set_workers(workers)
+        assert np.array_equal(function(Wt, x2), np.matmul(Wt, x2)), how
+        ms = median_ms(lambda: function(Wt, x2), repeats)
+        record["wide_product"][how] = ms
+        rows.append((name, f"{how}, OpenBLAS 1", f"{ms:.2f}"))
+
+    W2 = np.ascontiguousarray(Wt.T)                                  # (32, 9)
+    chunk = parallel.long_chunk(*cols.shape, x2t.shape[1])
+    terms = np.empty((-(-cols.shape[1] // chunk), 9, 32), dtype=np.float32)
+
+    def side_by_side():   # the chunks in one call, dx whole in another
+        parallel._run_all([partial(parallel._chunk_products, cols, x2t, terms, chunk),
+                           partial(np.matmul, W2, cols)])
+
+    name = "backward: dW^T (9, N) @ (N, 32) and dx (32, 9) @ (9, N)"
+    record["riding"] = {}
+    for workers in (1, 2):
+        parallel.set_workers(workers)
+        for how, function in (("each whole on its own thread", side_by_side),
+                              ("dx riding along the chunks",
+                               lambda: parallel.matmuls([(cols, x2t, None), (W2, cols, None)]))):
+            ms = median_ms(function, repeats)
+            record["riding"][f"{how}, pool of {workers}"] = ms
+            rows.append((name, f"{how}, pool of {workers}", f"{ms:.2f}"))
+    return rows
 
 
 if __name__ == "__main__":
