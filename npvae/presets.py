@@ -90,7 +90,10 @@ PRESETS = {
                        "1e-3, batch 128",
         "model": dict(architecture="conv", hidden=(32, 64), decoder_hidden=None, latent=20,
                       activation="relu", likelihood="bernoulli", sigma=1.0, init="pytorch"),
-        "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none"),
+        # test batches of 250: a batch of 1000 made 226 MB column matrices, which malloc maps
+        # anew for each batch (npvae.memory): 1.31 s against 0.81 for 5000 digits, same loss
+        "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none",
+                         eval_batch_size=250),
     },
     "burda-vae": {
         "description": "Burda et al.'s Table 1 VAE, k=5: 784-200-200-50 tanh, k-sample ELBO "
@@ -127,7 +130,8 @@ PRESETS = {
                       activation="relu", likelihood="bernoulli", sigma=None, init="glorot",
                       beta=None, embedding_dim=16, n_codes=64, commitment=0.25,
                       codebook_update="gradient", ema_decay=None, restart_every=100),
-        "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none"),
+        "training": dict(epochs=10, batch_size=128, lr=1e-3, binarize="none",
+                         eval_batch_size=250),   # as conv's
     },
     "cvae": {
         "description": "a conditional VAE: pytorch-example with the digit label, one-hot, "
