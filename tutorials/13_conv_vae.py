@@ -118,7 +118,7 @@ for name, terms in losses.items():
 # %% [markdown]
 # In the default run (one epoch each, all 10 000 test digits), the conv VAE
 # reached a test loss of 118.1 nats (recon 92.4 + KL 25.7) and the MLP 126.2
-# (recon 105.6 + KL 20.7): 8 nats better with a third of the parameters, all
+# (recon 105.5 + KL 20.7): 8 nats better with a third of the parameters, all
 # of it in the reconstruction term; a kernel learned at one position of a
 # stroke works at every other. Over 10 epochs (`benchmarks/compare_conv_torch.py`,
 # numbers in `benchmarks/README.md`) the gap narrows but stays: 101.8 against
