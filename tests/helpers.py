@@ -1,6 +1,7 @@
 """What several test modules share, written once.
 
 - ``error_line``: the one stderr line of a failed command;
+- ``fresh_python``: code run in a new Python, without the npvae and BLAS variables inherited;
 - ``snapshot``: every file under a folder (digest and mode), to show nothing changed;
 - ``assert_all_ok``: every gradient-check result passes, or the failing ones are shown;
 - ``idx_bytes``, ``write_idx``, ``write_tiny_mnist``: IDX files and a tiny MNIST-format data set;
@@ -13,17 +14,35 @@
 
 import gzip
 import hashlib
+import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from npvae import memory, threads
 from npvae.config import TrainConfig
 from npvae.data import MNIST_FILES
+from tests.timeouts import safety_net
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------- commands and folders
+
+
+def fresh_python(code, seconds, **env):
+    """Run ``code`` in a fresh Python: the subprocess's result (text). npvae's and BLAS's
+    variables (threads, ``NPVAE_KEEP_MEMORY``) are not inherited; ``env`` is added, and the
+    repository is on its path. ``seconds``: the safety net against a hang (``safety_net``)."""
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in threads.BLAS_VARIABLES + (threads.ENVIRONMENT, memory.ENVIRONMENT)}
+    environment.update(env, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                          text=True, timeout=safety_net(seconds))
 
 
 def error_line(capsys):

@@ -8,15 +8,10 @@
   changes.
 """
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from npvae import memory, threads
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from npvae import memory
+from tests.helpers import fresh_python
 
 pytestmark = pytest.mark.skipif(not memory._glibc(), reason="malloc's settings are glibc's")
 
@@ -59,12 +54,7 @@ print(hashlib.sha256(model.theta.tobytes()).hexdigest())
 def run_python(code, **env):
     """``code`` in a fresh Python with ``env`` added, one thread, NumPy's huge pages off (so
     that a fault is one 4 KiB page); its stdout."""
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in threads.BLAS_VARIABLES + (threads.ENVIRONMENT,
-                                                         memory.ENVIRONMENT)}
-    environment.update(env, PYTHONPATH=REPO, NPVAE_THREADS="1", NUMPY_MADVISE_HUGEPAGE="0")
-    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
-                          text=True, timeout=600)
+    done = fresh_python(code, 600, NPVAE_THREADS="1", NUMPY_MADVISE_HUGEPAGE="0", **env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

@@ -14,24 +14,17 @@
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from npvae import cli, parallel, threads
 from npvae.errors import ConfigError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO, fresh_python
 
 
 def run_python(code, **env):
     """Run ``code`` in a fresh Python with ``env`` added (and no inherited thread variables)."""
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in threads.BLAS_VARIABLES + (threads.ENVIRONMENT,)}
-    environment.update(env, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
-                          text=True, timeout=120)
+    return fresh_python(code, 120, **env)
 
 
 def needs_openblas():
