@@ -204,15 +204,14 @@ def col2im_batch_last(cols, shape, stride, bias=None):
     xp = xp_of(cols)
     kernel, out_h, out_w = cols.shape[1], cols.shape[3], cols.shape[4]
     first = stride if kernel >= stride else 0
-    out = xp.zeros(shape, dtype=cols.dtype) if not first and bias is None else \
-        xp.empty(shape, dtype=cols.dtype)
+    out = xp.empty(shape, dtype=cols.dtype)
 
     def add(c):  # channels c: their pixels, all offsets
         start = 0 if bias is None else bias[c].reshape(-1, 1, 1, 1)
-        if first:
+        if first:   # only the pixels the first offsets miss
             out[c, stride * out_h:] = start
             out[c, :stride * out_h, stride * out_w:] = start
-        elif bias is not None:
+        else:
             out[c] = start
         for i in range(kernel):
             for j in range(kernel):
