@@ -210,9 +210,10 @@ def matmuls(products, xp=np):
     outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) if out is None
             else out for a, b, out in products]
     riders = _riders(products, chunks)
+    ridden = {j for along in riders.values() for j in along}
     calls, sums = [], []
     for i, ((a, b, _), out, work, chunk) in enumerate(zip(products, outs, flops, chunks)):
-        if any(i in along for along in riders.values()):
+        if i in ridden:
             continue    # computed chunk by chunk with its long product
         if chunk:
             terms = np.empty((-(-a.shape[1] // chunk), *out.shape), dtype=out.dtype)
