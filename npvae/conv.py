@@ -39,7 +39,10 @@ in another order).
 A transposed convolution is the backward (the input gradient) of a
 convolution: ``ConvTranspose2D.forward`` is ``Conv2D``'s dx computation
 (product, then col2im) and its backward is ``Conv2D``'s forward (im2col,
-then product).
+then product). A transposed convolution with fewer input channels than
+output channels computes its forward phase by phase instead, a product per
+phase of the output and no col2im (``npvae.convphases``): the same values
+within float32 rounding, and less memory to move.
 
 Derivations: ``tutorials/derivations.md``, sections "Convolution" and
 "Transposed convolution".
@@ -50,6 +53,7 @@ import numpy as np
 from . import parallel
 from .backend import xp_of
 from .checks import positive_int
+from .convphases import conv_transpose_phases, gathers
 from .errors import ConfigError
 from .layers import init_weights, parameters
 
@@ -376,6 +380,11 @@ class ConvTranspose2D:
     hold the bias only too.
     Shapes: x (B, C_in, H, W), out (B, C_out, Ho, Wo),
     Ho = (H - 1) stride - 2 padding + k + output_padding.
+    With C_in < C_out the forward gathers instead of scattering: each phase
+    of the output (its pixels s m + r, s n + q) is one product of the
+    kernel offsets that reach it with shifted copies of x
+    (``npvae.convphases``, which says why and when it is faster); the same
+    values within float32 rounding. The backward is the same either way.
 
     Backward (``derivations.md#transposed-convolution``), with
     cols = im2col(dout padded) (C_out k k, B H W), W2 = W.reshape(C_in, C_out k k)
@@ -415,6 +424,9 @@ class ConvTranspose2D:
             raise ConfigError(f"{self!r}: a {H}x{W} input gives no output pixels")
         self.x_shape = x.shape
         self.x2 = x.transpose(1, 2, 3, 0).reshape(C, H * W * B)
+        if gathers(self.c_in, self.c_out):   # phase by phase, no col2im (npvae.convphases)
+            return conv_transpose_phases(batch_last(x), self.params["W"], self.params["b"],
+                                         self.stride, self.padding, (Ho, Wo)).transpose(3, 0, 1, 2)
         k, p = self.kernel, self.padding
         cols = parallel.matmul(self.params["W"].reshape(C, -1).T, self.x2, self.xp)
         # The batch-last forms of col2im and crop (module docstring), the bias added as

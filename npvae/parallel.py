@@ -128,6 +128,12 @@ def pass_parts():
     return min(_workers, MAX_PASS_PARTS)
 
 
+def product_parts(flops, xp=np):
+    """How many parts work of ``flops``, mostly matrix products, is split into: one per
+    ``MIN_FLOPS``, at most the threads (``_parts``)."""
+    return _parts(flops, MIN_FLOPS, xp)
+
+
 def _parts(work, least, xp=np, most=None):
     """How many parts ``work`` is split into: one per ``least`` of it, at most the threads
     (and at most ``most``), one for non-NumPy arrays."""
