@@ -32,6 +32,14 @@ a part over costs about 50 us, more than a smaller part saves. With one
 thread (``--threads 1``; the default is the idle CPUs, at most 8:
 ``npvae.threads``) every function here is the plain NumPy call.
 
+Work split from inside a part (a conv VAE's chunk of examples,
+``npvae.chunked``) goes to the part's share of the threads (the threads over
+the parts running at once): with 2 threads and 2 chunks each chunk runs
+whole on its thread; with 8, each is split across 4. The blocks are the
+same either way, so are the results. At most as many tasks wait in the
+pool as it has threads, so a part never waits on work no thread is free
+to take.
+
 An elementwise pass is split into at most ``MAX_PASS_PARTS`` parts, however
 many threads there are. Such passes are bound by memory bandwidth, which a
 few cores already use up: on a 16-core Xeon, passes split across all the
@@ -42,6 +50,7 @@ Products keep all the threads.
 """
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -89,7 +98,7 @@ if hasattr(os, "register_at_fork"):
 def split(n, parts=None):
     """range(n) as up to ``parts`` (default ``workers()``) contiguous (start, stop) ranges,
     sizes differing by at most one."""
-    parts = max(1, min(n, _workers if parts is None else parts))
+    parts = max(1, min(n, _threads() if parts is None else parts))
     edges = [n * i // parts for i in range(parts + 1)]
     return list(zip(edges[:-1], edges[1:]))
 
@@ -102,17 +111,43 @@ def run(function, ranges):
 
 def _run_all(calls):
     """Each of ``calls`` (no arguments): the first in this thread, the rest in the pool; all
-    finished (or the first error raised) before it returns."""
-    if len(calls) == 1 or _pool is None:
+    finished (or the first error raised) before it returns. Inside a part (a call run
+    here), every call runs in turn in the part's own thread."""
+    threads = _threads()
+    if len(calls) == 1 or _pool is None or threads == 1:
         for call in calls:
             call()
         return
+    calls = [partial(_as_part, call, max(1, threads // len(calls))) for call in calls]
     futures = [_pool.submit(call) for call in calls[1:]]
     try:
         calls[0]()
     finally:
         for future in futures:
             future.result()
+
+
+_inside = threading.local()   # .threads: the share of the threads of the part running here
+
+
+def _threads():
+    """The threads the calling thread splits its work across: npvae's, or inside a part, the
+    part's share of them (the threads over the parts run at once, at least 1)."""
+    return getattr(_inside, "threads", _workers)
+
+
+def _as_part(call, threads):
+    """``call()`` as a part with ``threads`` threads: work it splits goes to that many (with
+    1, it runs whole in this thread)."""
+    outer = getattr(_inside, "threads", None)
+    _inside.threads = threads
+    try:
+        call()
+    finally:
+        if outer is None:
+            del _inside.threads
+        else:
+            _inside.threads = outer
 
 
 def elementwise(function, n, size, xp=np):
@@ -125,7 +160,7 @@ def elementwise(function, n, size, xp=np):
 def pass_parts():
     """The most parts an elementwise pass is split into now: the threads, at most
     ``MAX_PASS_PARTS``."""
-    return min(_workers, MAX_PASS_PARTS)
+    return min(_threads(), MAX_PASS_PARTS)
 
 
 def product_parts(flops, xp=np):
@@ -137,8 +172,11 @@ def product_parts(flops, xp=np):
 def _parts(work, least, xp=np, most=None):
     """How many parts ``work`` is split into: one per ``least`` of it, at most the threads
     (and at most ``most``), one for non-NumPy arrays."""
-    most = _workers if most is None else min(_workers, most)
-    return 1 if _workers == 1 or xp is not np else max(1, min(most, int(work // least)))
+    threads = _threads()
+    most = threads if most is None else min(threads, most)
+    if threads == 1 or xp is not np:
+        return 1
+    return max(1, min(most, int(work // least)))
 
 
 def apply(function, x, *others):
@@ -232,7 +270,7 @@ def matmuls(products, xp=np):
                       for first, stop in split(len(terms), parts)]
             sums.append((terms, out))
         else:
-            share = max(1, round(_workers * work / sum(flops)))
+            share = max(1, round(_threads() * work / sum(flops)))
             calls += _blocks(a, b, out, min(share, _parts(work, MIN_FLOPS)), wide[i])
     _run_all(calls)
     for terms, out in sums:

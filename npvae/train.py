@@ -52,6 +52,7 @@ import numpy as np
 
 from . import progress
 from .backend import default_rng, to_numpy
+from .chunked import splits, step_in_chunks
 from .checkpoint import CHECKPOINT_NAME, restore_model, restore_optimizer, save_checkpoint
 from .config import TrainConfig
 from .cvae import check_labels, model_from_config
@@ -103,8 +104,11 @@ def train_step(model, optimizer, x, *, rng=None, eps=None, beta=None, clip=None,
     labels = {} if y is None else {"y": y}  # models without labels need not take y
     vq = is_vq(getattr(model, "config", None))  # a hand-made model (tutorial 11) has none
     noise = {} if vq else dict(rng=rng, eps=eps, beta=beta)
-    terms = loss.forward(x, check=check, **noise, **labels)
-    loss.backward()
+    if splits(model, x.shape[0], objective):     # a conv VAE: chunks of examples at once
+        terms = step_in_chunks(model, x, check=check, **noise)
+    else:
+        terms = loss.forward(x, check=check, **noise, **labels)
+        loss.backward()
     grad_norm = clip_grad_norm(optimizer.grads, clip) if clip else None
     optimizer.step()
     if vq:

@@ -91,6 +91,31 @@ def test_passes_take_at_most_max_pass_parts_and_products_every_thread(workers, m
     assert parallel.pass_parts() == 3
 
 
+@pytest.mark.parametrize("threads, outer, inner", [(2, 2, 1), (8, 2, 4), (8, 3, 2), (3, 2, 1)])
+def test_work_split_inside_a_part_takes_the_parts_share_of_the_threads(workers, threads,
+                                                                       outer, inner):
+    """A part (a conv VAE's chunk of examples) splits its own work across threads // parts
+    (whole in its own thread when that is 1), and nested splitting finishes: the pool never
+    holds more waiting work than it has threads."""
+    workers(threads)
+    import threading
+    seen = []
+
+    def part(i, j):
+        mine = threading.get_ident()
+        blocks = []
+        parallel.run(lambda a, b: blocks.append((a, b, threading.get_ident())),
+                     parallel.split(100))
+        seen.append((i, sorted(blocks), mine))
+    parallel.run(part, parallel.split(outer, outer))
+    assert sorted(i for i, _, _ in seen) == list(range(outer))
+    for _, blocks, mine in seen:
+        assert [(a, b) for a, b, _ in blocks] == parallel.split(100, inner)
+        if inner == 1:
+            assert blocks[0][2] == mine            # whole, in the part's own thread
+    assert parallel.split(100) == parallel.split(100, threads)   # outside parts: every thread
+
+
 # (m, k, n) of the layers' products: conv preset (batch 128) and the MLP.
 SHAPES = [(288, 64, 25088), (64, 288, 25088), (288, 25088, 64), (9, 32, 100352),
           (128, 784, 400), (784, 128, 400), (128, 400, 784), (7, 5, 3), (128, 3136, 40)]
