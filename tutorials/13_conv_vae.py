@@ -24,10 +24,12 @@
 #
 # **How long it runs.** By default: one epoch of each of the three models
 # (conv with 20 latents, the MLP, conv with 2 latents). A conv epoch is 469
-# steps; in `benchmarks/README.md` one took about 1.3 times PyTorch's eager
-# epoch on the same CPU (66 s against 50 s on one thread, when the machine was quiet). When we ran the default version on
-# the project's shared 2-core machine, under a load average of about 18,
-# the conv epochs took 16 minutes each and the MLP's one minute.
+# steps; the default run below took 41 s for each conv epoch and 4 s for the
+# MLP's, on one thread of the project's 2-core machine. Against PyTorch's eager
+# epoch on the same CPU (`benchmarks/README.md`) npvae's conv epoch took 0.94
+# times its CPU time on one thread, and 1.01 times its time on two. Under a
+# load average of about 18 on that machine an earlier version's conv epochs
+# took 16 minutes each, and the MLP's one minute.
 # `NPVAE_FULL=1`: 10 epochs each, ten times as long.
 # `NPVAE_QUICK=1` (the test suite): 4 steps each, 100 test digits, about
 # 15 seconds. Run folders go to `tutorials/runs/13_*`. In a notebook the
