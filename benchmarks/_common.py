@@ -13,6 +13,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -296,6 +297,28 @@ def print_table(rows, headers, title=None):
     print("  ".join("-" * w for w in widths))
     for r in text:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def alternating_ms(ways, rounds, warmup=1):
+    """{name: [ms of each round]} for ``ways`` {name: function()}: ``warmup`` untimed rounds,
+    then ``rounds`` rounds, each calling every way once in turn (so drift in the machine's
+    speed reaches every way alike)."""
+    times = {name: [] for name in ways}
+    for round_ in range(warmup + rounds):
+        for name, function in ways.items():
+            start = time.perf_counter()
+            function()
+            if round_ >= warmup:
+                times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def report(name, rows, headers, title, args, **payload):
+    """Print the table of ``rows`` and write ``{"args", "machine", **payload}`` to ``name``'s
+    JSON (``write_json``, to ``args.out`` when set)."""
+    print_table(rows, headers, title=title)
+    return write_json(name, {"args": vars(args), "machine": machine_info(), **payload},
+                      args.out)
 
 
 def write_json(name, payload, out=None):

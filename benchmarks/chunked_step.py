@@ -20,13 +20,13 @@ if __name__ == "__main__":
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 from benchmarks import _common
 
 STEPS = {"conv": 20, "pytorch-example": 200}
+HEADERS = ["preset", "threads", "whole ms", "chunks ms", "chunks/whole", "npvae takes"]
 
 
 def main(argv=None):
@@ -44,7 +44,7 @@ def main(argv=None):
     from npvae.vae import VAE
 
     x = _common.mnist_arrays()[0]
-    rows, results = [], []
+    results = []
     for preset, base in STEPS.items():
         steps = max(1, round(base * args.scale))
         cfg = TrainConfig.from_preset(preset, seed=0, figures=False, progress=False)
@@ -52,31 +52,29 @@ def main(argv=None):
         optimizer = Adam({"theta": model.theta}, {"theta": model.dtheta}, lr=1e-3)
         rng = np.random.default_rng(1)
         batches = [x[128 * i:128 * (i + 1)] for i in range(steps)]
-        ways = {"whole": lambda model, batch, objective=None: False,
-                "chunks": lambda model, batch, objective=None: batch > chunked.CHUNK}
+        rules = {"whole": lambda model, batch, objective=None: False,
+                 "chunks": lambda model, batch, objective=None: batch > chunked.CHUNK}
+
+        def steps_with(rule):
+            def run():
+                train.splits = rule
+                for batch in batches:
+                    train.train_step(model, optimizer, batch, rng=rng, check=False)
+            return run
         for n in (int(t) for t in args.threads.split(",")):
             threads.set_threads(n)
-            ms = {way: [] for way in ways}
-            for round_ in range(args.rounds + 1):
-                for way, rule in ways.items():
-                    train.splits = rule
-                    start = time.perf_counter()
-                    for batch in batches:
-                        train.train_step(model, optimizer, batch, rng=rng, check=False)
-                    if round_:            # the first round warms up
-                        ms[way].append(1e3 * (time.perf_counter() - start) / steps)
+            ms = {way: [t / steps for t in times] for way, times in _common.alternating_ms(
+                {way: steps_with(rule) for way, rule in rules.items()}, args.rounds).items()}
             train.splits = chunked.splits
-            median = {way: statistics.median(t) for way, t in ms.items()}
-            rows.append([preset, n, median["whole"], median["chunks"],
-                         median["chunks"] / median["whole"],
-                         "chunks" if chunked.splits(model, 128) else "whole"])
             results.append({"preset": preset, "threads": n, "steps_per_round": steps,
-                            "median_ms": median, "ms": ms})
-    _common.print_table(rows, ["preset", "threads", "whole ms", "chunks ms", "chunks/whole",
-                               "npvae takes"],
-                        title=f"ms per training step, batch 128, medians of {args.rounds} rounds")
-    _common.write_json("chunked_step", {"args": vars(args), "machine": _common.machine_info(),
-                                        "results": results}, args.out)
+                            "median_ms": {way: statistics.median(t) for way, t in ms.items()},
+                            "ms": ms, "npvae_takes": "chunks" if chunked.splits(model, 128)
+                            else "whole"})
+    rows = [[r["preset"], r["threads"], *r["median_ms"].values(),
+             r["median_ms"]["chunks"] / r["median_ms"]["whole"], r["npvae_takes"]]
+            for r in results]
+    title = f"ms per training step, batch 128, medians of {args.rounds} rounds"
+    _common.report("chunked_step", rows, HEADERS, title, args, results=results)
 
 
 if __name__ == "__main__":

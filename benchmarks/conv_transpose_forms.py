@@ -20,7 +20,6 @@ if __name__ == "__main__":
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
@@ -71,15 +70,7 @@ def main(argv=None):
         difference = float(np.abs(a - b).max() / np.abs(a).max())
         for n in (int(t) for t in args.threads.split(",")):
             threads.set_threads(n)
-            times = {form: [] for form in functions}
-            for _ in range(3):
-                for function in functions.values():
-                    function()
-            for _ in range(args.repeats):
-                for form, function in functions.items():
-                    start = time.perf_counter()
-                    function()
-                    times[form].append(1e3 * (time.perf_counter() - start))
+            times = _common.alternating_ms(functions, args.repeats, warmup=3)
             ms = {form: statistics.median(t) for form, t in times.items()}
             chosen = "phases" if convphases.gathers(c_in, c_out) else "col2im"
             rows.append([repr(layer), n, ms["col2im"], ms["phases"],
@@ -87,12 +78,10 @@ def main(argv=None):
             results.append({"layer": repr(layer), "input": [args.batch, c_in, size, size],
                             "threads": n, "median_ms": ms, "ms": times, "chosen": chosen,
                             "max_difference_relative": difference})
-    _common.print_table(rows, ["layer", "threads", "col2im ms", "phases ms", "phases/col2im",
-                               "chosen"],
-                        title=f"forward, batch {args.batch}, float32, medians of {args.repeats}")
-    _common.write_json("conv_transpose_forms", {"args": vars(args),
-                                                "machine": _common.machine_info(),
-                                                "results": results}, args.out)
+    _common.report("conv_transpose_forms", rows,
+                   ["layer", "threads", "col2im ms", "phases ms", "phases/col2im", "chosen"],
+                   f"forward, batch {args.batch}, float32, medians of {args.repeats}", args,
+                   results=results)
 
 
 if __name__ == "__main__":

@@ -128,13 +128,10 @@ def main(argv=None):
             for loop in loops:
                 loop.kill()
                 loop.wait()
-    _common.print_table(rows, ["busy loops", "threads", "npvae's", "BLAS's", "load avg",
-                               "other CPUs", "MLP ms/step (wall)", "MLP CPU ms",
-                               "conv ms/step (wall)", "conv CPU ms"],
-                        title=f"\ntraining steps, batch 128, {cpus} CPUs")
-    _common.write_json("threads_under_load", {"args": vars(args),
-                                              "machine": _common.machine_info(),
-                                              "rows": records}, args.out)
+    _common.report("threads_under_load", rows,
+                   ["busy loops", "threads", "npvae's", "BLAS's", "load avg", "other CPUs",
+                    "MLP ms/step (wall)", "MLP CPU ms", "conv ms/step (wall)", "conv CPU ms"],
+                   f"\ntraining steps, batch 128, {cpus} CPUs", args, rows=records)
 
 
 if __name__ == "__main__":

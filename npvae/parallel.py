@@ -36,9 +36,10 @@ Work split from inside a part (a conv VAE's chunk of examples,
 ``npvae.chunked``) goes to the part's share of the threads (the threads over
 the parts running at once): with 2 threads and 2 chunks each chunk runs
 whole on its thread; with 8, each is split across 4. The blocks are the
-same either way, so are the results. At most as many tasks wait in the
-pool as it has threads, so a part never waits on work no thread is free
-to take.
+same either way, so are the results. Only a part with two threads or more
+splits its work and waits for it, so at most half the threads wait while
+the others take the queued work: a part never waits on work no thread is
+free to take.
 
 An elementwise pass is split into at most ``MAX_PASS_PARTS`` parts, however
 many threads there are. Such passes are bound by memory bandwidth, which a
@@ -111,8 +112,9 @@ def run(function, ranges):
 
 def _run_all(calls):
     """Each of ``calls`` (no arguments): the first in this thread, the rest in the pool; all
-    finished (or the first error raised) before it returns. Inside a part (a call run
-    here), every call runs in turn in the part's own thread."""
+    finished (or the first error raised) before it returns. Each call runs as a part with
+    its share of the calling thread's threads (``_as_part``); with one thread, in turn,
+    here."""
     threads = _threads()
     if len(calls) == 1 or _pool is None or threads == 1:
         for call in calls:
