@@ -21,9 +21,9 @@ Why only the conv architecture: its step is many large elementwise passes
 a step, which a chunk whole on its thread does without. On 2 CPUs
 (``python benchmarks/chunked_step.py``, ``results/chunked_step.json``) the
 conv preset's step took 0.94x the time of the whole batch's at 2 threads
-and 0.96x at one (a chunk's arrays fit the caches better); the MLP's step,
-small products and few passes, took 1.09x and 1.17x in chunks, so it keeps
-the whole batch.
+and at one (a chunk's arrays fit the caches better); the MLP's step, small
+products and few passes, took 1.03x and 1.15x in chunks, so it keeps the
+whole batch.
 
 The chunks are fixed by the batch (``CHUNK`` examples each, the last one
 shorter), not by the threads, so the results are the same bits with any
