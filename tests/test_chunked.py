@@ -17,6 +17,7 @@ import pytest
 
 from npvae import chunked, threads
 from npvae.chunked import CHUNK, replicas, splits, step_in_chunks
+from npvae.errors import ConfigError
 from npvae.iwae import KSampleObjective
 from npvae.optim import Adam
 from npvae.train import train_step
@@ -131,3 +132,13 @@ def test_only_a_conv_vaes_own_elbo_on_more_than_a_chunk_is_split(monkeypatch):
     train_step(conv, optimizer, x, rng=np.random.default_rng(6))
     train_step(conv, optimizer, x[:CHUNK], rng=np.random.default_rng(6))
     assert calls == [(CHUNK + 3, 64)]
+
+
+def test_a_wrong_noise_shape_is_named_for_the_whole_batch():
+    model = conv_model("float32")
+    x = np.zeros((2 * CHUNK, 64), np.float32)
+    named = rf"eps must have shape \({2 * CHUNK}, 3\); got shape \({2 * CHUNK}, 2\)"
+    with pytest.raises(ConfigError, match=named):
+        step_in_chunks(model, x, eps=np.zeros((2 * CHUNK, 2), np.float32))
+    with pytest.raises(ValueError, match="needs eps or a random Generator"):
+        step_in_chunks(model, x)
