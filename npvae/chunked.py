@@ -95,5 +95,6 @@ def step_in_chunks(model, x, *, eps=None, rng=None, beta=None, check=True):
     weights = [parts[c].x.shape[0] / B for c in range(len(starts))]
     np.multiply(parts[0].dtheta, weights[0], out=model.dtheta)
     for part, weight in zip(parts[1:], weights[1:]):
-        model.dtheta += weight * part.dtheta
+        part.dtheta *= weight             # the replica's own buffer, written anew each step
+        model.dtheta += part.dtheta
     return LossTerms(*(sum(w * t[i] for w, t in zip(weights, terms)) for i in range(3)))
