@@ -313,10 +313,10 @@ def alternating_ms(ways, rounds, warmup=1):
     return times
 
 
-def report(name, rows, headers, title, args, **payload):
-    """Print the table of ``rows`` and write ``{"args", "machine", **payload}`` to ``name``'s
-    JSON (``write_json``, to ``args.out`` when set)."""
-    print_table(rows, headers, title=title)
+def report(name, table, headers, title, args, **payload):
+    """Print ``table`` (rows under ``headers``) and write ``{"args", "machine", **payload}``
+    to ``name``'s JSON (``write_json``, to ``args.out`` when set)."""
+    print_table(table, headers, title=title)
     return write_json(name, {"args": vars(args), "machine": machine_info(), **payload},
                       args.out)
 
