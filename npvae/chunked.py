@@ -35,7 +35,6 @@ rounding: the weight gradients are summed chunk by chunk
 import numpy as np
 
 from . import parallel
-from .errors import ConfigError
 from .vae import VAE, LossTerms
 
 CHUNK = 64   # examples per chunk
@@ -75,13 +74,7 @@ def step_in_chunks(model, x, *, eps=None, rng=None, beta=None, check=True):
     """
     x = model.check_input(x, values=check)
     B = x.shape[0]
-    if eps is not None and getattr(eps, "shape", None) != (B, model.latent):
-        raise ConfigError(f"eps must have shape ({B}, {model.latent}); "
-                          f"got shape {getattr(eps, 'shape', None)}")
-    if eps is None:
-        if rng is None:
-            raise ValueError("step_in_chunks needs eps or a random Generator rng")
-        eps = rng.standard_normal((B, model.latent), dtype=model.dtype)
+    eps = model.noise(B, eps, rng)     # the whole batch's, as VAE.forward checks or draws it
     beta = model.beta if beta is None else beta
     starts = list(range(0, B, CHUNK))
     parts, terms = replicas(model, len(starts)), [None] * len(starts)

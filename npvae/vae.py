@@ -319,6 +319,18 @@ class VAE:
         """The decoder's mean of p(x | z): probabilities or means, (B, D)."""
         return self.output_mean(self.decoder.forward(z))
 
+    def noise(self, batch, eps=None, rng=None):
+        """The noise eps (batch, Z) of a step: ``eps`` itself, checked, or drawn from the
+        ``Generator`` ``rng`` in the model's dtype (as ``reparameterize`` draws it)."""
+        if eps is None:
+            if rng is None:
+                raise ValueError("the noise needs eps or a random Generator rng")
+            return rng.standard_normal((batch, self.latent), dtype=self.dtype)
+        if getattr(eps, "shape", None) != (batch, self.latent):
+            raise ConfigError(f"eps must have shape ({batch}, {self.latent}); "
+                              f"got shape {getattr(eps, 'shape', None)}")
+        return eps
+
     def forward(self, x, y=None, *, eps=None, rng=None, beta=None, check=True):
         """The loss terms of batch ``x`` (B, D) for noise ``eps`` or one drawn from ``rng``.
 
@@ -332,13 +344,11 @@ class VAE:
             raise ConfigError("labels y were given, but this VAE is not conditional "
                               "(build it with n_classes, see npvae.cvae)")
         x = self.check_input(x, values=check)
-        if eps is not None and getattr(eps, "shape", None) != (x.shape[0], self.latent):
-            raise ConfigError(f"eps must have shape ({x.shape[0]}, {self.latent}); "
-                              f"got shape {getattr(eps, 'shape', None)}")
+        eps = self.noise(x.shape[0], eps, rng)
         self.x = x
         self.beta_now = self.beta if beta is None else beta
         self.mu, self.logvar = self.encode(x)
-        self.z, self.eps = reparameterize(self.mu, self.logvar, eps, rng)
+        self.z, self.eps = reparameterize(self.mu, self.logvar, eps)
         self.out = self.decoder.forward(self.z)
         recon = self.nll(self.out, x).mean()
         kl = gaussian_kl(self.mu, self.logvar).mean()
