@@ -6,11 +6,15 @@ c of n_c examples out of B,
 
     loss = sum_c (n_c / B) loss_c,      dtheta = sum_c (n_c / B) dtheta_c.
 
+Each chunk's backward takes 1/B per example, not 1/n_c
+(``VAE.backward(batch=B)``), so it gives (n_c / B) dtheta_c itself and
+the chunks' gradients are simply added: one pass over the parameters.
+
 ``step_in_chunks`` runs each chunk's forward and backward through a
 *replica* of the model, a second set of the same layers that shares the
 model's parameter arrays but keeps its own gradients and its own
 activations, and adds the chunks' gradients up into the model's ``dtheta``
-in chunk order. With several threads (``npvae.parallel``) the chunks run
+in chunk order (``add_in_order``, in blocks across the threads). With several threads (``npvae.parallel``) the chunks run
 at once: with as many threads as chunks each runs whole on its thread, no
 hand-overs inside it; with more threads each chunk splits its products and
 passes across its share of them. The noise is the same draw as the unsplit
@@ -83,11 +87,21 @@ def step_in_chunks(model, x, *, eps=None, rng=None, beta=None, check=True):
         for c in range(first, last):
             rows = slice(starts[c], starts[c] + CHUNK)
             terms[c] = parts[c].forward(x[rows], eps=eps[rows], beta=beta, check=False)
-            parts[c].backward()
+            parts[c].backward(batch=B)   # its share of the batch's gradient: 1/B per example
     parallel.run(chunks, parallel.split(len(starts)))
+    add_in_order([part.dtheta for part in parts], model.dtheta)
     weights = [parts[c].x.shape[0] / B for c in range(len(starts))]
-    np.multiply(parts[0].dtheta, weights[0], out=model.dtheta)
-    for part, weight in zip(parts[1:], weights[1:]):
-        part.dtheta *= weight             # the replica's own buffer, written anew each step
-        model.dtheta += part.dtheta
     return LossTerms(*(sum(w * t[i] for w, t in zip(weights, terms)) for i in range(3)))
+
+
+def add_in_order(terms, out):
+    """out = terms[0] + terms[1] + ... for 1-D arrays, added in that order in each entry,
+    in blocks of entries across npvae's threads (the same bits with any number of them)."""
+    def add(i, j):
+        np.add(terms[0][i:j], terms[1][i:j], out=out[i:j])
+        for term in terms[2:]:
+            out[i:j] += term[i:j]
+    if len(terms) == 1:
+        out[...] = terms[0]
+    else:
+        parallel.elementwise(add, out.size, out.size)

@@ -354,13 +354,16 @@ class VAE:
         kl = gaussian_kl(self.mu, self.logvar).mean()
         return LossTerms(recon + self.beta_now * kl, recon, kl)
 
-    def backward(self):
+    def backward(self, batch=None):
         """Fill ``grads`` (and so ``dtheta``) with d loss / d parameter.
 
-        Per example, d loss / d (its term) is 1/B: the batch mean.
+        Per example, d loss / d (its term) is 1/B: the batch mean. ``batch``:
+        B when this forward saw a chunk of a batch of B examples
+        (``npvae.chunked``), so the gradients are the chunk's share of the
+        batch's; default, the examples of the last forward.
         Derivation: ``derivations.md#the-whole-elbo``.
         """
-        dout = 1.0 / self.x.shape[0]
+        dout = 1.0 / (self.x.shape[0] if batch is None else batch)
         dz = self.decoder.backward(self.nll_backward(dout, self.out, self.x))
         dmu, dlogvar = reparameterize_backward(dz, self.logvar, self.eps)
         dmu_kl, dlogvar_kl = gaussian_kl_backward(self.beta_now * dout, self.mu, self.logvar)
