@@ -33,7 +33,12 @@ the largest per-example difference, in float32. And a profile of npvae alone
 (k = 100): ``numpy.matmul`` swapped for a timed wrapper (every product of the
 estimator goes through ``xp.matmul``), giving the share of its time in matrix
 products, the products' GFLOP (counted from the shapes) and their GFLOP/s,
-and a chunk-shaped sgemm alone (the bound the products set).
+and a chunk-shaped sgemm alone (the bound the products set). Last, a floor
+at the run's threads: the products' FLOPs at the best rate this machine's
+sgemm reaches on the chunk's shape (split by npvae's pool, or by OpenBLAS's
+own threads), plus the likelihood's NumPy passes alone; over PyTorch's time
+at k = 100 it is the least ratio npvae could reach here with its products
+at that rate and no other cost but those passes.
 
 Usage: ``python benchmarks/iw_bound_torch.py [--run RUN] [--ks 100,5000]
 [--examples-large 1000] [--repeats 3] [--threads 2] [--threads 1 --cpu-time]``
@@ -221,6 +226,61 @@ def profile_npvae(model, x, k, seed):
             "bound_seconds": flops / 1e9 / peak, "distance_to_bound": seconds / (flops / 1e9 / peak)}
 
 
+def floor(model, n, k, threads):
+    """The least time npvae's estimator of k samples on n examples could take here, at
+    ``threads`` threads, with its likelihood's passes as they are and everything else
+    perfect: its products' FLOPs at the best rate this machine's sgemm reaches on the
+    chunk's main product, (rows, H) @ (H, D), split by npvae's pool or by OpenBLAS's own
+    threads, plus the likelihood's NumPy passes alone over the same logits, timed on one
+    chunk and scaled to all of them.
+
+    The passes are ``losses.bernoulli_nll_linear`` with a hidden layer of 16 units, less
+    its product's FLOPs at the best rate (so they are not overstated); they are timed
+    first, since OpenBLAS's threads, once used, spin for a while and slow the pool.
+    """
+    from npvae import evaluate, threads as npvae_threads
+    from npvae.losses import bernoulli_nll_linear
+    parallel = _common.engine_pool()
+    H, D = model.decoder.layers[-1].params["W"].shape
+    per_chunk = evaluate._default_chunk(model, k, BATCH, plain=False)
+    rows, small = BATCH * per_chunk, 16
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((BATCH, per_chunk, small), dtype=np.float32)
+    x = rng.random((BATCH, D), dtype=np.float32)
+    w1 = rng.standard_normal((small, D), dtype=np.float32) / small
+    b = np.zeros(D, np.float32)
+    bernoulli_nll_linear(h, w1, b, x)
+    chunk_s = min(_seconds(lambda: bernoulli_nll_linear(h, w1, b, x)) for _ in range(7))
+    a = rng.standard_normal((rows, H), dtype=np.float32)
+    w = rng.standard_normal((H, D), dtype=np.float32)
+    out = np.empty((rows, D), np.float32)
+
+    def rate(product, repeats=7):
+        product()
+        return 2 * rows * H * D / min(_seconds(product) for _ in range(repeats)) / 1e9
+    rates = {} if parallel is None else {
+        "npvae's pool": rate(lambda: parallel.matmul(a, w, out=out))}
+    workers = parallel.workers() if parallel else 1
+    if parallel:
+        parallel.set_workers(1)
+    npvae_threads._call(npvae_threads._SET, npvae_threads.ctypes.c_int(threads))
+    try:
+        rates["OpenBLAS's threads"] = rate(lambda: np.matmul(a, w, out=out))
+    finally:
+        npvae_threads._call(npvae_threads._SET, npvae_threads.ctypes.c_int(1))
+        if parallel:
+            parallel.set_workers(workers)
+    best = max(rates.values())
+    passes = chunk_s - 2 * rows * small * D / best / 1e9
+    flops = estimator_flops(model, n, k)
+    products_s = flops / 1e9 / best
+    passes_s = passes * n * k / rows
+    return {"k": k, "examples": n, "threads": threads, "chunk_rows": rows,
+            "sgemm_gflops": rates, "gflop": flops / 1e9, "products_seconds": products_s,
+            "passes_seconds_per_chunk": passes, "passes_seconds": passes_s,
+            "floor_seconds": products_s + passes_s}
+
+
 def fast_against_plain(model, x, k, seed):
     """npvae's fast estimator and its plain reference on the same noise, in float32."""
     from npvae.evaluate import iw_bounds
@@ -307,11 +367,25 @@ def main(argv=None):
           f"{plain_check['fast_bound']:.6f} vs {plain_check['plain_bound']:.6f}, largest "
           f"per-example difference {plain_check['max_abs_difference_per_example']:.1e}; "
           f"{plain_check['fast_seconds']:.2f} s vs {plain_check['plain_seconds']:.2f} s")
+    print("the floor: npvae's products at this machine's best sgemm rate, plus its "
+          "likelihood's passes alone (k=100) ...", flush=True)
+    low = floor(model, args.examples, 100, args.threads)
+    hundred = next((r for r in results if r["k"] == 100 and r["examples"] == args.examples), None)
+    if hundred is not None:
+        low["torch_seconds"] = hundred["median_seconds"]["torch"]
+        low["floor_ratio"] = low["floor_seconds"] / low["torch_seconds"]
+    print(f"floor (k=100, {low['examples']} examples, {low['threads']} threads): "
+          f"{low['gflop']:.0f} GFLOP at the best sgemm rate, "
+          + ", ".join(f"{v:.0f} GFLOP/s ({name})" for name, v in low["sgemm_gflops"].items())
+          + f": {low['products_seconds']:.2f} s; the likelihood's passes alone "
+          f"{low['passes_seconds']:.2f} s; together {low['floor_seconds']:.2f} s"
+          + (f", {low['floor_ratio']:.2f}x PyTorch's {low['torch_seconds']:.2f} s"
+             if "floor_ratio" in low else ""))
     print("load average at the end:", os.getloadavg())
     _common.write_json("iw_bound_torch", {
         "args": vars(args), "run": run, "machine": _common.machine_info(torch),
         "torch_chunk": torch_chunk, "torch_chunk_trial": trial, "results": results,
-        "npvae_profile": profile, "fast_against_plain": plain_check,
+        "npvae_profile": profile, "fast_against_plain": plain_check, "floor": low,
         "load_average_at_end": os.getloadavg()}, args.out)
 
 
