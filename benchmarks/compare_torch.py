@@ -41,8 +41,9 @@ import numpy as np
 from benchmarks import _common
 from benchmarks.torch_vae import train_torch, weights_from_npvae
 
-# npvae's epoch time over each run's must be at most this.
-TARGETS = {"torch": 0.8, "torch+ftz": 1.0, "torch+DataLoader": 0.8}
+# npvae's epoch time over each run's must be at most this (against "torch", the same arrays
+# without a DataLoader: issue 22's goal of 0.75 at 2 threads).
+TARGETS = {"torch": 0.75, "torch+ftz": 1.0, "torch+DataLoader": 0.8}
 
 
 # ---------------------------------------------------------------- npvae's side

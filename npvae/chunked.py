@@ -24,10 +24,11 @@ Why only the conv architecture: its step is many large elementwise passes
 (im2col, col2im, ReLU) between products, 34 hand-overs to the thread pool
 a step, which a chunk whole on its thread does without. On 2 CPUs
 (``python benchmarks/chunked_step.py``, ``results/chunked_step.json``) the
-conv preset's step took 0.94x the time of the whole batch's at 2 threads
-and at one (a chunk's arrays fit the caches better); the MLP's step, small
-products and few passes, took 1.03x and 1.15x in chunks, so it keeps the
-whole batch.
+conv preset's step took 0.95x the time of the whole batch's at 2 threads
+and 0.94x at one (a chunk's arrays fit the caches better); the MLP's step,
+small products and few passes, took 0.98x and 1.15x in chunks, so it keeps
+the whole batch (the chunks are fixed by the batch, not by the threads, so
+they would cost their 15% at one thread too).
 
 The chunks are fixed by the batch (``CHUNK`` examples each, the last one
 shorter), not by the threads, so the results are the same bits with any
