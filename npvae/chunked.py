@@ -14,10 +14,11 @@ the chunks' gradients are simply added: one pass over the parameters.
 *replica* of the model, a second set of the same layers that shares the
 model's parameter arrays but keeps its own gradients and its own
 activations, and adds the chunks' gradients up into the model's ``dtheta``
-in chunk order (``add_in_order``, in blocks across the threads). With several threads (``npvae.parallel``) the chunks run
-at once: with as many threads as chunks each runs whole on its thread, no
-hand-overs inside it; with more threads each chunk splits its products and
-passes across its share of them. The noise is the same draw as the unsplit
+in chunk order (``parallel.add_in_order``, in blocks across the threads).
+With several threads (``npvae.parallel``) the chunks run at once: with as
+many threads as chunks each runs whole on its thread, no hand-overs inside
+it; with more threads each chunk splits its products and passes across its
+share of them. The noise is the same draw as the unsplit
 step's, cut by rows.
 
 Why only the conv architecture: its step is many large elementwise passes
@@ -90,19 +91,7 @@ def step_in_chunks(model, x, *, eps=None, rng=None, beta=None, check=True):
             terms[c] = parts[c].forward(x[rows], eps=eps[rows], beta=beta, check=False)
             parts[c].backward(batch=B)   # its share of the batch's gradient: 1/B per example
     parallel.run(chunks, parallel.split(len(starts)))
-    add_in_order([part.dtheta for part in parts], model.dtheta)
+    parallel.add_in_order([part.dtheta for part in parts], model.dtheta)
     weights = [parts[c].x.shape[0] / B for c in range(len(starts))]
     return LossTerms(*(sum(w * t[i] for w, t in zip(weights, terms)) for i in range(3)))
 
-
-def add_in_order(terms, out):
-    """out = terms[0] + terms[1] + ... for 1-D arrays, added in that order in each entry,
-    in blocks of entries across npvae's threads (the same bits with any number of them)."""
-    def add(i, j):
-        np.add(terms[0][i:j], terms[1][i:j], out=out[i:j])
-        for term in terms[2:]:
-            out[i:j] += term[i:j]
-    if len(terms) == 1:
-        out[...] = terms[0]
-    else:
-        parallel.elementwise(add, out.size, out.size)

@@ -11,8 +11,9 @@ parts, one per thread, itself:
   thread of its own when there are as many products as threads
   (``matmuls``);
 - an elementwise pass (ReLU, im2col, col2im, a bias, Adam's blocks, the
-  importance-weighted bound's likelihood) into blocks of rows, channels or
-  examples (``elementwise``, ``apply``).
+  importance-weighted bound's likelihood, a sum of terms in their order)
+  into blocks of rows, channels or examples (``elementwise``, ``apply``,
+  ``add_in_order``).
 
 NumPy releases the GIL inside a BLAS call and inside its copies and ufunc
 loops, so the parts run at once. Why not BLAS's own threads: OpenBLAS's
@@ -276,7 +277,7 @@ def matmuls(products, xp=np):
             calls += _blocks(a, b, out, min(share, _parts(work, MIN_FLOPS)), wide[i])
     _run_all(calls)
     for terms, out in sums:
-        _add_in_order(terms, out)
+        add_in_order(terms, out)
     return outs
 
 
@@ -358,11 +359,20 @@ def _chunk_products(a, b, terms, chunk, along=(), first=0, stop=None):
             np.matmul(a2, b2[:, cut], out=out2[:, cut])
 
 
-def _add_in_order(terms, out):
-    """out = terms[0] + terms[1] + ..., added in that order (whatever the threads)."""
-    out[...] = terms[0]
-    for term in terms[1:]:
-        out += term
+def add_in_order(terms, out):
+    """out = terms[0] + terms[1] + ..., each entry added in that order, in blocks of out's
+    first axis across the threads: the same bits with any number of them. ``terms``: arrays
+    of out's shape (a long product's sums over chunks, a chunked step's gradients)."""
+    xp = xp_of(out)
+
+    def add(i, j):
+        if len(terms) == 1:
+            out[i:j] = terms[0][i:j]
+            return
+        xp.add(terms[0][i:j], terms[1][i:j], out=out[i:j])
+        for term in terms[2:]:
+            out[i:j] += term[i:j]
+    elementwise(add, out.shape[0], out.size, xp)
 
 
 def _blocks(a, b, out, parts, chunk=None):

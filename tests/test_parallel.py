@@ -364,3 +364,28 @@ def test_every_kind_of_model_trains_to_the_same_weights_with_any_thread_count(
         weights.append(b"".join(np.ascontiguousarray(p).tobytes()
                                 for p in result.model.params.values()))
     assert weights[0] == weights[1]
+
+
+def test_terms_are_added_in_order_in_blocks_the_same_with_any_thread_count(workers):
+    """``add_in_order`` (a long product's sums over chunks, a chunked step's gradients) adds
+    each entry's terms in their order, in blocks across the threads: 1-D and 2-D, one term
+    or several, the same bits as adding them one after the other."""
+    rng = np.random.default_rng(7)
+    for shape in ((300_001,), (700, 431)):
+        terms = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+        for n in (1, 3):
+            expected = terms[0].copy()
+            for term in terms[1:n]:
+                expected += term
+            for threads in (1, 2, 3):
+                workers(threads)
+                out = np.empty(shape, np.float32)
+                parallel.add_in_order(terms[:n], out)
+                assert np.array_equal(out, expected), (shape, n, threads)
+    # the order shows in float32: (1 + 1e8) - 1e8 is 0, (-1e8 + 1e8) + 1 is 1
+    terms = [np.full(4, v, np.float32) for v in (1.0, 1e8, -1e8)]
+    out = np.empty(4, np.float32)
+    parallel.add_in_order(terms, out)
+    assert np.array_equal(out, np.zeros(4, np.float32))
+    parallel.add_in_order(terms[::-1], out)
+    assert np.array_equal(out, np.ones(4, np.float32))
