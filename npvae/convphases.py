@@ -102,7 +102,8 @@ def conv_transpose_phases(x, W, b, stride, padding, out_shape):
 def _shares(work, parts):
     """The indices of ``work`` in ``parts`` groups of about equal sums: each, largest first,
     to the group with the least so far."""
-    groups, sums = [[] for _ in range(max(1, min(parts, len(work))))], [0] * len(work)
+    groups = [[] for _ in range(max(1, min(parts, len(work))))]
+    sums = [0] * len(groups)
     for i in sorted(range(len(work)), key=lambda i: -work[i]):
         g = min(range(len(groups)), key=lambda g: sums[g])
         groups[g].append(i)
