@@ -18,8 +18,8 @@ in chunk order (``parallel.add_in_order``, in blocks across the threads).
 With several threads (``npvae.parallel``) the chunks run at once: with as
 many threads as chunks each runs whole on its thread, no hand-overs inside
 it; with more threads each chunk splits its products and passes across its
-share of them. The noise is the same draw as the unsplit
-step's, cut by rows.
+share of them. The noise is the same draw as the unsplit step's, cut by
+rows.
 
 Why only the conv architecture: its step is many large elementwise passes
 (im2col, col2im, ReLU) between products, 34 hand-overs to the thread pool
